@@ -1,0 +1,136 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018) with a pluggable critic: the paper's SAC (``hyperrl-paper.md`` §3.2).
+
+One update on a batch ``(s, a, r, s', terminated)``::
+
+    a', log π(a'|s') ~ π(·|s')
+    y      = r + γ (1 − terminated) (min_i Q̄_i(s', a') − α log π(a'|s'))              (no gradient)
+    L_Q    = Σ_i mean (Q_i(s, a) − y)²
+    ã, log π(ã|s) ~ π(·|s)
+    L_π    = mean (α log π(ã|s) − min_i Q_i(s, ã))                  (critic frozen, α detached)
+    L_α    = −mean (log α · (log π(ã|s) + H̄))                       (H̄ = −|A| by default)
+    θ̄_i ← (1 − τ) θ̄_i + τ θ_i
+
+The state-only part of each critic (for SA-Hyper: the primary network and the weight heads) runs once on ``s``
+and serves both ``L_Q`` and ``L_π``; ``L_π`` sees it detached. All three terms come from the same parameters and
+are minimised by one Adam step (param groups with their own learning rates), as TorchRL's SAC does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from torch import Tensor, nn
+
+from hyperrl.algos.base import OffPolicyAlgorithm, detach_condition, frozen, polyak_update
+from hyperrl.errors import ConfigurationError, require_positive
+from hyperrl.nn import TanhGaussianPolicy, policy_module
+
+
+class SAC(OffPolicyAlgorithm):
+    """SAC with twin critics, Polyak targets and automatic entropy tuning (or a fixed ``alpha``).
+
+    Args (beyond :class:`~hyperrl.algos.base.OffPolicyAlgorithm`):
+        alpha: fixed temperature; ``None`` (default) tunes it automatically, starting at ``initial_alpha``.
+        initial_alpha: starting temperature when tuning (``log α = 0`` in the authors' code).
+        alpha_lr: Adam learning rate of ``log α``.
+        target_entropy: ``None`` means ``−|A|``.
+    """
+
+    def __init__(
+        self,
+        env: str = "HalfCheetah-v5",
+        critic: str = "sa_hyper",
+        critic_kwargs: dict[str, Any] | None = None,
+        actor_hidden: list[int] | tuple[int, ...] = (256, 256),
+        critic_lr: float | None = None,
+        actor_lr: float = 3e-4,
+        alpha: float | None = None,
+        initial_alpha: float = 1.0,
+        alpha_lr: float = 3e-4,
+        target_entropy: float | None = None,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        batch_size: int = 256,
+        buffer_size: int = 1_000_000,
+        warmup_frames: int = 1000,
+        learning_starts: int = 256,
+        frames_per_batch: int = 1,
+        updates_per_batch: int = 1,
+        eval_episodes: int = 10,
+        seed: int = 0,
+        fused_adam: bool | None = None,
+    ) -> None:
+        super().__init__(
+            env, critic, critic_kwargs, actor_hidden, critic_lr, actor_lr, gamma, tau, batch_size, buffer_size,
+            warmup_frames, learning_starts, frames_per_batch, updates_per_batch, eval_episodes, seed, fused_adam,
+        )  # fmt: skip
+        if alpha is not None and not (isinstance(alpha, (int, float)) and alpha >= 0):
+            raise ConfigurationError(f"alpha={alpha!r} is not allowed: expected a number >= 0, or null to tune it")
+        require_positive("initial_alpha", initial_alpha)
+        require_positive("alpha_lr", alpha_lr)
+        self.autotune = alpha is None
+        start = initial_alpha if self.autotune else max(float(alpha), 1e-30)
+        log_alpha = torch.tensor(float(start)).log()
+        if self.autotune:
+            self.log_alpha = nn.Parameter(log_alpha)
+        else:
+            self.register_buffer("log_alpha", log_alpha)
+        self.target_entropy = float(-self.env_spec.action_dim if target_entropy is None else target_entropy)
+        self._fixed_alpha = None if self.autotune else float(alpha)
+
+    def build_actor(self, observation_dim, action_dim, low, high) -> TanhGaussianPolicy:
+        return TanhGaussianPolicy(observation_dim, action_dim, low, high, hidden=self.hparams.actor_hidden)
+
+    def acting_policy(self):
+        return policy_module(self.actor)
+
+    def param_groups(self) -> list[dict]:
+        groups = super().param_groups()
+        if self.autotune:
+            groups.append({"params": [self.log_alpha], "lr": self.hparams.alpha_lr, "name": "alpha"})
+        return groups
+
+    @property
+    def alpha(self) -> Tensor:
+        if self._fixed_alpha is not None:
+            return torch.tensor(self._fixed_alpha, device=self.log_alpha.device)
+        return self.log_alpha.detach().float().exp()
+
+    # --------------------------------------------------------------------------------------- the math
+    def critic_target(self, batch: TensorDictBase) -> Tensor:
+        """``y = r + γ (1 − terminated)(min_i Q̄_i(s', a') − α log π(a'|s'))``, fp32, shape ``(B, 1)``."""
+        with torch.no_grad():
+            next_obs = batch.get(("next", "observation"))
+            next_action, next_log_prob = self.actor.sample(next_obs)
+            next_q = torch.min(*(q(next_obs, next_action).float() for q in self.target_critics))
+            not_terminated = 1.0 - batch.get(("next", "terminated")).float()
+            reward = batch.get(("next", "reward")).float()
+            return reward + self.hparams.gamma * not_terminated * (next_q - self.alpha * next_log_prob)
+
+    def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
+        obs, action = batch.get("observation"), batch.get("action")
+        target = self.critic_target(batch)
+        conditions = [q.condition(obs) for q in self.critics]
+        critic_loss = sum(
+            F.mse_loss(q.evaluate(c, action).float(), target) for q, c in zip(self.critics, conditions)
+        )
+        new_action, log_prob = self.actor.sample(obs)
+        with frozen(self.critics):
+            q_new = torch.min(
+                *(q.evaluate(detach_condition(c), new_action).float() for q, c in zip(self.critics, conditions))
+            )
+        actor_loss = (self.alpha * log_prob - q_new).mean()
+        losses = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": self.alpha}
+        loss = critic_loss + actor_loss
+        if self.autotune:
+            alpha_loss = -(self.log_alpha.float() * (log_prob.detach() + self.target_entropy)).mean()
+            losses["alpha_loss"] = alpha_loss
+            loss = loss + alpha_loss
+        losses["loss"] = loss
+        return losses
+
+    def after_update(self, update: int) -> None:
+        polyak_update(self.target_critics, self.critics, self.hparams.tau)

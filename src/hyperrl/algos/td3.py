@@ -1,0 +1,118 @@
+"""TD3 (Fujimoto et al. 2018) with a pluggable critic: the paper's TD3 (``hyperrl-paper.md`` §3.1).
+
+One update on a batch ``(s, a, r, s', terminated)``, ``r_a`` the action radius (``max_action`` in the paper)::
+
+    ε  = clip(N(0, (σ̃ r_a)²), ±c r_a)                                     σ̃ = 0.2, c = 0.5
+    a' = clip(μ̄(s') + ε, low, high)
+    y  = r + γ (1 − terminated) min_i Q̄_i(s', a')                                      (no gradient)
+    L_Q = Σ_i mean (Q_i(s, a) − y)²
+    every ``policy_delay``-th update:  L_μ = −mean Q_1(s, μ(s))  (critic frozen), then
+        θ̄ ← (1 − τ) θ̄ + τ θ for the actor and both critics
+
+The state-only part of ``Q_1`` runs once on ``s`` for both ``L_Q`` and ``L_μ``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from torch import Tensor
+
+from hyperrl.algos.base import OffPolicyAlgorithm, detach_condition, frozen, polyak_update
+from hyperrl.errors import ConfigurationError, require_positive
+from hyperrl.nn import DeterministicPolicy, policy_module
+
+
+class TD3(OffPolicyAlgorithm):
+    """TD3 with twin critics, target policy smoothing and delayed policy updates.
+
+    Args (beyond :class:`~hyperrl.algos.base.OffPolicyAlgorithm`):
+        policy_delay: actor and target updates happen every ``policy_delay`` critic updates.
+        policy_noise, noise_clip: target smoothing noise std and clip, as fractions of the action radius.
+        exploration_noise: std of the Gaussian exploration noise, as a fraction of the action radius.
+    """
+
+    def __init__(
+        self,
+        env: str = "HalfCheetah-v5",
+        critic: str = "sa_hyper",
+        critic_kwargs: dict[str, Any] | None = None,
+        actor_hidden: list[int] | tuple[int, ...] = (256, 256),
+        critic_lr: float | None = None,
+        actor_lr: float = 3e-4,
+        policy_delay: int = 2,
+        policy_noise: float = 0.2,
+        noise_clip: float = 0.5,
+        exploration_noise: float = 0.1,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        batch_size: int = 100,
+        buffer_size: int = 1_000_000,
+        warmup_frames: int = 1000,
+        learning_starts: int = 1000,
+        frames_per_batch: int = 1,
+        updates_per_batch: int = 1,
+        eval_episodes: int = 10,
+        seed: int = 0,
+        fused_adam: bool | None = None,
+    ) -> None:
+        super().__init__(
+            env, critic, critic_kwargs, actor_hidden, critic_lr, actor_lr, gamma, tau, batch_size, buffer_size,
+            warmup_frames, learning_starts, frames_per_batch, updates_per_batch, eval_episodes, seed, fused_adam,
+        )  # fmt: skip
+        require_positive("policy_delay", policy_delay, integer=True)
+        for name, value in (("policy_noise", policy_noise), ("noise_clip", noise_clip), ("exploration_noise", exploration_noise)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigurationError(f"{name}={value!r} is not allowed: expected a number >= 0")
+        self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
+
+    def build_actor(self, observation_dim, action_dim, low, high) -> DeterministicPolicy:
+        return DeterministicPolicy(observation_dim, action_dim, low, high, hidden=self.hparams.actor_hidden)
+
+    def acting_policy(self):
+        return policy_module(self.actor, exploration_noise=self.hparams.exploration_noise)
+
+    def updates_actor(self, update: int) -> bool:
+        """The authors count iterations from 1 and update the actor when ``it % policy_delay == 0``."""
+        return (update + 1) % self.hparams.policy_delay == 0
+
+    # --------------------------------------------------------------------------------------- the math
+    def critic_target(self, batch: TensorDictBase) -> Tensor:
+        """``y = r + γ (1 − terminated) min_i Q̄_i(s', clip(μ̄(s') + ε))``, fp32, shape ``(B, 1)``."""
+        hp = self.hparams
+        radius = self.actor.action_radius
+        action = batch.get("action")
+        noise = (torch.randn_like(action) * (hp.policy_noise * radius)).clamp(
+            -hp.noise_clip * radius, hp.noise_clip * radius
+        )
+        with torch.no_grad():
+            next_obs = batch.get(("next", "observation"))
+            next_action = torch.max(torch.min(self.target_actor(next_obs) + noise, self.actor.high), self.actor.low)
+            next_q = torch.min(*(q(next_obs, next_action).float() for q in self.target_critics))
+            not_terminated = 1.0 - batch.get(("next", "terminated")).float()
+            return batch.get(("next", "reward")).float() + hp.gamma * not_terminated * next_q
+
+    def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
+        obs, action = batch.get("observation"), batch.get("action")
+        target = self.critic_target(batch)
+        conditions = [q.condition(obs) for q in self.critics]
+        critic_loss = sum(
+            F.mse_loss(q.evaluate(c, action).float(), target) for q, c in zip(self.critics, conditions)
+        )
+        losses = {"critic_loss": critic_loss, "loss": critic_loss}
+        if self.updates_actor(update):
+            with frozen(self.critics):
+                q1 = self.critics[0].evaluate(detach_condition(conditions[0]), self.actor(obs)).float()
+            actor_loss = -q1.mean()
+            losses["actor_loss"] = actor_loss
+            losses["loss"] = critic_loss + actor_loss
+        return losses
+
+    def after_update(self, update: int) -> None:
+        if self.updates_actor(update):
+            polyak_update(self.target_critics, self.critics, self.hparams.tau)
+            polyak_update(self.target_actor, self.actor, self.hparams.tau)

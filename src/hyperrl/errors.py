@@ -1,0 +1,31 @@
+"""Errors that mean "the user asked for something that cannot work".
+
+The CLI turns a :class:`ConfigurationError` into one line on stderr and exit status 2, never a traceback.
+"""
+
+
+class ConfigurationError(ValueError):
+    """A user-supplied setting is invalid; the message names the bad value and what is allowed."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite; the run stops before anything is checkpointed."""
+
+
+def require_positive(name: str, value, *, integer: bool = False) -> None:
+    """Raise :class:`ConfigurationError` unless ``value`` is a positive number (an ``int`` when ``integer``)."""
+    kind = "a positive integer" if integer else "a positive number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name}={value!r} is not allowed: expected {kind}")
+    if integer and not isinstance(value, int):
+        raise ConfigurationError(f"{name}={value!r} is not allowed: expected {kind}")
+    if not value > 0:
+        raise ConfigurationError(f"{name}={value!r} is not allowed: expected {kind}")
+
+
+def require_positive_sizes(name: str, values) -> tuple[int, ...]:
+    """Validate a sequence of layer sizes; returns it as a tuple."""
+    values = tuple(values)
+    for v in values:
+        require_positive(f"{name} entry", v, integer=True)
+    return values

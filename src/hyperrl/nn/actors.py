@@ -1,0 +1,114 @@
+"""Policies: SAC's tanh-Gaussian and TD3's deterministic tanh policy, both rescaled to the action bounds.
+
+Both map an observation ``(..., obs_dim)`` through a 2×256 ReLU trunk. Actions live in ``[low, high]`` via
+``a = c + r · tanh(u)`` with centre ``c = (high + low)/2`` and radius ``r = (high − low)/2``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes
+
+
+class _BoundedPolicy(nn.Module):
+    def __init__(self, observation_dim: int, action_dim: int, low, high, hidden: Sequence[int]) -> None:
+        super().__init__()
+        require_positive("observation_dim", observation_dim, integer=True)
+        require_positive("action_dim", action_dim, integer=True)
+        hidden = require_positive_sizes("actor_hidden", hidden)
+        low = torch.as_tensor(low, dtype=torch.float32).expand(action_dim).clone()
+        high = torch.as_tensor(high, dtype=torch.float32).expand(action_dim).clone()
+        if not bool(torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+            raise ConfigurationError(f"action bounds low={low.tolist()}, high={high.tolist()} must be finite with low < high")
+        self.register_buffer("action_centre", (high + low) / 2)
+        self.register_buffer("action_radius", (high - low) / 2)
+        layers: list[nn.Module] = []
+        previous = observation_dim
+        for width in hidden:
+            layers += [nn.Linear(previous, width), nn.ReLU()]
+            previous = width
+        self.trunk = nn.Sequential(*layers)
+        self.feature_dim = previous
+        self.action_dim = action_dim
+
+    def squash(self, u: Tensor) -> Tensor:
+        """``u ↦ c + r·tanh(u)``."""
+        return self.action_centre + self.action_radius * torch.tanh(u)
+
+    @property
+    def low(self) -> Tensor:
+        return self.action_centre - self.action_radius
+
+    @property
+    def high(self) -> Tensor:
+        return self.action_centre + self.action_radius
+
+
+class TanhGaussianPolicy(_BoundedPolicy):
+    """SAC's policy: ``u ~ N(μ(s), σ(s)²)``, ``a = c + r·tanh(u)``; ``log σ`` clamped to ``log_std_bounds``.
+
+    ``forward`` returns ``(μ, σ)``; :meth:`sample` draws a reparameterised action with its log-density
+
+    ``log π(a|s) = Σ_i [log N(u_i; μ_i, σ_i) − 2(log 2 − u_i − softplus(−2u_i)) − log r_i]``
+
+    (the numerically stable form of ``log(1 − tanh²u)``). Xavier-uniform weights, zero biases (authors' SAC).
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        low=-1.0,
+        high=1.0,
+        hidden: Sequence[int] = (256, 256),
+        log_std_bounds: tuple[float, float] = (-20.0, 2.0),
+    ) -> None:
+        super().__init__(observation_dim, action_dim, low, high, hidden)
+        self.mean = nn.Linear(self.feature_dim, action_dim)
+        self.log_std = nn.Linear(self.feature_dim, action_dim)
+        self.log_std_bounds = tuple(float(b) for b in log_std_bounds)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, observation: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.trunk(observation)
+        log_std = self.log_std(h).clamp(*self.log_std_bounds)
+        return self.mean(h), log_std.exp()
+
+    def sample(self, observation: Tensor) -> tuple[Tensor, Tensor]:
+        """Reparameterised ``(a, log π(a|s))``: shapes ``(..., A)`` and ``(..., 1)``."""
+        loc, scale = self(observation)
+        u = loc + scale * torch.randn_like(loc)
+        log_prob = (
+            -0.5 * ((u - loc) / scale) ** 2
+            - scale.log()
+            - 0.5 * math.log(2 * math.pi)
+            - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+            - self.action_radius.log()
+        )
+        return self.squash(u), log_prob.sum(-1, keepdim=True)
+
+    def mode(self, observation: Tensor) -> Tensor:
+        """The deterministic action ``c + r·tanh(μ(s))`` (used for evaluation)."""
+        return self.squash(self(observation)[0])
+
+
+class DeterministicPolicy(_BoundedPolicy):
+    """TD3's policy ``a = c + r·tanh(MLP(s))`` with PyTorch's default initialisation (Fujimoto's TD3)."""
+
+    def __init__(self, observation_dim: int, action_dim: int, low=-1.0, high=1.0, hidden: Sequence[int] = (256, 256)):
+        super().__init__(observation_dim, action_dim, low, high, hidden)
+        self.out = nn.Linear(self.feature_dim, action_dim)
+
+    def forward(self, observation: Tensor) -> Tensor:
+        return self.squash(self.out(self.trunk(observation)))
+
+    mode = forward
