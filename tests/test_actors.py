@@ -97,7 +97,7 @@ def test_gaussian_log_prob_matches_change_of_variables():
 def test_gaussian_sample_matches_torchrl_rsample_with_same_seed():
     """With the same torch seed, policy.sample draws the same action as TanhNormal(...).rsample()."""
     policy = gaussian_policy(torch.float64)
-    obs = torch.randn(16, OBS, dtype=torch.float64)
+    obs = torch.randn(256, OBS, dtype=torch.float64)
     with torch.no_grad():
         loc, scale = policy(obs)
         torch.manual_seed(123)
@@ -106,6 +106,21 @@ def test_gaussian_sample_matches_torchrl_rsample_with_same_seed():
         torch.manual_seed(123)
         expected = dist.rsample()
     torch.testing.assert_close(action, expected)
+
+
+def test_gaussian_pre_tanh_samples_are_normal():
+    """Before squashing, samples for one state have mean μ and std σ (20,000 draws, float64)."""
+    policy = gaussian_policy(torch.float64)
+    set_log_std(policy, math.log(0.3))
+    obs = torch.full((20_000, OBS), 0.2, dtype=torch.float64)
+    low, high = tensor(LOW, torch.float64), tensor(HIGH, torch.float64)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loc, _ = policy(obs[:1])
+        action, _ = policy.sample(obs)
+    u = torch.atanh((action - (high + low) / 2) / ((high - low) / 2))
+    torch.testing.assert_close(u.mean(0), loc[0], rtol=0, atol=0.01)
+    torch.testing.assert_close(u.std(0), torch.full((ACT,), 0.3, dtype=torch.float64), rtol=0.03, atol=0)
 
 
 def test_gaussian_sample_is_reparameterised():

@@ -13,6 +13,7 @@ from hyperrl.nn import (
     CRITICS,
     HyperNetwork,
     PrimaryNetwork,
+    ResidualBlock,
     SAHyperCritic,
     WeightHeads,
     dynamic_forward,
@@ -155,6 +156,23 @@ def test_one_observation_broadcasts_against_many_actions(name):
     torch.testing.assert_close(q, critic(obs.expand(7, OBS), actions))
 
 
+def test_residual_block_is_pre_activation():
+    """ResidualBlock(x) = x + L2(ReLU(L1(ReLU(x)))): no norm, no activation after the sum."""
+    torch.manual_seed(0)
+    block = ResidualBlock(8)
+    x = torch.randn(5, 8)
+    expected = x + block.linear2(torch.relu(block.linear1(torch.relu(x))))
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_primary_network_layout_paper_size(paper_critic):
+    """Paper trunk: Linear(m,256), 2 blocks, Linear(256,512), 2 blocks, Linear(512,1024), 2 blocks, no final activation."""
+    layers = list(paper_critic.hyper.primary.layers)
+    assert [type(layer) for layer in layers] == [nn.Linear, ResidualBlock, ResidualBlock] * 3
+    assert [(layers[i].in_features, layers[i].out_features) for i in (0, 3, 6)] == [(OBS, 256), (256, 512), (512, 1024)]
+    assert [layers[i].linear1.in_features for i in (1, 2, 4, 5, 7, 8)] == [256, 256, 512, 512, 1024, 1024]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # 3. Equivalence
 
@@ -234,6 +252,30 @@ def test_sa_hyper_action_gradient_matches_closed_form():
         back = g1 * (pre > 0) * (g2 * w2[:, 0, :])  # (B, H)
         closed_form = torch.einsum("bha,bh->ba", w1, back)
     torch.testing.assert_close(grad, closed_form)
+
+
+def test_d2rl_concatenates_raw_input_to_every_later_hidden_layer():
+    """D2RL: h1 = ReLU(L1([s,a])), h_k = ReLU(L_k([h_{k-1}, s, a])), Q = Lout(h_4)."""
+    critic = small_critic("d2rl")
+    obs, actions = torch.randn(4, OBS, dtype=torch.float64), torch.randn(4, ACT, dtype=torch.float64)
+    sa = torch.cat((obs, actions), dim=-1)
+    h = torch.relu(critic.hidden[0](sa))
+    for layer in critic.hidden[1:]:
+        h = torch.relu(layer(torch.cat((h, sa), dim=-1)))
+    assert len(critic.hidden) == 4
+    torch.testing.assert_close(critic(obs, actions), critic.output(h))
+
+
+def test_deep_resnet_has_relu_before_output():
+    """Deep-ResNet: Linear([s,a] -> w), residual blocks, ReLU, Linear(w -> 1)."""
+    critic = small_critic("deep_resnet")
+    obs, actions = torch.randn(4, OBS, dtype=torch.float64), torch.randn(4, ACT, dtype=torch.float64)
+    first, *blocks, relu, last = critic.net
+    assert len(blocks) == 2 and all(isinstance(b, ResidualBlock) for b in blocks) and isinstance(relu, nn.ReLU)
+    h = first(torch.cat((obs, actions), dim=-1))
+    for block in blocks:
+        h = block(h)
+    torch.testing.assert_close(critic(obs, actions), last(torch.relu(h)))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -34,8 +34,45 @@ TRAINER_DEFAULTS = {
 }
 
 
+class UsageError(Exception):
+    """A command-line or configuration mistake caught by the argument parser."""
+
+
+def one_line(message: str) -> str:
+    """Condense jsonargparse's nested, multi-line report to the line that names the bad value."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    ours = ("is not allowed", "unknown critic", "unknown environment", "environment '", "unknown option")
+    for line in lines:
+        if any(marker in line for marker in ours):
+            return line.lstrip("- ")
+    for i, line in enumerate(lines):
+        if line.startswith("Expected a <class") and "NoneType" not in line:
+            keys = [m for m in lines[:i] if m.startswith('Parser key "')]
+            key = keys[-1].split('"')[1] if keys else "value"
+            return f"{key}: {line}"
+        if line.startswith(("Option '", "Key '")) or "unrecognized arguments" in line or "does not exist" in line:
+            return line
+    return lines[0] if lines else "invalid arguments"
+
+
+def _configuration_error_in(exc: BaseException) -> BaseException | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConfigurationError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _cli_class():
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    class Parser(LightningArgumentParser):
+        def error(self, message: str, ex: Exception | None = None):
+            if getattr(self, "exit_on_error", True):
+                raise UsageError(message) from ex
+            return super().error(message, ex)
 
     class HyperRLCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -45,6 +82,7 @@ def _cli_class():
             config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
             _share_log_dir(config)
 
+    _cli_class.parser = Parser
     return HyperRLCLI
 
 
@@ -76,24 +114,47 @@ def _share_log_dir(config) -> None:
         spec["version"] = f"version_{n}"
 
 
+def _quiet_known_warnings() -> None:
+    """Silence warnings that do not apply to these modules (they are by design)."""
+    import warnings
+
+    for pattern in (
+        ".*no pre-optimization state was saved.*",  # we checkpoint the state after each update, on purpose
+        ".*module\\(s\\) in eval mode.*",
+        ".*LeafSpec.*",
+        ".*Experiment logs directory .* exists and is not empty.*",  # TensorBoard and CSV share the run directory
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
+    _quiet_known_warnings()
     try:
         from hyperrl.algos import OffPolicyAlgorithm
 
-        _cli_class()(
+        cli = _cli_class()
+        cli(
             OffPolicyAlgorithm,
             subclass_mode_model=True,
             save_config_kwargs={"overwrite": True},
             args=args,
             auto_configure_optimizers=False,
+            parser_class=_cli_class.parser,
         )
-    except ConfigurationError as exc:
-        print(f"hyperrl: error: {exc}", file=sys.stderr)
+    except (ConfigurationError, UsageError) as exc:
+        print(f"hyperrl: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLossError as exc:
         print(f"hyperrl: stopped: {exc}", file=sys.stderr)
         sys.exit(1)
+    except ValueError as exc:
+        # jsonargparse wraps errors raised while instantiating classes: report ours, re-raise anything else
+        cause = _configuration_error_in(exc)
+        if cause is None:
+            raise
+        print(f"hyperrl: error: {one_line(str(cause))}", file=sys.stderr)
+        sys.exit(2)
     except FileNotFoundError as exc:
         print(f"hyperrl: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -3,6 +3,8 @@
 The CLI turns a :class:`ConfigurationError` into one line on stderr and exit status 2, never a traceback.
 """
 
+import numbers
+
 
 class ConfigurationError(ValueError):
     """A user-supplied setting is invalid; the message names the bad value and what is allowed."""
@@ -13,11 +15,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 def require_positive(name: str, value, *, integer: bool = False) -> None:
-    """Raise :class:`ConfigurationError` unless ``value`` is a positive number (an ``int`` when ``integer``)."""
+    """Raise :class:`ConfigurationError` unless ``value`` is a positive number (an integer when ``integer``)."""
     kind = "a positive integer" if integer else "a positive number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigurationError(f"{name}={value!r} is not allowed: expected {kind}")
-    if integer and not isinstance(value, int):
+    if integer and not isinstance(value, numbers.Integral):
         raise ConfigurationError(f"{name}={value!r} is not allowed: expected {kind}")
     if not value > 0:
         raise ConfigurationError(f"{name}={value!r} is not allowed: expected {kind}")

@@ -64,6 +64,27 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
+def rng_state() -> dict:
+    """Every RNG a run draws from, as plain tensors/ints (loadable with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])
+
+
 class OffPolicyAlgorithm(L.LightningModule):
     """Base LightningModule of the off-policy actor-critic algorithms (manual optimization).
 
@@ -128,7 +149,7 @@ class OffPolicyAlgorithm(L.LightningModule):
         )
         self.actor = self.build_actor(obs_dim, act_dim, self.env_spec.action_low, self.env_spec.action_high)
         self.data: OffPolicyData | None = None
-        self.eval_env = None
+        self._envs: dict = {}  # a plain dict: environments are not submodules (no state_dict, no summary row)
         self._episode_returns: list[float] = []
         self._clock: tuple[float, int] | None = None
         # gradient updates done so far (drives TD3's policy delay); a buffer so that checkpoints carry it
@@ -184,8 +205,6 @@ class OffPolicyAlgorithm(L.LightningModule):
             )
             # each rank samples its own minibatches
             torch.manual_seed(hp.seed + 10_000 * rank + 1)
-        if self.eval_env is None:
-            self.eval_env = make_env(self.hparams.env, seed=self.hparams.seed + 100 + rank)
 
     def teardown(self, stage: str) -> None:
         if self.data is not None and stage == "fit":
@@ -206,6 +225,7 @@ class OffPolicyAlgorithm(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, step: int, batch_idx: int) -> None:
         hp = self.hparams
+        frames_after = self.frames + hp.frames_per_batch * self.trainer.world_size  # before Lightning counts this step
         batch = self.data.collect()
         self._record_episodes(batch)
         optimizer = self.optimizers()
@@ -236,7 +256,7 @@ class OffPolicyAlgorithm(L.LightningModule):
             )
         if not updated:
             optimizer.step()  # no gradients: Adam skips every parameter; Lightning still counts the step
-        self.log("train/frames", float(self.frames + hp.frames_per_batch * self.trainer.world_size), batch_size=1)
+        self.log("train/frames", float(frames_after), batch_size=1)
         self._log_speed()
 
     def _record_episodes(self, batch: TensorDictBase) -> None:
@@ -263,14 +283,15 @@ class OffPolicyAlgorithm(L.LightningModule):
         from torchrl.envs.utils import ExplorationType, set_exploration_type
 
         episodes = episodes or self.hparams.eval_episodes
-        if self.eval_env is None:
-            self.eval_env = make_env(self.hparams.env, seed=self.hparams.seed + 100 + self.global_rank)
-        self.eval_env.set_seed(self.hparams.seed + 100 + self.global_rank)
+        if "eval" not in self._envs:
+            self._envs["eval"] = make_env(self.hparams.env)
+        env = self._envs["eval"]
+        env.set_seed(self.hparams.seed + 100 + self.global_rank)
         policy = self.acting_policy()
         returns = []
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             for _ in range(episodes):
-                rollout = self.eval_env.rollout(10**7, policy, break_when_any_done=True)
+                rollout = env.rollout(10**7, policy, break_when_any_done=True)
                 returns.append(rollout.get(("next", "reward")).sum().item())
         return returns
 
@@ -283,12 +304,7 @@ class OffPolicyAlgorithm(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hyperrl"] = {
             "data": self.data.state_dict() if self.data is not None else None,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": rng_state(),
             "episode_returns": list(self._episode_returns[-100:]),
         }
 
@@ -306,12 +322,7 @@ class OffPolicyAlgorithm(L.LightningModule):
             return
         if state["data"] is not None and self.data is not None:
             self.data.load_state_dict(state["data"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        set_rng_state(state["rng"])
         self._episode_returns = list(state["episode_returns"])
         self._pending_restore = None
 

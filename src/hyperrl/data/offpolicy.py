@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
 
 #: The keys a transition keeps in the replay buffer (TorchRL conventions).
@@ -93,7 +93,8 @@ class OffPolicyData:
         """Buffer contents (only the filled part) and write cursor; restores with :meth:`load_state_dict`."""
         n = len(self.buffer)
         return {
-            "transitions": self.buffer.storage.get(torch.arange(n)).clone() if n else None,
+            # a plain nested dict of tensors, so checkpoints load with torch.load(weights_only=True)
+            "transitions": self.buffer.storage.get(torch.arange(n)).to_dict() if n else None,
             "writer": self.buffer._writer.state_dict(),
             "collector_frames": self.collector._frames,
         }
@@ -101,7 +102,8 @@ class OffPolicyData:
     def load_state_dict(self, state: dict) -> None:
         self.buffer.empty()
         if state["transitions"] is not None:
-            self.buffer.extend(state["transitions"])
+            n = len(state["transitions"]["observation"])
+            self.buffer.extend(TensorDict.from_dict(state["transitions"], batch_size=[n]))
         self.buffer._writer.load_state_dict(state["writer"])
         # random warm-up is judged by the collector's frame counter: restore it so warm-up is not repeated
         self.collector._frames = state["collector_frames"]

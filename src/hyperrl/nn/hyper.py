@@ -163,8 +163,13 @@ class HyperNetwork(nn.Module):
         for name, value in (("meta_dim", meta_dim), ("base_dim", base_dim), ("output_dim", output_dim)):
             require_positive(name, value, integer=True)
         dynamic_hidden = require_positive_sizes("dynamic_hidden", dynamic_hidden)
-        self.primary = PrimaryNetwork(meta_dim, primary_widths, blocks_per_stage)
-        sizes = list(zip((*dynamic_hidden, output_dim), (base_dim, *dynamic_hidden)))
+        head_bounds = tuple(head_bounds)
+        if len(head_bounds) != 2:
+            raise ConfigurationError(f"head_bounds={head_bounds!r} is not allowed: expected two bounds (first, rest)")
+        for bound in head_bounds:
+            require_positive("head_bounds entry", bound)
+        self.primary = PrimaryNetwork(int(meta_dim), primary_widths, blocks_per_stage)
+        sizes = list(zip((*dynamic_hidden, int(output_dim)), (int(base_dim), *dynamic_hidden)))
         bounds = [head_bounds[0]] * len(dynamic_hidden) + [head_bounds[1]]
         self.heads = WeightHeads(self.primary.output_dim, sizes, bounds)
 

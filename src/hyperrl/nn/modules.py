@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from hyperrl.nn.actors import DeterministicPolicy, TanhGaussianPolicy
 from hyperrl.nn.critics import QNetwork
 
-_DETERMINISTIC = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN)
+_DETERMINISTIC = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN, InteractionType.MEDIAN)
 
 
 class ActingPolicy(nn.Module):

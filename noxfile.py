@@ -1,0 +1,21 @@
+"""Developer tasks. ``nox -s tests`` builds a fresh virtualenv, installs hyperrl with its test extras, runs pytest."""
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The full test suite (CPU, small widths; ~10 minutes on 2 cores)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "--timeout=900", *session.posargs, env={"MUJOCO_GL": "egl"})
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """Quick versions of the speed benchmarks; prints one JSON line per script."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/update_speed.py", "--quick")
+    session.run("python", "benchmarks/overhead.py", "--quick")

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny SAC/TD3 modules and a quiet CPU Trainer."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+TINY_HYPER = {"primary_widths": [16, 16, 32], "blocks_per_stage": 1, "dynamic_hidden": [16]}
+
+
+def tiny_kwargs(**overrides):
+    kwargs = dict(
+        env="InvertedPendulum-v5",
+        critic="sa_hyper",
+        critic_kwargs=dict(TINY_HYPER),
+        actor_hidden=[32, 32],
+        batch_size=32,
+        buffer_size=10_000,
+        warmup_frames=40,
+        learning_starts=40,
+        eval_episodes=2,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def make_trainer(tmp_path, max_steps, callbacks=(), **overrides):
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    warnings.filterwarnings("ignore", message=".*pre-optimization state.*")
+    warnings.filterwarnings("ignore", message=".*in eval mode.*")
+    kwargs = dict(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=CSVLogger(str(tmp_path), name="run", version="v"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        val_check_interval=10**9,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        callbacks=list(callbacks),
+    )
+    if any(type(c).__name__ == "ModelCheckpoint" for c in callbacks):
+        kwargs["enable_checkpointing"] = True
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_kwargs
