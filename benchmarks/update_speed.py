@@ -35,9 +35,16 @@ import argparse
 import copy
 import json
 import math
+import os
 import statistics
 import sys
 import time
+
+# On a shared machine (more runnable threads than cores) OpenMP's default spin-waiting turns every parallel
+# region into a wait for a descheduled thread: a 2x256 MLP update went from 2.5 ms to 210 ms with 2 torch threads
+# under load. Passive waiting removes that and costs nothing measurable when idle; both sides of the comparison get
+# it. It must be set before torch loads OpenMP; set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 import torch.nn.functional as F
@@ -146,7 +153,7 @@ class RefPolicy(nn.Module):
 
 
 class ReferenceSAC:
-    def __init__(self, state_dim: int, action_dim: int, critic_lr=5e-5, lr=3e-4) -> None:
+    def __init__(self, state_dim: int, action_dim: int, critic_lr=5e-5, lr=3e-4, foreach: bool | None = True) -> None:
         self.critic = RefTwinCritic(state_dim, action_dim)
         self.critic_target = copy.deepcopy(self.critic)
         for p in self.critic_target.parameters():
@@ -155,9 +162,9 @@ class ReferenceSAC:
         self.log_alpha = torch.zeros(1, requires_grad=True)
         self.alpha = self.log_alpha.detach().exp()
         self.target_entropy = -float(action_dim)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, foreach=True)
-        self.policy_optim = torch.optim.Adam(self.policy.parameters(), lr=lr, foreach=True)
-        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=lr, foreach=True)
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, foreach=foreach)
+        self.policy_optim = torch.optim.Adam(self.policy.parameters(), lr=lr, foreach=foreach)
+        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=lr, foreach=foreach)
 
     def critic_step(self, s, a, r, s2, not_done):
         with torch.no_grad():
@@ -318,8 +325,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=None, help="timed updates per implementation (15, quick 5)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed updates per implementation (3, quick 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--reference-adam", choices=("foreach", "torch-default"), default="foreach",
+                        help="the reference's Adam implementation: foreach (the GPU default the authors ran) or "
+                        "torch's default for this device (a per-tensor loop on CPU)")
     parser.add_argument("--profile", action="store_true", help="also print a per-phase breakdown and a profiler table")
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
     repeats = args.repeats or (5 if args.quick else 15)
     warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
     if args.threads:
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
 
     ours = Ours(args.batch_size)
-    ref = ReferenceSAC(OBS_DIM, ACT_DIM)
+    ref = ReferenceSAC(OBS_DIM, ACT_DIM, foreach=True if args.reference_adam == "foreach" else None)
     ours_per_q, ref_per_q = n_params(ours.module.critics[0]), n_params(ref.critic.q1)
     print(f"parameters per Q-network: ours {ours_per_q:,}, reference {ref_per_q:,} (paper {PAPER_PARAMS_PER_Q:,})")
     if not ours_per_q == ref_per_q == PAPER_PARAMS_PER_Q:
@@ -374,8 +385,11 @@ def main(argv: list[str] | None = None) -> dict:
         "achieved_fraction": round(achieved, 3),
         "reference_achieved_fraction": round(ref_achieved, 3),
         "params_per_q": ours_per_q,
+        "reference_adam": args.reference_adam,
         "batch_size": args.batch_size,
         "repeats": repeats,
+        "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
         "threads": threads,
         "quick": args.quick,

@@ -70,6 +70,17 @@ class TD3(OffPolicyAlgorithm):
                 raise ConfigurationError(f"{name}={value!r} is not allowed: expected a number >= 0")
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
 
+    def setup(self, stage: str) -> None:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+            raise ConfigurationError(
+                "strategy 'ddp' is not allowed for TD3: its delayed actor updates leave the actor unused on every "
+                "other step; use --trainer.strategy ddp_find_unused_parameters_true"
+            )
+        super().setup(stage)
+
     def build_actor(self, observation_dim, action_dim, low, high) -> DeterministicPolicy:
         return DeterministicPolicy(observation_dim, action_dim, low, high, hidden=self.hparams.actor_hidden)
 

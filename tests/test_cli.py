@@ -1,0 +1,187 @@
+"""The ``hyperrl`` command: configs, overrides, runs, resume, validate, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hyperrl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TINY = [
+    "--config", str(CONF / "quickstart.yaml"),
+    "--model.critic_kwargs", json.dumps({"primary_widths": [16, 16, 32], "blocks_per_stage": 1, "dynamic_hidden": [16]}),
+    "--model.actor_hidden", "[32, 32]",
+    "--model.batch_size", "32",
+    "--model.warmup_frames", "30",
+    "--model.learning_starts", "30",
+    "--model.eval_episodes", "1",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--trainer.val_check_interval", "40",
+    "--trainer.log_every_n_steps", "10",
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_streams(monkeypatch):
+    """Lightning's log handlers keep the stderr of the test that created them; with capsys swapping streams between
+    in-process runs, writing there raises inside ``logging``. That is a test artefact, not output of the CLI."""
+    import logging
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+
+
+def run_cli(args, capsys):
+    """Run ``hyperrl ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("hyperrl:")]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model.critic", "nope"], "'nope'"),
+        (["--model.env", "Nope-v0"], "'Nope-v0'"),
+        (["--model.env", "CartPole-v1"], "Discrete"),
+        (["--model.batch_size", "0"], "batch_size=0"),
+        (["--model.actor_lr", "-1"], "actor_lr=-1"),
+        (["--model.critic_lr", "0"], "critic_lr=0"),
+        (["--model.critic_kwargs", '{"dynamic_hidden": [0]}'], "dynamic_hidden"),
+        (["--model.critic_kwargs", '{"depth": 3}'], "'depth'"),
+        (["--model.tau", "2"], "tau=2"),
+        (["--model.batch_size", "abc"], "abc"),
+        (["--model.bogus", "1"], "bogus"),
+        (["--trainer.bogus", "1"], "bogus"),
+        (["--ckpt_path", "/nonexistent/file.ckpt"], "/nonexistent/file.ckpt"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
+    """A bad value, key or path: one line naming it, exit status 2, no traceback."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2", *args], capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = error_lines(err)
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_missing_config_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", "--config", "missing.yaml"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert len(error_lines(err)) == 1 and "missing.yaml" in error_lines(err)[0]
+
+
+def test_help_and_print_config(capsys):
+    """--help works; --print_config shows every setting a user can change, with the config's values."""
+    code, out, _ = run_cli(["fit", "--help"], capsys)
+    assert code == 0 and "--config" in out
+    code, out, _ = run_cli(["fit", "--config", str(CONF / "sac_hyper.yaml"), "--print_config"], capsys)
+    assert code == 0
+    config = yaml.safe_load(out)
+    init = config["model"]["init_args"]
+    assert config["model"]["class_path"] == "hyperrl.algos.SAC"
+    assert init["critic"] == "sa_hyper" and init["env"] == "HalfCheetah-v5" and init["batch_size"] == 256
+    assert config["trainer"]["max_steps"] == 1_000_000 and config["trainer"]["val_check_interval"] == 5000
+
+
+@pytest.mark.parametrize(
+    ("name", "algo", "critic", "critic_lr", "batch"),
+    [
+        ("sac_hyper", "SAC", "sa_hyper", 5e-5, 256),
+        ("sac_mlp", "SAC", "mlp", 3e-4, 256),
+        ("td3_hyper", "TD3", "sa_hyper", 5e-5, 100),
+        ("td3_mlp", "TD3", "mlp", 3e-4, 100),
+    ],
+)
+def test_paper_configs_hold_the_paper_settings(name, algo, critic, critic_lr, batch, capsys):
+    """Each paper config selects its algorithm/critic and resolves the paper's learning rates."""
+    code, out, _ = run_cli(["fit", "--config", str(CONF / f"{name}.yaml"), "--print_config"], capsys)
+    assert code == 0
+    config = yaml.safe_load(out)
+    assert config["model"]["class_path"] == f"hyperrl.algos.{algo}"
+    init = config["model"]["init_args"]
+    assert (init["critic"], init["batch_size"], init["env"], init["warmup_frames"]) == (critic, batch, "HalfCheetah-v5", 1000)
+    from hyperrl import algos
+
+    module = getattr(algos, algo)(**{**init, "critic_kwargs": {"primary_widths": [8], "blocks_per_stage": 0}}
+                                 if critic == "sa_hyper" else init)
+    assert module.critic_lr == critic_lr and module.hparams.actor_lr == 3e-4
+    assert module.hparams.gamma == 0.99 and module.hparams.tau == 0.005
+
+
+def test_critic_is_one_override_away(capsys):
+    code, out, _ = run_cli(["fit", "--config", str(CONF / "sac_hyper.yaml"), "--model.critic", "d2rl", "--print_config"], capsys)
+    assert code == 0 and yaml.safe_load(out)["model"]["init_args"]["critic"] == "d2rl"
+
+
+def test_fit_resume_and_validate(capsys, tmp_path, monkeypatch):
+    """A run writes TensorBoard + CSV + checkpoints into runs/<config>/version_0; --ckpt_path resumes it;
+    validate evaluates a checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "80"], capsys)
+    assert code == 0, err
+    run = tmp_path / "runs" / "quickstart" / "version_0"
+    assert (run / "metrics.csv").exists() and (run / "config.yaml").exists()
+    assert list(run.glob("events.out.tfevents.*")), "TensorBoard events next to the CSV"
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 80
+
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "120", "--ckpt_path", str(last)], capsys)
+    assert code == 0, err
+    resumed = tmp_path / "runs" / "quickstart" / "version_1"
+    with open(resumed / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/frames")]
+    assert min(steps) >= 80 and max(steps) == 119, "the resumed run continues at step 80"
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 120
+
+    code, out, err = run_cli(["validate", *TINY, "--ckpt_path", str(last)], capsys)
+    assert code == 0, err
+    assert "eval/return" in out
+
+
+NAN_SCRIPT = """
+import sys
+from hyperrl.algos import SAC
+from hyperrl.cli import main
+
+original = SAC.losses
+
+def nan_losses(self, batch, update):
+    losses = original(self, batch, update)
+    losses["loss"] = losses["loss"] * float("nan")
+    return losses
+
+SAC.losses = nan_losses
+main(sys.argv[1:])
+"""
+
+
+def test_non_finite_loss_exits_1_with_a_message(tmp_path):
+    """A NaN loss stops the run: one line on stderr, exit status 1, no traceback (in a real process)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", NAN_SCRIPT, "fit", *TINY, "--trainer.max_steps", "50"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert any("non-finite loss" in line for line in error_lines(proc.stderr))
