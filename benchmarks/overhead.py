@@ -169,12 +169,16 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore")
 
 
-def hyperrl_run(warmup: int, steps: int, seed: int = 0, defaults: bool = False, profiler=None) -> float:
+def hyperrl_run(warmup: int, steps: int, seed: int = 0, defaults: bool = False, profiler=None,
+                log: bool = True) -> float:
     """Steps/s of hyperrl's SAC between the starts of global steps W and W+N.
 
     ``defaults=True``: progress bar on, a CSV logger (what a user gets), instead of the bare Trainer.
     ``profiler``: a ``cProfile.Profile`` enabled over the timed window.
+    ``log=False``: the module's ``log``/``log_dict`` become no-ops (diagnostic: the cost of metric logging).
     """
+    import contextlib
+
     import lightning as L
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.loggers import CSVLogger
@@ -194,6 +198,8 @@ def hyperrl_run(warmup: int, steps: int, seed: int = 0, defaults: bool = False, 
 
     clock = StepClock()
     module = SAC(env=ENV_ID, critic="mlp", warmup_frames=warmup, learning_starts=warmup, batch_size=BATCH, seed=seed)
+    if not log:
+        module.log = module.log_dict = lambda *a, **k: None
     with tempfile.TemporaryDirectory() as logdir:
         common = dict(
             max_steps=warmup + steps + 1, enable_checkpointing=False, val_check_interval=10**9,
@@ -203,8 +209,44 @@ def hyperrl_run(warmup: int, steps: int, seed: int = 0, defaults: bool = False, 
             trainer = L.Trainer(logger=CSVLogger(logdir), enable_progress_bar=True, default_root_dir=logdir, **common)
         else:
             trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=logdir, **common)
-        trainer.fit(module)
+        # Lightning's progress bar writes to stdout: keep stdout for results (the bar still renders, on stderr)
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.fit(module)
     return steps / (clock.marks[warmup + steps] - clock.marks[warmup])
+
+
+def lightning_floor_ms(steps: int) -> float:
+    """Per-step ms of Lightning's manual-optimization loop around a training step that does nothing but step an
+    optimizer over one scalar parameter (same Trainer settings as the hyperrl run, same endless step loader)."""
+    import lightning as L
+
+    from hyperrl.data import training_steps_loader
+
+    class Empty(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+            self.w = torch.nn.Parameter(torch.zeros(()))
+            self.t: dict[int, float] = {}
+
+        def configure_optimizers(self):
+            return torch.optim.Adam([self.w])
+
+        def train_dataloader(self):
+            return training_steps_loader()
+
+        def training_step(self, step, batch_idx):
+            if self.global_step in (10, 10 + steps):
+                self.t[self.global_step] = time.perf_counter()
+            self.optimizers().step()
+
+    module = Empty()
+    trainer = L.Trainer(
+        max_steps=steps + 11, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        val_check_interval=10**9, check_val_every_n_epoch=None, num_sanity_val_steps=0, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module)
+    return (module.t[10 + steps] - module.t[10]) / steps * 1e3
 
 
 def hyperrl_phases(warmup: int, steps: int, seed: int = 0) -> dict[str, list[float]]:
@@ -240,15 +282,43 @@ def hyperrl_phases(warmup: int, steps: int, seed: int = 0) -> dict[str, list[flo
     return phases
 
 
-def print_phases(title: str, phases: dict[str, list[float]], total_sps: float | None) -> None:
+def print_phases(title: str, phases: dict[str, list[float]]) -> float:
+    """Prints median / mean ms per step of each phase; returns the sum of the means (ms)."""
     print(f"{title} (per step, median / mean ms):")
-    covered = 0.0
     for name, values in phases.items():
-        covered += statistics.fmean(values)
         print(f"  {name:52s} {statistics.median(values) * 1e3:7.3f} / {statistics.fmean(values) * 1e3:7.3f}")
-    if total_sps:
-        print(f"  {'measured per-step time in the full loop (mean)':52s} {'':7s}   {1e3 / total_sps:7.3f}")
-        print(f"  {'=> not covered above (loop, logging, callbacks)':52s} {'':7s}   {1e3 / total_sps - covered * 1e3:7.3f}")
+    total = sum(statistics.fmean(v) for v in phases.values()) * 1e3
+    print(f"  {'sum of means':52s} {'':7s}   {total:7.3f}")
+    return total
+
+
+def profile(warmup: int, steps: int, plain_sps: float, hyper_sps: float) -> None:
+    """Where each loop's per-step time goes (each item is its own run, so small differences are noise)."""
+    plain_phases: dict[str, list[float]] = {}
+    plain_run(warmup, steps, phases=plain_phases)
+    plain_sum = print_phases("plain loop", plain_phases)
+    hyper_sum = print_phases("hyperrl's parts, called directly (no Lightning)", hyperrl_phases(warmup, steps))
+    nolog_sps = hyperrl_run(warmup, steps, log=False)
+    floor = lightning_floor_ms(steps)
+    print("hyperrl full-loop per-step time (ms):")
+    rows = (
+        ("measured (median of the timed runs)", 1e3 / hyper_sps),
+        ("  of which the parts above", hyper_sum),
+        ("  => Lightning loop + logging + callbacks", 1e3 / hyper_sps - hyper_sum),
+        ("same run with module.log/log_dict as no-ops", 1e3 / nolog_sps),
+        ("  => metric logging (self.log x5 per step)", 1e3 / hyper_sps - 1e3 / nolog_sps),
+        ("bare Lightning manual-optimization step (empty)", floor),
+        ("plain loop: measured (median of the timed runs)", 1e3 / plain_sps),
+        ("  sum of its parts", plain_sum),
+    )
+    for name, ms in rows:
+        print(f"  {name:52s} {ms:8.3f}")
+    prof = cProfile.Profile()
+    hyperrl_run(warmup, steps, profiler=prof)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
+    print("cProfile of hyperrl's timed window (cumulative; cProfile inflates Python-heavy code such as logging):")
+    print(out.getvalue())
 
 
 # ============================================================================ main
@@ -288,16 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"hyperrl {hyper_sps:.1f} steps/s ({1e3 / hyper_sps:.2f} ms/step), ratio {hyper_sps / plain_sps:.3f}")  # fmt: skip
 
     if args.profile:
-        plain_phases: dict[str, list[float]] = {}
-        plain_run(warmup, steps, phases=plain_phases)
-        print_phases("plain loop", plain_phases, plain_sps)
-        print_phases("hyperrl components, outside Lightning", hyperrl_phases(warmup, steps), hyper_sps)
-        prof = cProfile.Profile()
-        hyperrl_run(warmup, steps, profiler=prof)
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
-        print("cProfile of hyperrl's timed window (cumulative; cProfile itself slows Python-heavy code):")
-        print(out.getvalue())
+        profile(warmup, steps, plain_sps, hyper_sps)
 
     result = {
         "benchmark": "overhead",
