@@ -16,8 +16,11 @@ Both start updating at the same step (buffer size W), use batch 256 and HalfChee
 warm-up are timed: from the start of step W to the start of step W+N (for hyperrl a Callback records
 ``time.perf_counter()`` at ``on_train_batch_start`` of those global steps). Runs alternate (plain, hyperrl, plain,
 hyperrl, ...: 3 pairs, 1 with ``--quick``) in one process; the JSON reports medians and
-``ratio_vs_plain_loop = hyperrl steps/s / plain steps/s``. A secondary hyperrl run with the user-facing defaults
-(progress bar on, a CSV logger, ``log_every_n_steps=50``) is reported as ``hyperrl_default_steps_per_s``.
+``ratio_vs_plain_loop = hyperrl steps/s / plain steps/s`` (and the per-pair ratios, which are less sensitive to
+load drifting during the run). A secondary hyperrl run with the user-facing defaults (progress bar on, a CSV
+logger, ``log_every_n_steps=50``; Lightning's bar writes to stdout, sent to stderr here) is reported as
+``hyperrl_default_steps_per_s`` (not in the full run with ``--quick``, to stay under a minute). ``OMP_WAIT_POLICY``
+defaults to PASSIVE (see the comment at the imports: shared machines).
 
 ``--profile`` adds a per-step cost breakdown of both loops (collector vs raw env step, buffer sampling, the update)
 and a cProfile of hyperrl's timed window.
@@ -250,36 +253,58 @@ def lightning_floor_ms(steps: int) -> float:
 
 
 def hyperrl_phases(warmup: int, steps: int, seed: int = 0) -> dict[str, list[float]]:
-    """Per-step seconds of hyperrl's parts, outside Lightning: collector step, buffer sample, the update."""
+    """Per-step seconds of hyperrl's parts called directly, outside Lightning: the collector's next batch, the
+    buffer extend, the buffer sample and the update (what ``OffPolicyAlgorithm.training_step`` does, minus logging)."""
     from hyperrl.algos import SAC
     from hyperrl.data import OffPolicyData
+    from hyperrl.data.offpolicy import TRANSITION_KEYS
     from hyperrl.envs import make_env
 
     module = SAC(env=ENV_ID, critic="mlp", warmup_frames=warmup, learning_starts=warmup, seed=seed)
     data = OffPolicyData(lambda: make_env(ENV_ID, seed=seed), module.acting_policy(), 1_000_000, BATCH, 1, warmup)
+    batches = iter(data.collector)  # what OffPolicyData.collect() does, split in two
     optimizer = module.configure_optimizers()
     phases: dict[str, list[float]] = {}
     clock = time.perf_counter
     for step in range(warmup + steps):
         t0 = clock()
-        batch = data.collect()
+        batch = next(batches).reshape(-1)
         t1 = clock()
+        data.buffer.extend(batch.select(*TRANSITION_KEYS))
+        t2 = clock()
         if len(data) >= warmup:
             sample = data.sample()
-            t2 = clock()
+            t3 = clock()
             losses = module.losses(sample, step)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
             module.after_update(step)
-            t3 = clock()
+            t4 = clock()
             if step >= warmup:
-                for name, dt in (("collector step (incl. policy act + buffer extend)", t1 - t0),
-                                 ("buffer sample", t2 - t1), ("SAC update", t3 - t2)):  # fmt: skip
+                for name, dt in (("collector next() (policy act + TorchRL env step)", t1 - t0),
+                                 ("buffer extend (1 transition)", t2 - t1), ("buffer sample", t3 - t2),
+                                 ("SAC update", t4 - t3)):  # fmt: skip
                     phases.setdefault(name, []).append(dt)
-        del batch
     data.shutdown()
     return phases
+
+
+def torchrl_env_step_ms(steps: int) -> float:
+    """Per-step ms of the bare TorchRL env (``make_env``: GymEnv + DoubleToFloat + RewardSum), random actions,
+    ``step_and_maybe_reset``: the env wrapper's share of the collector's time."""
+    from hyperrl.envs import make_env
+
+    env = make_env(ENV_ID, seed=0)
+    td = env.reset()
+    for _ in range(20):
+        _, td = env.step_and_maybe_reset(env.rand_action(td))
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, td = env.step_and_maybe_reset(env.rand_action(td))
+    ms = (time.perf_counter() - t0) / steps * 1e3
+    env.close()
+    return ms
 
 
 def print_phases(title: str, phases: dict[str, list[float]]) -> float:
@@ -308,6 +333,7 @@ def profile(warmup: int, steps: int, plain_sps: float, hyper_sps: float) -> None
         ("same run with module.log/log_dict as no-ops", 1e3 / nolog_sps),
         ("  => metric logging (self.log x5 per step)", 1e3 / hyper_sps - 1e3 / nolog_sps),
         ("bare Lightning manual-optimization step (empty)", floor),
+        ("bare TorchRL env step_and_maybe_reset (random)", torchrl_env_step_ms(steps)),
         ("plain loop: measured (median of the timed runs)", 1e3 / plain_sps),
         ("  sum of its parts", plain_sum),
     )
@@ -329,7 +355,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="timed steps N after the warm-up (2000, quick 300)")
     parser.add_argument("--pairs", type=int, default=None, help="alternating plain/hyperrl run pairs (3, quick 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--no-defaults-run", action="store_true", help="skip the run with progress bar + CSV logger")
+    parser.add_argument("--defaults-run", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time hyperrl with progress bar + CSV logger (default: on, off with --quick)")
     parser.add_argument("--profile", action="store_true", help="print per-step breakdowns and a cProfile of hyperrl")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()[0]
@@ -349,13 +376,13 @@ def main(argv: list[str] | None = None) -> dict:
         hyper.append(hyperrl_run(warmup, steps, seed=i))
         print(f"pair {i}: plain {plain[-1]:7.1f} steps/s, hyperrl {hyper[-1]:7.1f} steps/s", flush=True)
     defaults_sps = None
-    if not args.no_defaults_run:
+    if args.defaults_run if args.defaults_run is not None else not args.quick:
         defaults_sps = hyperrl_run(warmup, steps, seed=0, defaults=True)
         print(f"hyperrl with progress bar + CSV logger: {defaults_sps:7.1f} steps/s", flush=True)
 
     plain_sps, hyper_sps = statistics.median(plain), statistics.median(hyper)
-    print(f"median: plain {plain_sps:.1f} steps/s ({1e3 / plain_sps:.2f} ms/step), "
-          f"hyperrl {hyper_sps:.1f} steps/s ({1e3 / hyper_sps:.2f} ms/step), ratio {hyper_sps / plain_sps:.3f}")  # fmt: skip
+    print(f"median: plain {plain_sps:.1f} steps/s ({1e3 / plain_sps:.2f} ms/step), hyperrl {hyper_sps:.1f} "
+          f"steps/s ({1e3 / hyper_sps:.2f} ms/step), ratio {hyper_sps / plain_sps:.3f}")
 
     if args.profile:
         profile(warmup, steps, plain_sps, hyper_sps)
@@ -366,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
         "hyperrl_steps_per_s": round(hyper_sps, 1),
         "plain_steps_per_s": round(plain_sps, 1),
         "hyperrl_default_steps_per_s": None if defaults_sps is None else round(defaults_sps, 1),
+        "hyperrl_default_ratio_vs_plain_loop": None if defaults_sps is None else round(defaults_sps / plain_sps, 3),
+        "pair_ratios": [round(h / p, 3) for h, p in zip(hyper, plain)],
         "hyperrl_runs": [round(x, 1) for x in hyper],
         "plain_runs": [round(x, 1) for x in plain],
         "warmup_steps": warmup,

@@ -14,8 +14,8 @@ What is compared
   (critic, policy, log α) and the authors' update order:
   critic loss + step; policy loss with the critic parameters frozen (``requires_grad=False``) running the *full*
   critic forward again on ``(s, ã)`` with ``min(Q1, Q2)``; α loss + step; soft update of the whole critic with a
-  per-parameter loop. The Adams use ``foreach=True``: that is the default on the GPUs the authors used; on CPU
-  PyTorch's default is the slower per-tensor loop, which would flatter our number.
+  per-parameter loop. The Adams use ``foreach=True``, the default on the GPUs the authors ran on; on CPU PyTorch
+  defaults to a per-tensor loop instead (``--reference-adam torch-default``; it made no measurable difference here).
 
 Both implementations get the same random batch (B=256 by default) and are timed interleaved (the order alternates
 every repeat) after warm-up updates; the JSON reports medians and ``speedup_vs_reference = reference / ours``.
@@ -351,6 +351,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     update_flop = count_flops(ours_step)
     ref_flop = count_flops(ref_step)
+    # cross-check: an update costs ~8 Q-network forwards for ours (target twin, online twin, backward ~2x forward)
+    # and ~10 for the reference (+ the full twin forward again in the policy loss); 2 FLOP per multiply-add
+    macs = sum(m.in_features * m.out_features for m in ref.critic.q1.modules() if isinstance(m, nn.Linear))
+    print(f"FLOPs per update (FlopCounterMode): ours {update_flop / 1e9:.1f} G, reference {ref_flop / 1e9:.1f} G; "
+          f"analytic {macs * 2 / 1e6:.2f} MFLOP per sample per Q-forward -> 8 forwards "
+          f"{8 * 2 * macs * args.batch_size / 1e9:.1f} G, 10 forwards {10 * 2 * macs * args.batch_size / 1e9:.1f} G")
     for _ in range(warmup):
         ours_step()
         ref_step()

@@ -78,7 +78,9 @@ def test_seeded_runs_are_reproducible(tmp_path):
 class _Snapshot(Callback):
     """Records what the module holds when fitting starts (after a checkpoint is restored)."""
 
-    def on_train_start(self, trainer, module):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if hasattr(self, "step"):
+            return
         self.buffer = len(module.data)
         self.frames = module.data.collector._frames
         self.updates = int(module.update_count)
@@ -175,3 +177,22 @@ def test_fp16_precision_is_rejected(tmp_path):
     # (on CPU Lightning itself turns 16-mixed into bf16-mixed; 16-true reaches the module unchanged)
     with pytest.raises(ConfigurationError, match="16-true"):
         make_trainer(tmp_path, max_steps=5, precision="16-true").fit(SAC(**tiny_kwargs()))
+
+
+@pytest.mark.parametrize("algo", [SAC, TD3])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(algo, tmp_path):
+    """Stop at step 60 (mid-episode), resume from the checkpoint: the final parameters are bit-identical to a run
+    that never stopped (networks, optimizer, buffer, RNG and the MuJoCo episode in progress all restored)."""
+    kwargs = tiny_kwargs(env="HalfCheetah-v5", eval_episodes=1)  # 1000-step episodes: step 60 is mid-episode
+    straight = algo(**kwargs)
+    make_trainer(tmp_path / "straight", max_steps=120, val_check_interval=50).fit(straight)
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=60, save_top_k=-1)
+    make_trainer(tmp_path / "a", max_steps=60, callbacks=[ckpt], val_check_interval=50).fit(algo(**kwargs))
+    saved = torch.load(tmp_path / "ckpt" / "epoch=0-step=60.ckpt", weights_only=True)
+    assert saved["hyperrl"]["data"]["env"]["elapsed_steps"] > 0, "the checkpoint is taken mid-episode"
+    resumed = algo(**{**kwargs, "seed": 99})
+    make_trainer(tmp_path / "b", max_steps=120, val_check_interval=50).fit(
+        resumed, ckpt_path=tmp_path / "ckpt" / "epoch=0-step=60.ckpt"
+    )
+    assert torch.equal(flat_params(resumed), flat_params(straight))

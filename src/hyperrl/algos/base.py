@@ -215,7 +215,7 @@ class OffPolicyAlgorithm(L.LightningModule):
         return training_steps_loader()
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader([0], batch_size=None)
+        return DataLoader([0], batch_size=None, generator=torch.Generator())
 
     @property
     def frames(self) -> int:
@@ -316,7 +316,8 @@ class OffPolicyAlgorithm(L.LightningModule):
             return
         self._pending_restore = state
 
-    def on_fit_start(self) -> None:
+    def on_train_start(self) -> None:
+        # restored as late as possible, after Lightning has set everything up, so nothing draws in between
         state = getattr(self, "_pending_restore", None)
         if state is None:
             return

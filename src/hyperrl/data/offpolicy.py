@@ -14,6 +14,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
 
+from hyperrl.envs import env_state, load_env_state
+
 #: The keys a transition keeps in the replay buffer (TorchRL conventions).
 TRANSITION_KEYS = (
     "observation",
@@ -36,7 +38,8 @@ class TrainingSteps(IterableDataset):
 
 
 def training_steps_loader() -> DataLoader:
-    return DataLoader(TrainingSteps(), batch_size=None, num_workers=0)
+    # its own generator: creating the iterator must not draw from the global RNG (exact resume depends on it)
+    return DataLoader(TrainingSteps(), batch_size=None, num_workers=0, generator=torch.Generator())
 
 
 class OffPolicyData:
@@ -90,13 +93,17 @@ class OffPolicyData:
         return len(self.buffer)
 
     def state_dict(self) -> dict:
-        """Buffer contents (only the filled part) and write cursor; restores with :meth:`load_state_dict`."""
+        """Buffer contents (only the filled part), write cursor, frame count and the episode in progress (MuJoCo
+        envs), as plain tensors and ints; restores with :meth:`load_state_dict`."""
         n = len(self.buffer)
         return {
             # a plain nested dict of tensors, so checkpoints load with torch.load(weights_only=True)
             "transitions": self.buffer.storage.get(torch.arange(n)).to_dict() if n else None,
             "writer": self.buffer._writer.state_dict(),
             "collector_frames": self.collector._frames,
+            # the episode in progress: simulator state + the collector's current step (observation, running return)
+            "env": env_state(self.collector.env),
+            "carrier": self.collector._carrier.to_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -107,6 +114,9 @@ class OffPolicyData:
         self.buffer._writer.load_state_dict(state["writer"])
         # random warm-up is judged by the collector's frame counter: restore it so warm-up is not repeated
         self.collector._frames = state["collector_frames"]
+        if load_env_state(self.collector.env, state.get("env")) and state.get("carrier") is not None:
+            carrier = self.collector._carrier
+            carrier.update(TensorDict.from_dict(state["carrier"], batch_size=carrier.batch_size))
 
     def shutdown(self) -> None:
         self.collector.shutdown()

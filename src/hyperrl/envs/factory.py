@@ -68,3 +68,59 @@ def make_env(env_id: str, seed: int | None = None, device: str | torch.device = 
     if seed is not None:
         env.set_seed(int(seed))
     return env
+
+
+def _gym_env(env):
+    """The gymnasium env inside a TorchRL (Transformed)GymEnv."""
+    base = getattr(env, "base_env", env)
+    return getattr(base, "_env", None)
+
+
+def _time_limit(gym_env):
+    wrapper = gym_env
+    while wrapper is not None:
+        if hasattr(wrapper, "_elapsed_steps") and hasattr(wrapper, "_max_episode_steps"):
+            return wrapper
+        wrapper = getattr(wrapper, "env", None)
+    return None
+
+
+def env_state(env) -> dict | None:
+    """The simulator state of a TorchRL-wrapped gymnasium MuJoCo env mid-episode: full MuJoCo physics state, the
+    time-limit counter and the env's RNG, as plain tensors/ints. ``None`` for other simulators (their episode then
+    restarts on resume)."""
+    gym_env = _gym_env(env)
+    unwrapped = getattr(gym_env, "unwrapped", None)
+    if unwrapped is None or not hasattr(unwrapped, "model") or not hasattr(unwrapped, "data"):
+        return None
+    import mujoco
+    import numpy as np
+
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    physics = np.empty(mujoco.mj_stateSize(unwrapped.model, spec), dtype=np.float64)
+    mujoco.mj_getState(unwrapped.model, unwrapped.data, physics, spec)
+    limit = _time_limit(gym_env)
+    return {
+        "physics": torch.from_numpy(physics),
+        "elapsed_steps": None if limit is None else limit._elapsed_steps,
+        "np_random": unwrapped.np_random.bit_generator.state,
+    }
+
+
+def load_env_state(env, state: dict | None) -> bool:
+    """Restore what :func:`env_state` captured; returns False when there is nothing to restore."""
+    if state is None:
+        return False
+    import mujoco
+
+    gym_env = _gym_env(env)
+    unwrapped = gym_env.unwrapped
+    mujoco.mj_setState(
+        unwrapped.model, unwrapped.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_FULLPHYSICS
+    )
+    mujoco.mj_forward(unwrapped.model, unwrapped.data)
+    limit = _time_limit(gym_env)
+    if limit is not None:
+        limit._elapsed_steps = state["elapsed_steps"]
+    unwrapped.np_random.bit_generator.state = state["np_random"]
+    return True
