@@ -10,7 +10,7 @@ nox.options.sessions = ["tests"]
 def tests(session: nox.Session) -> None:
     """The full test suite (CPU, small widths; ~10 minutes on 2 cores)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "--timeout=900", *session.posargs, env={"MUJOCO_GL": "egl"})
+    session.run("pytest", "-q", "--timeout=900", *session.posargs, env={"MUJOCO_GL": "egl", "OMP_WAIT_POLICY": "PASSIVE"})
 
 
 @nox.session

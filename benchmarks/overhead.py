@@ -47,8 +47,8 @@ import warnings
 
 # On a shared machine (more runnable threads than cores) OpenMP's default spin-waiting turns every parallel
 # region into a wait for a descheduled thread: a 2x256 MLP update went from 2.5 ms to 210 ms with 2 torch threads
-# under load. Passive waiting removes that and costs nothing measurable when idle; both sides of the comparison get
-# it. It must be set before torch loads OpenMP; set OMP_WAIT_POLICY yourself to override.
+# under load. Passive waiting removes that (at load ~1 it was as fast or faster: 2.4 vs 2.8 ms); both sides of the
+# comparison get it. It must be set before torch loads OpenMP; set OMP_WAIT_POLICY yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import gymnasium as gym
@@ -218,9 +218,10 @@ def hyperrl_run(warmup: int, steps: int, seed: int = 0, defaults: bool = False, 
     return steps / (clock.marks[warmup + steps] - clock.marks[warmup])
 
 
-def lightning_floor_ms(steps: int) -> float:
+def lightning_floor_ms(steps: int, log_calls: int = 0) -> float:
     """Per-step ms of Lightning's manual-optimization loop around a training step that does nothing but step an
-    optimizer over one scalar parameter (same Trainer settings as the hyperrl run, same endless step loader)."""
+    optimizer over one scalar parameter (same Trainer settings as the hyperrl run, same endless step loader), and
+    ``log_calls`` calls of ``self.log`` of a scalar tensor (``on_step=True, batch_size=1``, as hyperrl logs)."""
     import lightning as L
 
     from hyperrl.data import training_steps_loader
@@ -241,6 +242,8 @@ def lightning_floor_ms(steps: int) -> float:
         def training_step(self, step, batch_idx):
             if self.global_step in (10, 10 + steps):
                 self.t[self.global_step] = time.perf_counter()
+            for k in range(log_calls):
+                self.log(f"train/m{k}", self.w.detach(), on_step=True, batch_size=1)
             self.optimizers().step()
 
     module = Empty()
@@ -324,15 +327,16 @@ def profile(warmup: int, steps: int, plain_sps: float, hyper_sps: float) -> None
     plain_sum = print_phases("plain loop", plain_phases)
     hyper_sum = print_phases("hyperrl's parts, called directly (no Lightning)", hyperrl_phases(warmup, steps))
     nolog_sps = hyperrl_run(warmup, steps, log=False)
-    floor = lightning_floor_ms(steps)
+    floor, floor_log = lightning_floor_ms(steps), lightning_floor_ms(steps, log_calls=5)
     print("hyperrl full-loop per-step time (ms):")
     rows = (
         ("measured (median of the timed runs)", 1e3 / hyper_sps),
         ("  of which the parts above", hyper_sum),
         ("  => Lightning loop + logging + callbacks", 1e3 / hyper_sps - hyper_sum),
         ("same run with module.log/log_dict as no-ops", 1e3 / nolog_sps),
-        ("  => metric logging (self.log x5 per step)", 1e3 / hyper_sps - 1e3 / nolog_sps),
+        ("  => difference: the module's metric logging", 1e3 / hyper_sps - 1e3 / nolog_sps),
         ("bare Lightning manual-optimization step (empty)", floor),
+        ("  the same + 5 self.log calls of a scalar tensor", floor_log),
         ("bare TorchRL env step_and_maybe_reset (random)", torchrl_env_step_ms(steps)),
         ("plain loop: measured (median of the timed runs)", 1e3 / plain_sps),
         ("  sum of its parts", plain_sum),
@@ -345,6 +349,21 @@ def profile(warmup: int, steps: int, plain_sps: float, hyper_sps: float) -> None
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
     print("cProfile of hyperrl's timed window (cumulative; cProfile inflates Python-heavy code such as logging):")
     print(out.getvalue())
+
+
+def git_revision() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes): results depend on the code measured."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("+dirty" if dirty else "")) or None
 
 
 # ============================================================================ main
@@ -402,6 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pairs": pairs,
         "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "hyperrl_revision": git_revision(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "quick": args.quick,

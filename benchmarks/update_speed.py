@@ -19,9 +19,11 @@ What is compared
 
 Both implementations get the same random batch (B=256 by default) and are timed interleaved (the order alternates
 every repeat) after warm-up updates; the JSON reports medians and ``speedup_vs_reference = reference / ours``.
-Both critics have exactly 8,537,346 parameters per Q-network (checked and printed).
+Both critics have exactly 8,537,346 parameters per Q-network (checked and printed), and they compute the same
+function: with our weights copied into the reference, Q agrees to float precision (checked and printed).
 
-The script also times a 2048×2048 fp32 matmul (median) as the machine's practical FLOP/s ceiling, counts the FLOPs
+The script also times a 2048×2048 fp32 matmul (median, interleaved with the updates) as the machine's practical
+FLOP/s ceiling, counts the FLOPs
 of one update with ``torch.utils.flop_counter.FlopCounterMode`` and reports the fraction of the matmul's FLOP/s
 that each update reaches. ``--profile`` adds a per-phase breakdown and a ``torch.profiler`` table of our update.
 
@@ -42,8 +44,8 @@ import time
 
 # On a shared machine (more runnable threads than cores) OpenMP's default spin-waiting turns every parallel
 # region into a wait for a descheduled thread: a 2x256 MLP update went from 2.5 ms to 210 ms with 2 torch threads
-# under load. Passive waiting removes that and costs nothing measurable when idle; both sides of the comparison get
-# it. It must be set before torch loads OpenMP; set OMP_WAIT_POLICY yourself to override.
+# under load. Passive waiting removes that (at load ~1 it was as fast or faster: 2.4 vs 2.8 ms); both sides of the
+# comparison get it. It must be set before torch loads OpenMP; set OMP_WAIT_POLICY yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
@@ -262,12 +264,10 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def matmul_gflops(repeats: int, n: int = 2048) -> float:
+def matmul_step(n: int = 2048):
+    """A fp32 ``n×n @ n×n`` matmul as a zero-argument callable, and its FLOPs."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    seconds = statistics.median(timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / seconds / 1e9
+    return (lambda: a @ b), 2 * n**3
 
 
 def count_flops(fn) -> int:
@@ -278,6 +278,28 @@ def count_flops(fn) -> int:
 
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def same_function_error(ours_q: nn.Module, batch: TensorDict) -> float:
+    """Max |Q_ours − Q_ref| after copying our Q-network's weights into a fresh reference ``RefHyperQ``: the fused
+    generator's rows are, per dynamic layer, W (out·in, row-major out × in), b (out), s (out), in that order."""
+    ref_q = RefHyperQ(OBS_DIM, ACT_DIM)
+    ours_lin = [m for m in ours_q.hyper.primary.modules() if isinstance(m, nn.Linear)]
+    ref_lin = [m for m in ref_q.trunk.modules() if isinstance(m, nn.Linear)]
+    for a, b in zip(ours_lin, ref_lin, strict=True):
+        b.weight.copy_(a.weight)
+        b.bias.copy_(a.bias)
+    gen, row = ours_q.hyper.heads.generator, 0
+    for head in (ref_q.layer1, ref_q.last_layer):
+        for lin in (head.W, head.b, head.s):
+            n = lin.out_features
+            lin.weight.copy_(gen.weight[row : row + n])
+            lin.bias.copy_(gen.bias[row : row + n])
+            row += n
+    assert row == gen.out_features
+    obs, act = batch["observation"], batch["action"]
+    return (ours_q(obs, act) - ref_q(obs, act)).abs().max().item()
 
 
 def phase_breakdown(ours: Ours, ref: ReferenceSAC, batch, ref_in, repeats: int) -> None:
@@ -317,6 +339,21 @@ def torch_profile(ours: Ours, batch, updates: int = 3) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
+def git_revision() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes): results depend on the code measured."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("+dirty" if dirty else "")) or None
+
+
 # ============================================================================ main
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -347,6 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     batch = make_batch(args.batch_size)
     ref_in = reference_inputs(batch)
+    error = same_function_error(ours.module.critics[0], batch)
+    print(f"same function: max |Q_ours - Q_reference| = {error:.2e} with our weights copied into the reference")
     ours_step, ref_step = (lambda: ours.update(batch)), (lambda: ref.update(*ref_in))
 
     update_flop = count_flops(ours_step)
@@ -357,15 +396,17 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"FLOPs per update (FlopCounterMode): ours {update_flop / 1e9:.1f} G, reference {ref_flop / 1e9:.1f} G; "
           f"analytic {macs * 2 / 1e6:.2f} MFLOP per sample per Q-forward -> 8 forwards "
           f"{8 * 2 * macs * args.batch_size / 1e9:.1f} G, 10 forwards {10 * 2 * macs * args.batch_size / 1e9:.1f} G")
+    mm_step, mm_flop = matmul_step()
     for _ in range(warmup):
         ours_step()
         ref_step()
-    ours_t, ref_t = [], []
-    for i in range(repeats):  # interleaved, alternating which goes first
+        mm_step()
+    ours_t, ref_t, mm_t = [], [], []
+    for i in range(repeats):  # interleaved, alternating which update goes first; the matmul too (load drifts)
         pair = [(ours_t, ours_step), (ref_t, ref_step)]
-        for times, step in pair if i % 2 == 0 else pair[::-1]:
+        for times, step in [*(pair if i % 2 == 0 else pair[::-1]), (mm_t, mm_step)]:
             times.append(timed(step))
-    gflops = matmul_gflops(repeats)
+    gflops = mm_flop / statistics.median(mm_t) / 1e9
 
     ours_s, ref_s = statistics.median(ours_t), statistics.median(ref_t)
     achieved = update_flop / ours_s / 1e9 / gflops
@@ -391,11 +432,13 @@ def main(argv: list[str] | None = None) -> dict:
         "achieved_fraction": round(achieved, 3),
         "reference_achieved_fraction": round(ref_achieved, 3),
         "params_per_q": ours_per_q,
+        "max_abs_q_difference_same_weights": float(f"{error:.3g}"),
         "reference_adam": args.reference_adam,
         "batch_size": args.batch_size,
         "repeats": repeats,
         "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "hyperrl_revision": git_revision(),
         "torch": torch.__version__,
         "threads": threads,
         "quick": args.quick,

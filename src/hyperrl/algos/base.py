@@ -150,7 +150,8 @@ class OffPolicyAlgorithm(L.LightningModule):
         self.actor = self.build_actor(obs_dim, act_dim, self.env_spec.action_low, self.env_spec.action_high)
         self.data: OffPolicyData | None = None
         self._envs: dict = {}  # a plain dict: environments are not submodules (no state_dict, no summary row)
-        self._episode_returns: list[float] = []
+        self._episode_returns: list[float] = []  # the last 100 finished training episodes
+        self._new_returns: list[float] = []  # finished since the last log line
         self._clock: tuple[float, int] | None = None
         # gradient updates done so far (drives TD3's policy delay); a buffer so that checkpoints carry it
         self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
@@ -229,7 +230,7 @@ class OffPolicyAlgorithm(L.LightningModule):
         batch = self.data.collect()
         self._record_episodes(batch)
         optimizer = self.optimizers()
-        updated = False
+        updated, losses = False, {}
         if len(self.data) >= max(hp.learning_starts, 1):
             updates_done = self._updates_done
             for k in range(hp.updates_per_batch):
@@ -251,29 +252,43 @@ class OffPolicyAlgorithm(L.LightningModule):
             self._updates_done = updates_done + hp.updates_per_batch
             self.update_count.fill_(self._updates_done)
             updated = True
-            self.log_dict(
-                {f"train/{n}": v.detach() for n, v in losses.items() if n != "loss"}, on_step=True, batch_size=1
-            )
         if not updated:
             optimizer.step()  # no gradients: Adam skips every parameter; Lightning still counts the step
-        self.log("train/frames", float(frames_after), batch_size=1)
-        self._log_speed()
+        if self._should_log():
+            self._log_step(frames_after, losses)
+
+    def _should_log(self) -> bool:
+        """Lightning writes step metrics every ``log_every_n_steps``; calling ``self.log`` on the other steps costs
+        milliseconds per step for nothing (``benchmarks/overhead.py``), so metrics are only computed when written."""
+        trainer = self.trainer
+        if trainer.log_every_n_steps == 0:
+            return False
+        return (trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or (
+            trainer.fit_loop.epoch_loop._batches_that_stepped + 1 >= (trainer.max_steps if trainer.max_steps > 0 else 1 << 62)
+        )
+
+    def _log_step(self, frames: int, losses: dict[str, Tensor]) -> None:
+        metrics = {f"train/{n}": v.detach() for n, v in losses.items() if n != "loss"}
+        metrics["train/frames"] = float(frames)
+        self.log_dict(metrics, batch_size=1)
+        bar = {}
+        if self._new_returns:
+            # mean return of the episodes that finished since the previous log line
+            bar["train/episode_return"] = float(np.mean(self._new_returns))
+            self._new_returns = []
+        now = time.perf_counter()
+        if self._clock is not None and frames > self._clock[1]:
+            bar["train/fps"] = (frames - self._clock[1]) / (now - self._clock[0])
+        self._clock = (now, frames)
+        if bar:
+            self.log_dict(bar, prog_bar=True, batch_size=1)
 
     def _record_episodes(self, batch: TensorDictBase) -> None:
         done = batch.get(("next", "done")).reshape(-1)
         if done.any():
-            returns = batch.get(("next", "episode_reward")).reshape(-1)[done]
-            self._episode_returns.extend(returns.tolist())
-            self.log("train/episode_return", returns[-1].item(), on_step=True, prog_bar=True, batch_size=1)
-
-    def _log_speed(self) -> None:
-        now, frames = time.perf_counter(), self.frames
-        if self._clock is None or frames < self._clock[1]:
-            self._clock = (now, frames)
-        elif now - self._clock[0] > 2.0:
-            fps = (frames - self._clock[1]) / (now - self._clock[0])
-            self.log("train/fps", fps, on_step=True, prog_bar=True, batch_size=1)
-            self._clock = (now, frames)
+            returns = batch.get(("next", "episode_reward")).reshape(-1)[done].tolist()
+            self._episode_returns = (self._episode_returns + returns)[-100:]
+            self._new_returns.extend(returns)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
