@@ -65,6 +65,7 @@ def error_lines(err: str) -> list[str]:
         (["--model.critic_kwargs", '{"dynamic_hidden": [0]}'], "dynamic_hidden"),
         (["--model.critic_kwargs", '{"depth": 3}'], "'depth'"),
         (["--model.tau", "2"], "tau=2"),
+        (["--model.learning_starts", "200000"], "learning_starts=200000"),
         (["--model.batch_size", "abc"], "abc"),
         (["--model.bogus", "1"], "bogus"),
         (["--trainer.bogus", "1"], "bogus"),

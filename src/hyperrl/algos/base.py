@@ -10,7 +10,6 @@ steps it through Lightning exactly once per training step: ``trainer.global_step
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from collections.abc import Iterator
@@ -129,6 +128,10 @@ class OffPolicyAlgorithm(L.LightningModule):
             value = getattr(self.hparams, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigurationError(f"{name}={value!r} is not allowed: expected an integer >= 0")
+        if learning_starts > buffer_size:
+            raise ConfigurationError(
+                f"learning_starts={learning_starts} is not allowed: it must not exceed buffer_size={buffer_size}"
+            )
         if critic not in CRITICS:
             raise ConfigurationError(f"unknown critic {critic!r}; allowed: {', '.join(CRITICS)}")
 
