@@ -196,3 +196,30 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(algo, tmp_path)
         resumed, ckpt_path=tmp_path / "ckpt" / "epoch=0-step=60.ckpt"
     )
     assert torch.equal(flat_params(resumed), flat_params(straight))
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    """Checkpoints are written atomically (serialised in memory, then moved into place): a save that dies
+    midway leaves the previous last.ckpt loadable and unchanged."""
+    module = SAC(**tiny_kwargs())
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=30, save_last=True, save_top_k=-1)
+    trainer = make_trainer(tmp_path, max_steps=30, callbacks=[ckpt])
+    trainer.fit(module)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    before = last.read_bytes()
+
+    import lightning.fabric.utilities.cloud_io as cloud_io
+
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        raise KeyboardInterrupt("killed while writing the checkpoint")
+
+    with torch.no_grad():
+        next(module.parameters()).add_(1.0)  # the new checkpoint differs from the one on disk
+    monkeypatch.setattr(cloud_io.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(last)
+    assert last.read_bytes() == before
+    assert torch.load(last, weights_only=True)["global_step"] == 30
