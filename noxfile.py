@@ -19,3 +19,10 @@ def benchmarks(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "benchmarks/update_speed.py", "--quick")
     session.run("python", "benchmarks/overhead.py", "--quick")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Pyflakes-level checks (unused imports/names, syntax) with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "--select", "F,E9")

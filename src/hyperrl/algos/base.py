@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from tensordict import TensorDictBase
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -173,6 +174,13 @@ class OffPolicyAlgorithm(L.LightningModule):
 
     def after_update(self, update: int) -> None:
         """Target-network updates after the optimizer step of update number ``update`` (0-based, global)."""
+
+    def twin_critic_loss(self, batch: TensorDictBase, target: Tensor) -> tuple[Tensor, list]:
+        """``Σ_i mean (Q_i(s, a) − y)²`` and each critic's state condition, for the actor loss to reuse."""
+        obs, action = batch.get("observation"), batch.get("action")
+        conditions = [q.condition(obs) for q in self.critics]
+        loss = sum(F.mse_loss(q.evaluate(c, action).float(), target) for q, c in zip(self.critics, conditions))
+        return loss, conditions
 
     def param_groups(self) -> list[dict]:
         return [

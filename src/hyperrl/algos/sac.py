@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
@@ -111,12 +110,8 @@ class SAC(OffPolicyAlgorithm):
             return reward + self.hparams.gamma * not_terminated * (next_q - self.alpha * next_log_prob)
 
     def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
-        obs, action = batch.get("observation"), batch.get("action")
-        target = self.critic_target(batch)
-        conditions = [q.condition(obs) for q in self.critics]
-        critic_loss = sum(
-            F.mse_loss(q.evaluate(c, action).float(), target) for q, c in zip(self.critics, conditions)
-        )
+        obs = batch.get("observation")
+        critic_loss, conditions = self.twin_critic_loss(batch, self.critic_target(batch))
         new_action, log_prob = self.actor.sample(obs)
         with frozen(self.critics):
             q_new = torch.min(

@@ -18,7 +18,6 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDictBase
 from torch import Tensor
 
@@ -108,12 +107,8 @@ class TD3(OffPolicyAlgorithm):
             return batch.get(("next", "reward")).float() + hp.gamma * not_terminated * next_q
 
     def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
-        obs, action = batch.get("observation"), batch.get("action")
-        target = self.critic_target(batch)
-        conditions = [q.condition(obs) for q in self.critics]
-        critic_loss = sum(
-            F.mse_loss(q.evaluate(c, action).float(), target) for q, c in zip(self.critics, conditions)
-        )
+        obs = batch.get("observation")
+        critic_loss, conditions = self.twin_critic_loss(batch, self.critic_target(batch))
         losses = {"critic_loss": critic_loss, "loss": critic_loss}
         if self.updates_actor(update):
             with frozen(self.critics):

@@ -27,6 +27,12 @@ class ActingPolicy(nn.Module):
         self.exploration_noise = exploration_noise
 
     def forward(self, observation: Tensor) -> Tensor:
+        # environments live on the CPU while the policy may sit on a GPU: act where the policy is, answer where
+        # the observation came from (a no-op when both are on the same device)
+        device = self.policy.action_centre.device
+        return self._act(observation.to(device)).to(observation.device)
+
+    def _act(self, observation: Tensor) -> Tensor:
         if interaction_type() in _DETERMINISTIC:
             return self.policy.mode(observation)
         if isinstance(self.policy, TanhGaussianPolicy):
