@@ -51,6 +51,9 @@ import warnings
 # comparison get it. It must be set before torch loads OpenMP; set OMP_WAIT_POLICY yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import git_revision  # noqa: E402
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -349,21 +352,6 @@ def profile(warmup: int, steps: int, plain_sps: float, hyper_sps: float) -> None
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
     print("cProfile of hyperrl's timed window (cumulative; cProfile inflates Python-heavy code such as logging):")
     print(out.getvalue())
-
-
-def git_revision() -> str | None:
-    """The checkout's commit (``+dirty`` with uncommitted changes): results depend on the code measured."""
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (rev + ("+dirty" if dirty else "")) or None
 
 
 # ============================================================================ main

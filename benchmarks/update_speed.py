@@ -48,6 +48,9 @@ import time
 # comparison get it. It must be set before torch loads OpenMP; set OMP_WAIT_POLICY yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import git_revision  # noqa: E402
+
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict
@@ -337,21 +340,6 @@ def torch_profile(ours: Ours, batch, updates: int = 3) -> None:
             ours.update(batch)
     print(f"torch.profiler, our update x{updates}, top ops by self CPU time:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
-
-
-def git_revision() -> str | None:
-    """The checkout's commit (``+dirty`` with uncommitted changes): results depend on the code measured."""
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (rev + ("+dirty" if dirty else "")) or None
 
 
 # ============================================================================ main
