@@ -18,3 +18,17 @@ def git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (rev + ("+dirty" if dirty else "")) or None
+
+
+def run_info(load_start: float, quick: bool) -> dict:
+    """What every benchmark's JSON line records about the run besides its figures."""
+    import torch
+
+    return {
+        "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "hyperrl_revision": git_revision(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "quick": quick,
+    }

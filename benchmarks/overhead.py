@@ -52,7 +52,7 @@ import warnings
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import git_revision  # noqa: E402
+from _common import run_info  # noqa: E402
 
 import gymnasium as gym
 import numpy as np
@@ -407,12 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warmup_steps": warmup,
         "timed_steps": steps,
         "pairs": pairs,
-        "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "hyperrl_revision": git_revision(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "quick": args.quick,
+        **run_info(load_start, args.quick),
     }
     print(json.dumps(result))
     sys.stdout.flush()

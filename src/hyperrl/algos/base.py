@@ -261,13 +261,9 @@ class OffPolicyAlgorithm(L.LightningModule):
 
     def _should_log(self) -> bool:
         """Lightning writes step metrics every ``log_every_n_steps``; calling ``self.log`` on the other steps costs
-        milliseconds per step for nothing (``benchmarks/overhead.py``), so metrics are only computed when written."""
-        trainer = self.trainer
-        if trainer.log_every_n_steps == 0:
-            return False
-        return (trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or (
-            trainer.fit_loop.epoch_loop._batches_that_stepped + 1 >= (trainer.max_steps if trainer.max_steps > 0 else 1 << 62)
-        )
+        milliseconds per step for nothing (``benchmarks/overhead.py``), so metrics are only built when written.
+        Lightning's own rule decides (there is no public accessor for it)."""
+        return self.trainer._logger_connector.should_update_logs
 
     def _log_step(self, frames: int, losses: dict[str, Tensor]) -> None:
         metrics = {f"train/{n}": v.detach() for n, v in losses.items() if n != "loss"}
