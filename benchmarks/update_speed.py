@@ -365,14 +365,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     ours = Ours(args.batch_size)
     ref = ReferenceSAC(OBS_DIM, ACT_DIM, foreach=True if args.reference_adam == "foreach" else None)
-    ours_per_q, ref_per_q = n_params(ours.module.critics[0]), n_params(ref.critic.q1)
+    ours_per_q, ref_per_q = ours.module.critics.parameters_per_member(), n_params(ref.critic.q1)
     print(f"parameters per Q-network: ours {ours_per_q:,}, reference {ref_per_q:,} (paper {PAPER_PARAMS_PER_Q:,})")
     if not ours_per_q == ref_per_q == PAPER_PARAMS_PER_Q:
         raise SystemExit("parameter counts differ: the comparison would be meaningless")
 
     batch = make_batch(args.batch_size)
     ref_in = reference_inputs(batch)
-    error = same_function_error(ours.module.critics[0], batch)
+    error = same_function_error(ours.module.critics.member(0), batch)
     print(f"same function: max |Q_ours - Q_reference| = {error:.2e} with our weights copied into the reference")
     ours_step, ref_step = (lambda: ours.update(batch)), (lambda: ref.update(*ref_in))
 

@@ -96,9 +96,11 @@ def make_batch(module, seed: int = 7) -> TensorDict:
     )
 
 
-def stacked_params(networks) -> TensorDict:
-    """Parameters (and buffers) of ``networks`` stacked along a leading dim, keyed like ``critic_module(net)``."""
-    return torch.stack([TensorDict.from_module(critic_module(net)) for net in networks], 0)
+def stacked_params(ensemble) -> TensorDict:
+    """The members of our critic ensemble as plain Q-networks, their parameters stacked along a leading dim and
+    keyed like ``critic_module(member)`` (the layout of TorchRL's loss modules)."""
+    members = [ensemble.member(k) for k in range(len(ensemble))]
+    return torch.stack([TensorDict.from_module(critic_module(net)) for net in members], 0)
 
 
 def load_critics(loss, module) -> None:
@@ -119,14 +121,15 @@ def grads(output: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, to
 
 def assert_critic_grads_match(ours: torch.Tensor, module, theirs: torch.Tensor, loss) -> None:
     """d(ours)/d(our critic i) == d(theirs)/d(TorchRL's stacked params)[i], parameter by parameter."""
-    ours_params = {f"{i}.{n}": p for i, c in enumerate(module.critics) for n, p in c.named_parameters()}
-    g_ours = grads(ours, ours_params)
-    names = [n for n, _ in module.critics[0].named_parameters()]
+    g_stacked = grads(ours, dict(module.critics.named_parameters()))
+    names = [n for n, _ in module.critics.member(0).named_parameters()]
     stacked = {n: loss.qvalue_network_params.get(torchrl_key(n)) for n in names}
     g_theirs = grads(theirs, stacked)
     for i in range(len(module.critics)):
+        g_ours = module.critics.member_tensors(g_stacked, i)  # member i's gradient, in nn.Linear layout
+        assert set(g_ours) == set(names)
         for n in names:
-            torch.testing.assert_close(g_ours[f"{i}.{n}"], g_theirs[n][i], rtol=RTOL, atol=ATOL, msg=f"{i}.{n}")
+            torch.testing.assert_close(g_ours[n], g_theirs[n][i], rtol=RTOL, atol=ATOL, msg=f"{i}.{n}")
 
 
 def assert_actor_grads_match(ours: torch.Tensor, module, theirs: torch.Tensor, loss, prefix: tuple) -> None:
@@ -150,7 +153,7 @@ def sac_loss_module(module: SAC) -> SACLoss:
     )
     loss = SACLoss(
         actor,
-        critic_module(ref.critics[0]),
+        critic_module(ref.critics.member(0)),
         num_qvalue_nets=2,
         loss_function="l2",
         alpha_init=float(module.alpha),
@@ -169,7 +172,7 @@ def td3_loss_module(module: TD3) -> TD3Loss:
     act_dim = module.env_spec.action_dim
     loss = TD3Loss(
         TensorDictModule(ref.actor, in_keys=["observation"], out_keys=["action"]),
-        critic_module(ref.critics[0]),
+        critic_module(ref.critics.member(0)),
         action_spec=Bounded(low=-torch.ones(act_dim), high=torch.ones(act_dim), shape=(act_dim,)),
         num_qvalue_nets=2,
         policy_noise=0.2,
@@ -339,6 +342,10 @@ def test_td3_actor_loss_only_on_delayed_updates():
     torch.testing.assert_close(second["loss"], second["critic_loss"] + second["actor_loss"])
 
 
+def members(ensemble) -> list:
+    return [ensemble.member(k) for k in range(len(ensemble))]
+
+
 def hand_target(module, batch: TensorDict) -> torch.Tensor:
     """``r + γ (1 − terminated) V̄(s')`` computed step by step, with the RNG seeded as before ``critic_target``."""
     next_obs = batch["next", "observation"]
@@ -346,11 +353,12 @@ def hand_target(module, batch: TensorDict) -> torch.Tensor:
         torch.manual_seed(0)
         if isinstance(module, SAC):
             next_action, log_prob = module.actor.sample(next_obs)
-            value = torch.min(*(q(next_obs, next_action) for q in module.target_critics)) - module.alpha * log_prob
+            value = torch.min(*(q(next_obs, next_action) for q in members(module.target_critics)))
+            value = value - module.alpha * log_prob
         else:
             noise = (torch.randn_like(batch["action"]) * 0.2).clamp(-0.5, 0.5)  # unit radius
             next_action = (module.target_actor(next_obs) + noise).clamp(-1.0, 1.0)
-            value = torch.min(*(q(next_obs, next_action) for q in module.target_critics))
+            value = torch.min(*(q(next_obs, next_action) for q in members(module.target_critics)))
     bootstrap = (~batch["next", "terminated"]).float()
     return batch["next", "reward"] + GAMMA * bootstrap * value
 

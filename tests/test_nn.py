@@ -407,9 +407,10 @@ def test_random_hyper_uses_one_weight_set_for_all_samples():
     calls = record_hyper_calls(critic)
     obs, actions = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     q = critic(obs, actions)
-    assert calls[0][0] is critic.embedding
+    assert torch.equal(calls[0][0], critic.embedding.view(1, -1))  # the embedding, one singleton batch dim
     (w1, b1, g1), (w2, b2, g2) = calls[0][1]
-    assert w1.shape == (16, 5 + 3) and w2.shape == (1, 16)
+    assert w1.shape == (1, 16, 5 + 3) and w2.shape == (1, 1, 16)  # one weight set, broadcast over the batch
+    (w1, b1, g1), (w2, b2, g2) = [tuple(t[0] for t in layer) for layer in calls[0][1]]
     with torch.no_grad():
         net = explicit_linear_pair(w1, b1, g1, w2, b2, g2)
         torch.testing.assert_close(q, net(torch.cat((obs, actions), dim=-1)))

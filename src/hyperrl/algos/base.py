@@ -20,14 +20,13 @@ import lightning as L
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from hyperrl.data import OffPolicyData, training_steps_loader
 from hyperrl.envs import check_env_id, make_env
 from hyperrl.errors import ConfigurationError, NonFiniteLossError, require_positive
-from hyperrl.nn import make_critic
+from hyperrl.nn import CriticEnsemble, make_critic
 
 #: Critic learning rates of the paper: 5e-5 for hypernetwork critics, 3e-4 for every other critic.
 HYPER_CRITIC_LR = 5e-5
@@ -137,10 +136,11 @@ class OffPolicyAlgorithm(L.LightningModule):
         torch.manual_seed(seed)
         obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
         kwargs = dict(critic_kwargs or {})  # make_critic rejects an unknown name or option in one line
-        self.critics = nn.ModuleList([make_critic(critic, obs_dim, act_dim, **kwargs) for _ in range(2)])
+        # the twin critics as one ensemble (one batched matmul per layer for both; see hyperrl.nn.ensemble)
+        self.critics = CriticEnsemble([make_critic(critic, obs_dim, act_dim, **kwargs) for _ in range(2)])
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
         self.critic_lr = critic_lr if critic_lr is not None else (
-            HYPER_CRITIC_LR if self.critics[0].is_hypernetwork else DEFAULT_CRITIC_LR
+            HYPER_CRITIC_LR if self.critics.is_hypernetwork else DEFAULT_CRITIC_LR
         )
         self.actor = self.build_actor(obs_dim, act_dim, self.env_spec.action_low, self.env_spec.action_high)
         self.data: OffPolicyData | None = None
@@ -166,12 +166,14 @@ class OffPolicyAlgorithm(L.LightningModule):
     def after_update(self, update: int) -> None:
         """Target-network updates after the optimizer step of update number ``update`` (0-based, global)."""
 
-    def twin_critic_loss(self, batch: TensorDictBase, target: Tensor) -> tuple[Tensor, list]:
-        """``Σ_i mean (Q_i(s, a) − y)²`` and each critic's state condition, for the actor loss to reuse."""
+    def twin_critic_loss(self, batch: TensorDictBase, target: Tensor) -> tuple[Tensor, Any]:
+        """``Σ_i mean (Q_i(s, a) − y)²`` and the critics' state condition (leading dim: the critic), for the actor
+        loss to reuse."""
         obs, action = batch.get("observation"), batch.get("action")
-        conditions = [q.condition(obs) for q in self.critics]
-        loss = sum(F.mse_loss(q.evaluate(c, action).float(), target) for q, c in zip(self.critics, conditions))
-        return loss, conditions
+        condition = self.critics.condition(obs)
+        q = self.critics.evaluate(condition, action).float()  # (2, B, 1)
+        loss = (q - target).square().flatten(1).mean(1).sum()
+        return loss, condition
 
     def param_groups(self) -> list[dict]:
         return [

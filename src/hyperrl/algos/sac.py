@@ -104,19 +104,17 @@ class SAC(OffPolicyAlgorithm):
         with torch.no_grad():
             next_obs = batch.get(("next", "observation"))
             next_action, next_log_prob = self.actor.sample(next_obs)
-            next_q = torch.min(*(q(next_obs, next_action).float() for q in self.target_critics))
+            next_q = self.target_critics(next_obs, next_action).float().amin(0)
             not_terminated = 1.0 - batch.get(("next", "terminated")).float()
             reward = batch.get(("next", "reward")).float()
             return reward + self.hparams.gamma * not_terminated * (next_q - self.alpha * next_log_prob)
 
     def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
         obs = batch.get("observation")
-        critic_loss, conditions = self.twin_critic_loss(batch, self.critic_target(batch))
+        critic_loss, condition = self.twin_critic_loss(batch, self.critic_target(batch))
         new_action, log_prob = self.actor.sample(obs)
         with frozen(self.critics):
-            q_new = torch.min(
-                *(q.evaluate(detach_condition(c), new_action).float() for q, c in zip(self.critics, conditions))
-            )
+            q_new = self.critics.evaluate(detach_condition(condition), new_action).float().amin(0)
         actor_loss = (self.alpha * log_prob - q_new).mean()
         losses = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": self.alpha}
         loss = critic_loss + actor_loss

@@ -102,17 +102,18 @@ class TD3(OffPolicyAlgorithm):
         with torch.no_grad():
             next_obs = batch.get(("next", "observation"))
             next_action = torch.max(torch.min(self.target_actor(next_obs) + noise, self.actor.high), self.actor.low)
-            next_q = torch.min(*(q(next_obs, next_action).float() for q in self.target_critics))
+            next_q = self.target_critics(next_obs, next_action).float().amin(0)
             not_terminated = 1.0 - batch.get(("next", "terminated")).float()
             return batch.get(("next", "reward")).float() + hp.gamma * not_terminated * next_q
 
     def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
         obs = batch.get("observation")
-        critic_loss, conditions = self.twin_critic_loss(batch, self.critic_target(batch))
+        critic_loss, condition = self.twin_critic_loss(batch, self.critic_target(batch))
         losses = {"critic_loss": critic_loss, "loss": critic_loss}
         if self.updates_actor(update):
             with frozen(self.critics):
-                q1 = self.critics[0].evaluate(detach_condition(conditions[0]), self.actor(obs)).float()
+                # Q1 only, as in TD3; the ensemble evaluates both members in one batched pass and Q2 is dropped
+                q1 = self.critics.evaluate(detach_condition(condition), self.actor(obs))[0].float()
             actor_loss = -q1.mean()
             losses["actor_loss"] = actor_loss
             losses["loss"] = critic_loss + actor_loss

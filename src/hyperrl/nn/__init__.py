@@ -14,6 +14,7 @@ from hyperrl.nn.critics import (
     critic_options,
     make_critic,
 )
+from hyperrl.nn.ensemble import CriticEnsemble, EnsembleLinear
 from hyperrl.nn.hyper import HyperNetwork, PrimaryNetwork, ResidualBlock, WeightHeads, dynamic_forward
 from hyperrl.nn.modules import ActingPolicy, critic_module, policy_module
 
@@ -21,9 +22,11 @@ __all__ = [
     "CRITICS",
     "ASHyperCritic",
     "ActingPolicy",
+    "CriticEnsemble",
     "D2RLCritic",
     "DeepResNetCritic",
     "DeterministicPolicy",
+    "EnsembleLinear",
     "HyperNetwork",
     "MLPCritic",
     "PrimaryNetwork",

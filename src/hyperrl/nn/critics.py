@@ -156,7 +156,11 @@ class RandomHyperCritic(QNetwork):
         )
 
     def evaluate(self, condition: Tensor, action: Tensor) -> Tensor:
-        return dynamic_forward(_broadcast_cat(condition, action), self.hyper(self.embedding))
+        sa = _broadcast_cat(condition, action)
+        # one weight set, broadcast over the batch: singleton batch dims after any leading dims of the embedding
+        # (a CriticEnsemble stacks the members' embeddings along dim 0)
+        meta = self.embedding.reshape(*self.embedding.shape[:-1], *(1,) * (sa.dim() - self.embedding.dim()), -1)
+        return dynamic_forward(sa, self.hyper(meta))
 
 
 class MLPCritic(QNetwork):
