@@ -33,9 +33,37 @@ class Record(Callback):
                 json.dump(out, f)
 
 
+def nan_on_rank_1(algo):
+    """``algo`` whose loss turns NaN at update 5 on rank 1 only."""
+
+    class NaNOnRank1(algo):
+        def losses(self, batch, update):
+            out = super().losses(batch, update)
+            if self.global_rank == 1 and update == 5:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+    return NaNOnRank1
+
+
 if __name__ == "__main__":
-    algo = {"sac": SAC, "td3": TD3}[sys.argv[1]]
+    algo = {"sac": SAC, "td3": TD3, "sac_nan_on_rank_1": nan_on_rank_1(SAC)}[sys.argv[1]]
     module = algo(**tiny_kwargs(warmup_frames=20, learning_starts=20))
+    if sys.argv[1].endswith("nan_on_rank_1"):
+        from hyperrl.errors import NonFiniteLossError
+
+        trainer = L.Trainer(
+            accelerator="cpu", devices=2, strategy=sys.argv[2], max_steps=40, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            val_check_interval=10**9, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        )  # fmt: skip
+        try:
+            trainer.fit(module)
+        except NonFiniteLossError as exc:
+            with open(f"{sys.argv[3]}.rank{trainer.global_rank}", "w") as f:
+                json.dump({"stopped": str(exc), "update_count": int(module.update_count)}, f)
+            sys.exit(1)
+        sys.exit(0)
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy=sys.argv[2], max_steps=40, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, val_check_interval=10**9, check_val_every_n_epoch=None,

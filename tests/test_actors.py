@@ -274,3 +274,24 @@ def test_policy_module_writes_action(make):
     assert (explored >= tensor(LOW)).all() and (explored <= tensor(HIGH)).all()
     assert not torch.allclose(explored, greedy)
     torch.testing.assert_close(greedy, policy.mode(td["observation"]))
+
+
+def test_gaussian_log_prob_arithmetic_stays_fp32_under_bf16_autocast():
+    """Under bf16 autocast only the linears run in bf16: loc/scale come out as fp32 and the sampled action and its
+    log-density are computed in fp32 from them (a bf16 computation would be off by ~1e-2 here)."""
+    policy = gaussian_policy()
+    obs = torch.randn(64, OBS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loc, scale = policy(obs)
+        torch.manual_seed(5)
+        action, log_prob = policy.sample(obs)
+    assert loc.dtype == scale.dtype == action.dtype == log_prob.dtype == torch.float32
+    torch.manual_seed(5)
+    noise = torch.randn_like(loc)
+    loc64, scale64 = loc.double(), scale.double()
+    u = loc64 + scale64 * noise.double()
+    expected = TanhNormal(loc64, scale64, low=tensor(LOW).double(), high=tensor(HIGH).double()).log_prob(
+        policy.squash(u.float()).double()
+    )
+    torch.testing.assert_close(action.double(), policy.squash(u.float()).double(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(log_prob.squeeze(-1).double(), expected, rtol=1e-4, atol=1e-4)

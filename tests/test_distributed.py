@@ -32,6 +32,21 @@ def test_two_process_ddp_keeps_replicas_identical(algo, strategy, tmp_path):
     assert result["updates"] == [21.0, 21.0] and result["global_step"] == [40.0, 40.0]
 
 
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
+    """A loss that turns NaN on rank 1 only stops BOTH ranks at the same update with the non-finite-loss error
+    (rank 0 must not be left waiting in the gradient all-reduce)."""
+    out = tmp_path / "nan.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "sac_nan_on_rank_1", "ddp", str(out)], cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    ranks = [json.loads((tmp_path / f"nan.json.rank{r}").read_text()) for r in range(2)]
+    assert "on another rank" in ranks[0]["stopped"] and "loss=nan" in ranks[1]["stopped"]
+    assert ranks[0]["update_count"] == ranks[1]["update_count"] == 5
+
+
 def test_td3_with_plain_ddp_is_a_clear_error(tmp_path):
     """TD3's delayed actor needs find_unused_parameters: plain 'ddp' is refused up front."""
     trainer = make_trainer(tmp_path, max_steps=2, strategy="ddp", devices=1)

@@ -39,6 +39,24 @@ def test_ensemble_equals_its_members(name, batch):
 
 
 @pytest.mark.parametrize("name", ALL_CRITICS)
+@pytest.mark.parametrize("n", [2, 3])
+def test_broadcast_batch_shapes_keep_members_apart(name, n):
+    """One state against n actions (and n states against one action): member k still uses only its own weights,
+    including when n equals the ensemble size (where a misaligned member dimension would broadcast silently)."""
+    ensemble, critics = twin(name)
+    obs, _ = inputs(4, seed=1)
+    _, acts = inputs(n, 4, seed=2)
+    q = ensemble(obs, acts)
+    assert q.shape == (2, n, 4, 1)
+    for k, critic in enumerate(critics):
+        torch.testing.assert_close(q[k], critic(obs.expand(n, 4, OBS), acts), rtol=1e-12, atol=1e-12)
+    many_obs, _ = inputs(n, 4, seed=3)
+    q = ensemble(many_obs, acts[0])
+    for k, critic in enumerate(critics):
+        torch.testing.assert_close(q[k], critic(many_obs, acts[0].expand(n, 4, ACT)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ALL_CRITICS)
 def test_each_member_gets_its_own_gradient(name):
     """The gradient of Σ_k f_k(Q_k) w.r.t. member k's stacked parameters equals f_k's gradient on critic k alone;
     also the action gradient."""

@@ -32,7 +32,9 @@ from hyperrl.nn import CriticEnsemble, make_critic
 HYPER_CRITIC_LR = 5e-5
 DEFAULT_CRITIC_LR = 3e-4
 
-SUPPORTED_PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
+#: fp32, or bf16 autocast with fp32 weights, targets, log-probabilities and α. Not "*-true" casts of the whole module
+#: (replay batches stay fp32, and bf16 weights would break the fp32 targets), not fp16 (needs loss scaling).
+SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed")
 
 
 @contextmanager
@@ -193,7 +195,8 @@ class OffPolicyAlgorithm(L.LightningModule):
         if precision not in SUPPORTED_PRECISIONS:
             raise ConfigurationError(
                 f"precision {precision!r} is not supported: allowed {', '.join(SUPPORTED_PRECISIONS)} "
-                "(fp16 needs loss scaling, which off-policy RL updates do not use)"
+                "(fp16 needs loss scaling, which off-policy RL updates do not use; '-true' precisions would cast "
+                "the fp32 targets and replay data)"
             )
         rank = self.global_rank
         if stage == "fit" and self.data is None:
@@ -240,12 +243,7 @@ class OffPolicyAlgorithm(L.LightningModule):
             for k in range(hp.updates_per_batch):
                 losses = self.losses(self.data.sample(), updates_done + k)
                 loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    terms = ", ".join(f"{n}={v.item():.4g}" for n, v in losses.items())
-                    raise NonFiniteLossError(
-                        f"non-finite loss at training step {self.global_step} ({terms}); stopping before anything "
-                        "is checkpointed: the last checkpoint is the last good state"
-                    )
+                self._stop_if_not_finite(losses)
                 optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(loss)
                 if k == hp.updates_per_batch - 1:
@@ -260,6 +258,22 @@ class OffPolicyAlgorithm(L.LightningModule):
             optimizer.step()  # no gradients: Adam skips every parameter; Lightning still counts the step
         if self._should_log():
             self._log_step(frames_after, losses)
+
+    def _stop_if_not_finite(self, losses: dict[str, Tensor]) -> None:
+        """Raise :class:`NonFiniteLossError` before the backward pass if the loss is NaN/inf on this rank or, under
+        data parallelism, on any rank: every rank stops at the same update (a rank stopping alone would leave the
+        others waiting in the gradient all-reduce)."""
+        bad_here = not bool(torch.isfinite(losses["loss"]))
+        bad = bad_here
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad_here, all=False)
+        if not bad:
+            return
+        where = ", ".join(f"{n}={v.item():.4g}" for n, v in losses.items()) if bad_here else "on another rank"
+        raise NonFiniteLossError(
+            f"non-finite loss at training step {self.global_step} ({where}); stopping before anything is "
+            "checkpointed: the last checkpoint is the last good state"
+        )
 
     def _should_log(self) -> bool:
         """Lightning writes step metrics every ``log_every_n_steps``; calling ``self.log`` on the other steps costs

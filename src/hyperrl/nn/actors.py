@@ -79,9 +79,12 @@ class TanhGaussianPolicy(_BoundedPolicy):
                 nn.init.zeros_(module.bias)
 
     def forward(self, observation: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loc, scale)`` of the pre-tanh Gaussian, in fp32 at least: under bf16 autocast the linears run in bf16,
+        but the sampling and log-density arithmetic after them stays in fp32 (``sample``)."""
         h = self.trunk(observation)
-        log_std = self.log_std(h).clamp(*self.log_std_bounds)
-        return self.mean(h), log_std.exp()
+        loc, log_std = self.mean(h), self.log_std(h)
+        dtype = torch.promote_types(loc.dtype, torch.float32)
+        return loc.to(dtype), log_std.to(dtype).clamp(*self.log_std_bounds).exp()
 
     def sample(self, observation: Tensor) -> tuple[Tensor, Tensor]:
         """Reparameterised ``(a, log π(a|s))``: shapes ``(..., A)`` and ``(..., 1)``."""

@@ -78,7 +78,10 @@ class CriticEnsemble(nn.Module):
 
     Like a :class:`~hyperrl.nn.critics.QNetwork` it splits into ``condition(o)`` (the state-only part, shape
     ``(E, ...)``) and ``evaluate(condition, a)``, so losses can reuse the state-only work. Inputs are shared by the
-    members: ``observation (..., obs_dim)`` and ``action (..., act_dim)``.
+    members: ``observation (..., obs_dim)`` and ``action (..., act_dim)``, whose batch shapes broadcast (e.g. one
+    state against many actions: ``(B, obs_dim)`` with ``(N, B, act_dim)``). :meth:`evaluate` on its own needs an
+    action with as many dimensions as the observation that :meth:`condition` was given (add leading singleton
+    dimensions to the observation first, as :meth:`forward` does).
     """
 
     def __init__(self, critics: Sequence[QNetwork]) -> None:
@@ -137,7 +140,12 @@ class CriticEnsemble(nn.Module):
         return self.net.evaluate(condition, self._expand(action))
 
     def forward(self, observation: Tensor, action: Tensor) -> Tensor:
-        """``(..., obs_dim), (..., act_dim) -> (E, ..., 1)``."""
+        """``(..., obs_dim), (..., act_dim) -> (E, ..., 1)`` with ``...`` the broadcast batch shape."""
+        # equal ranks first, so that the member dimension lines up in both inputs (views, no copies; the state-only
+        # part still runs once per distinct state)
+        rank = max(observation.dim(), action.dim())
+        observation = observation.reshape((1,) * (rank - observation.dim()) + tuple(observation.shape))
+        action = action.reshape((1,) * (rank - action.dim()) + tuple(action.shape))
         return self.evaluate(self.condition(observation), action)
 
     # -------------------------------------------------------------------------------------------- members
