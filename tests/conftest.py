@@ -32,6 +32,8 @@ def make_trainer(tmp_path, max_steps, callbacks=(), **overrides):
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
+    from hyperrl.checkpoint_io import AtomicCheckpointIO
+
     warnings.filterwarnings("ignore", message=".*pre-optimization state.*")
     warnings.filterwarnings("ignore", message=".*in eval mode.*")
     kwargs = dict(
@@ -47,6 +49,7 @@ def make_trainer(tmp_path, max_steps, callbacks=(), **overrides):
         log_every_n_steps=1,
         enable_checkpointing=False,
         callbacks=list(callbacks),
+        plugins=[AtomicCheckpointIO()],  # the checkpoint writer the CLI uses
     )
     if any(type(c).__name__ == "ModelCheckpoint" for c in callbacks):
         kwargs["enable_checkpointing"] = True

@@ -170,13 +170,15 @@ def test_bf16_mixed_keeps_targets_and_log_probs_in_fp32(tmp_path):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in module.parameters())
 
 
-def test_fp16_precision_is_rejected(tmp_path):
-    """fp16 needs loss scaling that these updates do not use: a clear error, not a silently wrong run."""
+@pytest.mark.parametrize("precision", ["16-true", "bf16-true", "64-true"])
+def test_unsupported_precisions_are_rejected(tmp_path, precision):
+    """fp16 needs loss scaling that these updates do not use, and "-true" precisions would cast the fp32 replay data
+    and targets: a clear error before any step, not a crash or a silently wrong run."""
     from hyperrl.errors import ConfigurationError
 
     # (on CPU Lightning itself turns 16-mixed into bf16-mixed; 16-true reaches the module unchanged)
-    with pytest.raises(ConfigurationError, match="16-true"):
-        make_trainer(tmp_path, max_steps=5, precision="16-true").fit(SAC(**tiny_kwargs()))
+    with pytest.raises(ConfigurationError, match=f"precision '{precision}' is not supported: allowed 32-true"):
+        make_trainer(tmp_path, max_steps=5, precision=precision).fit(SAC(**tiny_kwargs()))
 
 
 @pytest.mark.parametrize("algo", [SAC, TD3])
@@ -198,28 +200,55 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(algo, tmp_path)
     assert torch.equal(flat_params(resumed), flat_params(straight))
 
 
-def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
-    """Checkpoints are written atomically (serialised in memory, then moved into place): a save that dies
-    midway leaves the previous last.ckpt loadable and unchanged."""
+def test_a_checkpoint_write_that_dies_midway_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    """The checkpoint writer (hyperrl.checkpoint_io.AtomicCheckpointIO, the CLI's default) dies after half the new
+    checkpoint's bytes reached the disk: last.ckpt is unchanged and loadable, the partial file (written beside the
+    destination, so that the final rename is atomic even when /tmp is another filesystem) is removed, and the next
+    save works."""
+    import io
+    import os
+
+    import hyperrl.checkpoint_io as checkpoint_io
+
     module = SAC(**tiny_kwargs())
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=30, save_last=True, save_top_k=-1)
     trainer = make_trainer(tmp_path, max_steps=30, callbacks=[ckpt])
+    assert isinstance(trainer.strategy.checkpoint_io, checkpoint_io.AtomicCheckpointIO)
     trainer.fit(module)
     last = tmp_path / "ckpt" / "last.ckpt"
     before = last.read_bytes()
-
-    import lightning.fabric.utilities.cloud_io as cloud_io
+    files_before = sorted(os.listdir(tmp_path / "ckpt"))
 
     real_save = torch.save
+    written = []  # (file written to, bytes on disk when the write died, total bytes)
 
     def dying_save(obj, f, *args, **kwargs):
-        real_save(obj, f, *args, **kwargs)
-        raise KeyboardInterrupt("killed while writing the checkpoint")
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        f.write(data[: len(data) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        partials = [last.parent / n for n in os.listdir(last.parent) if n.endswith(".partial")]
+        assert len(partials) == 1, "the temporary file lies beside the checkpoint (an atomic rename)"
+        written.append((str(partials[0]), os.path.getsize(partials[0]), len(data)))
+        raise KeyboardInterrupt("killed while writing the checkpoint file")
 
     with torch.no_grad():
         next(module.parameters()).add_(1.0)  # the new checkpoint differs from the one on disk
-    monkeypatch.setattr(cloud_io.torch, "save", dying_save)
+    monkeypatch.setattr(checkpoint_io.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         trainer.save_checkpoint(last)
+    monkeypatch.undo()
+
+    assert len(written) == 1
+    partial, size_on_disk, total = written[0]
+    assert 0 < size_on_disk < total, "half of the new checkpoint really reached a file"
+    assert not partial.endswith(".ckpt") and not os.path.exists(partial)
     assert last.read_bytes() == before
     assert torch.load(last, weights_only=True)["global_step"] == 30
+    assert sorted(os.listdir(tmp_path / "ckpt")) == files_before, "the partial file was removed"
+
+    trainer.save_checkpoint(last)  # a later save goes through
+    assert last.read_bytes() != before and torch.load(last, weights_only=True)["global_step"] == 30
+    assert sorted(os.listdir(tmp_path / "ckpt")) == files_before
