@@ -5,7 +5,8 @@ What is compared
 * **ours**: ``hyperrl.algos.SAC(env="HalfCheetah-v5", critic="sa_hyper")`` (obs 17, act 6), one update exactly as
   the training step does it: ``losses = module.losses(batch, k)``, ``zero_grad``, ``losses["loss"].backward()``,
   ``optimizer.step()`` (``module.configure_optimizers()``: one fused Adam with param groups), ``after_update(k)``
-  (Polyak). The state-only part of each critic (primary net + weight heads) runs once on ``s`` and serves both the
+  (Polyak). The twin critics are one ``CriticEnsemble`` (stacked weights, one batched matmul per layer for both),
+  and the state-only part of each critic (primary net + weight heads) runs once on ``s`` and serves both the
   critic loss and the (detached) actor loss.
 * **reference**: written here in plain PyTorch the way the authors' SAC does it (``hyperrl-paper.md`` §1, §3.2):
   a ``Hyper_QNetwork``-like module (same pre-activation ResNet trunk 17→256→512→1024 with 2 blocks per stage; a

@@ -70,6 +70,18 @@ def error_lines(err: str) -> list[str]:
         (["--model.bogus", "1"], "bogus"),
         (["--trainer.bogus", "1"], "bogus"),
         (["--ckpt_path", "/nonexistent/file.ckpt"], "/nonexistent/file.ckpt"),
+        (["--ckpt_path", "best"], "best"),
+        # Lightning's MisconfigurationException, from the Trainer and from a callback
+        (["--trainer.max_steps", "-5"], "max_steps"),
+        (["--trainer.callbacks.every_n_train_steps", "-3"], "every_n_train_steps=-3"),
+        # accepted by Lightning, then a ZeroDivisionError after the first step
+        (["--trainer.val_check_interval", "0"], "val_check_interval=0"),
+        (["--trainer.val_check_interval", "-0.5"], "val_check_interval=-0.5"),
+        # a scalar or null where a list of sizes belongs
+        (["--model.critic_kwargs", '{"dynamic_hidden": 64}'], "dynamic_hidden=64"),
+        (["--model.critic_kwargs", '{"dynamic_hidden": null}'], "dynamic_hidden=None"),
+        (["--model.critic", "mlp", "--model.critic_kwargs", '{"hidden": 256}'], "hidden=256"),
+        (["--model.critic_kwargs", '{"head_bounds": 0.05}'], "head_bounds=0.05"),
     ],
 )
 def test_user_mistakes_get_one_line_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
@@ -80,6 +92,80 @@ def test_user_mistakes_get_one_line_and_exit_2(args, needle, capsys, tmp_path, m
     assert "Traceback" not in err
     lines = error_lines(err)
     assert len(lines) == 1 and needle in lines[0], err
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory):
+    """Checkpoint files that cannot resume the TINY SAC run: unreadable ones, and tiny runs of another algorithm or
+    critic saved through the Python API (no class path among their hyperparameters for Lightning to rebuild from)."""
+    from conftest import make_trainer, tiny_kwargs
+
+    from hyperrl.algos import SAC, TD3
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    for name, module in [
+        ("td3", TD3(**tiny_kwargs())),
+        ("sac_mlp", SAC(**tiny_kwargs(critic="mlp", critic_kwargs={"hidden": [16]}))),
+    ]:
+        trainer = make_trainer(root / name, max_steps=2)
+        trainer.fit(module)
+        trainer.save_checkpoint(root / f"{name}.ckpt")
+    (root / "truncated.ckpt").write_bytes((root / "td3.ckpt").read_bytes()[:1000])
+    (root / "garbage.ckpt").write_bytes(b"not a checkpoint\n")
+    (root / "empty.ckpt").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("truncated", "cannot be read as a checkpoint"),
+        ("garbage", "cannot be read as a checkpoint"),
+        ("empty", "empty"),
+        ("td3", "another algorithm than SAC"),
+        ("sac_mlp", "critic='mlp' there, 'sa_hyper' here"),
+    ],
+)
+def test_bad_checkpoint_gets_one_line_and_exit_2(
+    subcommand, name, needle, bad_checkpoints, capsys, tmp_path, monkeypatch
+):
+    """A corrupt --ckpt_path, or one whose weights do not fit the model: one line naming the file, exit status 2."""
+    monkeypatch.chdir(tmp_path)
+    path = str(bad_checkpoints / f"{name}.ckpt")
+    code, _, err = run_cli([subcommand, *TINY, "--trainer.max_steps", "2", "--ckpt_path", path], capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = error_lines(err)
+    assert len(lines) == 1 and path in lines[0] and needle in lines[0], err
+
+
+def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
+    """The default ModelCheckpoint (the paper configs') keeps last.ckpt and the newest periodic checkpoint only;
+    --trainer.callbacks.save_top_k -1 keeps them all; a resumed run leaves the old run's checkpoints alone."""
+    monkeypatch.chdir(tmp_path)
+    paper = ["--config", str(CONF / "sac_hyper.yaml"), *TINY[2:], "--model.env", "InvertedPendulum-v5",
+             "--model.buffer_size", "1000", "--trainer.val_check_interval", "1000",
+             "--trainer.callbacks.every_n_train_steps", "20"]
+    runs = tmp_path / "runs" / "sac_hyper"
+
+    def checkpoints(version):
+        return sorted(p.name for p in (runs / version / "checkpoints").iterdir())
+
+    code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "60"], capsys)
+    assert code == 0, err
+    assert checkpoints("version_0") == ["epoch=0-step=60.ckpt", "last.ckpt"]
+
+    keep_all = ["--trainer.callbacks.save_top_k", "-1"]
+    code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "60", *keep_all], capsys)
+    assert code == 0, err
+    assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60)] + ["last.ckpt"]
+
+    last = runs / "version_0" / "checkpoints" / "last.ckpt"
+    code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "100", "--ckpt_path", str(last)], capsys)
+    assert code == 0, err
+    assert checkpoints("version_2") == ["epoch=0-step=100.ckpt", "last.ckpt"]
+    assert checkpoints("version_0") == ["epoch=0-step=60.ckpt", "last.ckpt"]
 
 
 def test_missing_config_file(capsys, tmp_path, monkeypatch):
@@ -100,6 +186,8 @@ def test_help_and_print_config(capsys):
     assert config["model"]["class_path"] == "hyperrl.algos.SAC"
     assert init["critic"] == "sa_hyper" and init["env"] == "HalfCheetah-v5" and init["batch_size"] == 256
     assert config["trainer"]["max_steps"] == 1_000_000 and config["trainer"]["val_check_interval"] == 5000
+    # checkpoints go through the atomic writer (tests/test_training.py kills it midway)
+    assert [p["class_path"] for p in config["trainer"]["plugins"]] == ["hyperrl.checkpoint_io.AtomicCheckpointIO"]
 
 
 @pytest.mark.parametrize(

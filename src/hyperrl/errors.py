@@ -4,6 +4,7 @@ The CLI turns a :class:`ConfigurationError` into one line on stderr and exit sta
 """
 
 import numbers
+from collections.abc import Mapping
 
 
 class ConfigurationError(ValueError):
@@ -25,9 +26,20 @@ def require_positive(name: str, value, *, integer: bool = False) -> None:
         raise ConfigurationError(f"{name}={value!r} is not allowed: expected {kind}")
 
 
+def require_sequence(name: str, values, expected: str) -> tuple:
+    """Return ``values`` as a tuple; a scalar, ``None``, a string or a mapping raises :class:`ConfigurationError`
+    ("expected ``expected``") instead of the ``TypeError`` (or the tuple of characters or keys) of ``tuple(values)``."""
+    if not isinstance(values, (str, bytes, Mapping)):
+        try:
+            return tuple(values)
+        except TypeError:
+            pass
+    raise ConfigurationError(f"{name}={values!r} is not allowed: expected {expected}")
+
+
 def require_positive_sizes(name: str, values) -> tuple[int, ...]:
     """Validate a sequence of layer sizes; returns it as a tuple."""
-    values = tuple(values)
+    values = require_sequence(name, values, "a list of positive integers")
     for v in values:
         require_positive(f"{name} entry", v, integer=True)
     return values

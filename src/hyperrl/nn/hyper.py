@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes
+from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes, require_sequence
 
 #: Per-sample parameters of one dynamic layer: weight ``(..., out, in)``, bias ``(..., out)``, gain ``(..., out)``.
 DynamicLayer = tuple[Tensor, Tensor, Tensor]
@@ -163,7 +163,7 @@ class HyperNetwork(nn.Module):
         for name, value in (("meta_dim", meta_dim), ("base_dim", base_dim), ("output_dim", output_dim)):
             require_positive(name, value, integer=True)
         dynamic_hidden = require_positive_sizes("dynamic_hidden", dynamic_hidden)
-        head_bounds = tuple(head_bounds)
+        head_bounds = require_sequence("head_bounds", head_bounds, "two positive numbers (first, rest)")
         if len(head_bounds) != 2:
             raise ConfigurationError(f"head_bounds={head_bounds!r} is not allowed: expected two bounds (first, rest)")
         for bound in head_bounds:
