@@ -279,14 +279,15 @@ def test_non_finite_loss_exits_1_with_a_message(tmp_path):
 @pytest.mark.slow
 def test_quickstart_learns_inverted_pendulum(capsys, tmp_path, monkeypatch):
     """The README demo learns: SAC + small SA-Hyper reaches an evaluation return >= 900 on InvertedPendulum-v5
-    (seeded; measured: 1000 from step 10k on)."""
+    (seeded; measured 1000 from step 12k on, or from 10k on another CPU, whose float rounding differs; 16k steps
+    leave room for that spread, docs/benchmarks.md)."""
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(
-        ["fit", "--config", str(CONF / "quickstart.yaml"), "--trainer.max_steps", "12000",
+        ["fit", "--config", str(CONF / "quickstart.yaml"), "--trainer.max_steps", "16000",
          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"],
         capsys,
     )
     assert code == 0, err
     with open(tmp_path / "runs" / "quickstart" / "version_0" / "metrics.csv") as f:
         returns = [float(r["eval/return"]) for r in csv.DictReader(f) if r.get("eval/return")]
-    assert len(returns) == 6 and max(returns) >= 900, returns
+    assert len(returns) == 8 and max(returns) >= 900, returns
