@@ -168,6 +168,27 @@ def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
     assert checkpoints("version_0") == ["epoch=0-step=60.ckpt", "last.ckpt"]
 
 
+def test_resume_refuses_model_options_it_would_ignore(capsys, tmp_path, monkeypatch):
+    """Resuming keeps the checkpoint's model settings: a --model option asking for something else is refused in one
+    line (it would be silently ignored), while repeating the run's own settings is fine."""
+    monkeypatch.chdir(tmp_path)
+    base = ["--config", str(CONF / "sac_hyper.yaml"), *TINY[2:], "--model.env", "InvertedPendulum-v5",
+            "--model.buffer_size", "1000", "--trainer.val_check_interval", "1000"]
+    code, _, err = run_cli(["fit", *base, "--trainer.max_steps", "20"], capsys)
+    assert code == 0, err
+    last = tmp_path / "runs" / "sac_hyper" / "version_0" / "checkpoints" / "last.ckpt"
+    for option, needle in [
+        (["--model.batch_size", "64"], "--model.batch_size=64 is not allowed with --ckpt_path"),
+        (["--model.init_args.critic=mlp"], "--model.critic='mlp' is not allowed with --ckpt_path"),
+        (["--model", "hyperrl.algos.TD3"], "--model.class_path='hyperrl.algos.TD3' is not allowed"),
+    ]:
+        code, _, err = run_cli(["fit", *base, "--trainer.max_steps", "30", "--ckpt_path", str(last), *option], capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert len(error_lines(err)) == 1 and needle in error_lines(err)[0], err
+    code, _, err = run_cli(["fit", *base, "--trainer.max_steps", "30", "--ckpt_path", str(last)], capsys)
+    assert code == 0, err
+
+
 def test_missing_config_file(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(["fit", "--config", "missing.yaml"], capsys)

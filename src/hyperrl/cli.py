@@ -101,6 +101,7 @@ def _cli_class():
 
         def parse_arguments(self, parser, args) -> None:
             super().parse_arguments(parser, args)
+            self._model_options = _model_options_given(sys.argv[1:] if args is None else args)
             # read --ckpt_path first: Lightning's own first look at it (_parse_ckpt_path) raises a traceback
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -119,12 +120,15 @@ def _cli_class():
             path, loaded = checkpoint
             if "_class_path" not in _hyperparameters(loaded):
                 return None
+            asked = self.config[self.config.subcommand].model.clone()
             try:
-                return super()._parse_ckpt_path()
+                super()._parse_ckpt_path()
             except UsageError as exc:
                 raise ConfigurationError(
                     f"--ckpt_path {path}: cannot rebuild the model it was saved with: {one_line(str(exc))}"
                 ) from exc
+            _refuse_ignored_model_options(path, self._model_options, asked, self.config[self.config.subcommand].model)
+            return None
 
         def _check_ckpt_path(self) -> None:
             checkpoint = getattr(self, "_checkpoint_file", None)
@@ -137,6 +141,42 @@ def _cli_class():
 
     _cli_class.parser = Parser
     return HyperRLCLI
+
+
+def _model_options_given(args) -> list[str]:
+    """The model settings named on the command line: ``--model.lr 1`` / ``--model.init_args.lr=1`` give ``"lr"``,
+    ``--model hyperrl.algos.TD3`` gives ``"class_path"``."""
+    names = []
+    for token in args:
+        token = str(token)
+        if token == "--model" or token.startswith("--model="):
+            names.append("class_path")
+        elif token.startswith("--model."):
+            name = token[len("--model."):].split("=", 1)[0]
+            name = name[len("init_args."):] if name.startswith("init_args.") else name
+            names.append(name.split(".", 1)[0])
+    return list(dict.fromkeys(names))
+
+
+def _refuse_ignored_model_options(path: str, options: list[str], asked, resumed) -> None:
+    """A resumed run keeps the model settings stored in its checkpoint (Lightning rebuilds the model from them). A
+    ``--model`` option on the same command line that asks for something else would be silently ignored: refuse it."""
+    for name in options:
+        if name == "class_path":
+            mine, theirs = asked.get("class_path"), resumed.get("class_path")
+        else:
+            mine, theirs = asked.get(f"init_args.{name}"), resumed.get(f"init_args.{name}")
+        if mine != theirs:
+            raise ConfigurationError(
+                f"option --model.{name}={_plain(mine)!r} is not allowed with --ckpt_path {path}: that checkpoint "
+                f"resumes with {name}={_plain(theirs)!r} (a resumed run keeps its model settings); drop the option "
+                "or start a new run"
+            )
+
+
+def _plain(value):
+    """A jsonargparse Namespace as a plain dict (for messages)."""
+    return value.as_dict() if hasattr(value, "as_dict") else value
 
 
 def _check_trainer_settings(config) -> None:

@@ -57,7 +57,8 @@ class EnsembleLinear(nn.Module):
         size = self.weight.shape[0]
         if x.dim() < 2 or x.shape[0] != size:
             raise ValueError(
-                f"EnsembleLinear of {size} members expects input (E={size}, ..., {self.in_features}), got {tuple(x.shape)}"
+                f"EnsembleLinear of {size} members expects input (E={size}, ..., {self.in_features}), "
+                f"got {tuple(x.shape)}"
             )
         batch = x.shape[1:-1]
         y = torch.baddbmm(self.bias, x.reshape(size, -1, self.in_features), self.weight)
