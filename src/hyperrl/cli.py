@@ -118,16 +118,21 @@ def _cli_class():
             if checkpoint is None:
                 return super()._parse_ckpt_path()
             path, loaded = checkpoint
-            if "_class_path" not in _hyperparameters(loaded):
+            saved = {k: v for k, v in _hyperparameters(loaded).items() if k != "_instantiator"}
+            if "_class_path" not in saved:
                 return None
-            asked = self.config[self.config.subcommand].model.clone()
+            # what Lightning's own _parse_ckpt_path does, from the checkpoint already read (memory-mapped) above
+            # instead of a second full torch.load of a file that holds the replay buffer
+            subcommand = self.config.subcommand
+            asked = self.config[subcommand].model.clone()
+            model = {"class_path": saved.pop("_class_path"), "dict_kwargs": saved}
             try:
-                super()._parse_ckpt_path()
+                self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
             except UsageError as exc:
                 raise ConfigurationError(
                     f"--ckpt_path {path}: cannot rebuild the model it was saved with: {one_line(str(exc))}"
                 ) from exc
-            _refuse_ignored_model_options(path, self._model_options, asked, self.config[self.config.subcommand].model)
+            _refuse_ignored_model_options(path, self._model_options, asked, self.config[subcommand].model)
             return None
 
         def _check_ckpt_path(self) -> None:

@@ -113,14 +113,6 @@ class CriticEnsemble(nn.Module):
     def is_hypernetwork(self) -> bool:
         return self.net.is_hypernetwork
 
-    @property
-    def observation_dim(self) -> int:
-        return self.net.observation_dim
-
-    @property
-    def action_dim(self) -> int:
-        return self.net.action_dim
-
     def __len__(self) -> int:
         return self.size
 
