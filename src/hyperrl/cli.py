@@ -326,11 +326,11 @@ def main(args: list[str] | None = None) -> None:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        from hyperrl.algos import OffPolicyAlgorithm
+        from hyperrl.algos import Algorithm
 
         cli = _cli_class()
         cli(
-            OffPolicyAlgorithm,
+            Algorithm,
             subclass_mode_model=True,
             save_config_kwargs={"overwrite": True},
             args=args,

@@ -85,7 +85,11 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-class OffPolicyAlgorithm(L.LightningModule):
+class Algorithm(L.LightningModule):
+    """Data-agnostic base of every hyperrl LightningModule (the CLI accepts any subclass)."""
+
+
+class OffPolicyAlgorithm(Algorithm):
     """Base LightningModule of the off-policy actor-critic algorithms (manual optimization).
 
     Subclasses build ``self.actor`` in :meth:`build_actor` and implement :meth:`losses`, returning a dict of
