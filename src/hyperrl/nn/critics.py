@@ -9,6 +9,10 @@ batch shape. It is split in two so that losses can reuse the state-only work (``
 
 ``forward(o, a) == evaluate(condition(o), a)`` always holds.
 
+The hypernetwork critics (``sa_hyper``, ``as_hyper``, ``random_hyper``) forward every keyword option of
+:class:`~hyperrl.nn.hyper.HyperNetwork` (``primary_widths``, ``blocks_per_stage``, ``dynamic_hidden``,
+``head_bounds``, ``init``, ``init_scale``) as ``**hyper``: the defaults live in that one signature.
+
 Parameter counts per Q-network for observation 17 / action 6 (HalfCheetah), as asserted by the tests:
 ``sa_hyper`` 8,537,346; ``as_hyper`` 11,420,930; ``random_hyper`` 12,995,079; ``mlp`` 72,193; ``mlp_small`` 6,401;
 ``mlp_large`` 8,485,401; ``d2rl`` 221,441; ``deep_resnet`` 4,611,841; ``resnet_features`` 6,437,889.
@@ -16,7 +20,6 @@ Parameter counts per Q-network for observation 17 / action 6 (HalfCheetah), as a
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes
-from hyperrl.nn.hyper import HyperNetwork, PrimaryNetwork, ResidualBlock, dynamic_forward
+from hyperrl.nn.hyper import (
+    HyperNetwork,
+    PrimaryNetwork,
+    ResidualBlock,
+    accepted_options,
+    check_options,
+    dynamic_forward,
+)
 
 
 def mlp(input_dim: int, hidden: Sequence[int], output_dim: int) -> nn.Sequential:
@@ -81,15 +91,10 @@ class SAHyperCritic(QNetwork):
         self,
         observation_dim: int,
         action_dim: int,
-        primary_widths: Sequence[int] = (256, 512, 1024),
-        blocks_per_stage: int = 2,
-        dynamic_hidden: Sequence[int] = (256,),
-        head_bounds: tuple[float, float] = (0.05, 0.008),
+        **hyper: Any,
     ) -> None:
         super().__init__(observation_dim, action_dim)
-        self.hyper = HyperNetwork(
-            observation_dim, action_dim, 1, primary_widths, blocks_per_stage, dynamic_hidden, head_bounds
-        )
+        self.hyper = HyperNetwork(observation_dim, action_dim, 1, **hyper)
 
     def condition(self, observation: Tensor) -> list:
         return self.hyper(observation)
@@ -107,15 +112,10 @@ class ASHyperCritic(QNetwork):
         self,
         observation_dim: int,
         action_dim: int,
-        primary_widths: Sequence[int] = (256, 512, 1024),
-        blocks_per_stage: int = 2,
-        dynamic_hidden: Sequence[int] = (256,),
-        head_bounds: tuple[float, float] = (0.05, 0.008),
+        **hyper: Any,
     ) -> None:
         super().__init__(observation_dim, action_dim)
-        self.hyper = HyperNetwork(
-            action_dim, observation_dim, 1, primary_widths, blocks_per_stage, dynamic_hidden, head_bounds
-        )
+        self.hyper = HyperNetwork(action_dim, observation_dim, 1, **hyper)
 
     def evaluate(self, condition: Tensor, action: Tensor) -> Tensor:
         return dynamic_forward(condition, self.hyper(action))
@@ -137,23 +137,12 @@ class RandomHyperCritic(QNetwork):
         observation_dim: int,
         action_dim: int,
         embedding_dim: int = 5,
-        primary_widths: Sequence[int] = (256, 512, 1024),
-        blocks_per_stage: int = 2,
-        dynamic_hidden: Sequence[int] = (256,),
-        head_bounds: tuple[float, float] = (0.05, 0.008),
+        **hyper: Any,
     ) -> None:
         super().__init__(observation_dim, action_dim)
         require_positive("embedding_dim", embedding_dim, integer=True)
         self.embedding = nn.Parameter(torch.rand(embedding_dim))
-        self.hyper = HyperNetwork(
-            embedding_dim,
-            observation_dim + action_dim,
-            1,
-            primary_widths,
-            blocks_per_stage,
-            dynamic_hidden,
-            head_bounds,
-        )
+        self.hyper = HyperNetwork(embedding_dim, observation_dim + action_dim, 1, **hyper)
 
     def evaluate(self, condition: Tensor, action: Tensor) -> Tensor:
         sa = _broadcast_cat(condition, action)
@@ -224,9 +213,10 @@ class ResNetFeaturesCritic(QNetwork):
         primary_widths: Sequence[int] = (256, 512, 1024),
         blocks_per_stage: int = 2,
         dynamic_hidden: Sequence[int] = (256,),
+        init_scale: float = 0.5,
     ) -> None:
         super().__init__(observation_dim, action_dim)
-        self.primary = PrimaryNetwork(observation_dim, primary_widths, blocks_per_stage)
+        self.primary = PrimaryNetwork(observation_dim, primary_widths, blocks_per_stage, init_scale)
         self.head = mlp(self.primary.output_dim + action_dim, require_positive_sizes("dynamic_hidden", dynamic_hidden), 1)
 
     def condition(self, observation: Tensor) -> Tensor:
@@ -251,9 +241,9 @@ CRITICS: dict[str, tuple[type[QNetwork], dict[str, Any]]] = {
 
 
 def critic_options(name: str) -> list[str]:
-    """The keyword overrides that critic ``name`` accepts."""
-    cls = critic_class(name)
-    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "observation_dim", "action_dim")]
+    """The keyword overrides that critic ``name`` accepts (a hypernetwork critic: every :class:`HyperNetwork` option,
+    e.g. ``primary_widths``, ``dynamic_hidden``, ``head_bounds``, ``init``, ``init_scale``)."""
+    return accepted_options(critic_class(name), ("observation_dim", "action_dim"))
 
 
 def critic_class(name: str) -> type[QNetwork]:
@@ -269,11 +259,6 @@ def make_critic(name: str, observation_dim: int, action_dim: int, **overrides: A
     SA-Hyper). An unknown name or option raises :class:`~hyperrl.errors.ConfigurationError`.
     """
     cls = critic_class(name)
-    allowed = critic_options(name)
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown option {unknown[0]!r} for critic {name!r}; allowed: {', '.join(allowed) or 'none'}"
-        )
+    check_options("critic", name, critic_options(name), overrides)
     kwargs = {**CRITICS[name][1], **overrides}
     return cls(observation_dim, action_dim, **kwargs)
