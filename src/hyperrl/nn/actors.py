@@ -16,18 +16,51 @@ from torch import Tensor, nn
 from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes
 
 
+def register_action_bounds(module: nn.Module, action_dim: int, low, high) -> None:
+    """Validate ``low < high`` (scalars or ``(action_dim,)``) and register the buffers ``action_centre`` ``c`` and
+    ``action_radius`` ``r`` on ``module``."""
+    # validated on the CPU (so that this also works under ``with torch.device("meta")``), then put on the current
+    # default device, as ``torch.as_tensor`` alone would
+    low = torch.as_tensor(low, dtype=torch.float32, device="cpu").expand(action_dim).clone()
+    high = torch.as_tensor(high, dtype=torch.float32, device="cpu").expand(action_dim).clone()
+    if not bool(torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+        raise ConfigurationError(
+            f"action bounds low={low.tolist()}, high={high.tolist()} must be finite with low < high"
+        )
+    device = torch.empty(0).device
+    module.register_buffer("action_centre", ((high + low) / 2).to(device))
+    module.register_buffer("action_radius", ((high - low) / 2).to(device))
+
+
+def tanh_normal_log_prob(u: Tensor, loc: Tensor, scale: Tensor, radius: Tensor) -> Tensor:
+    """``log π(a)`` of ``a = c + r·tanh(u)``, ``u ~ N(loc, scale²)``, summed over the last dim: ``(..., 1)``.
+
+    ``Σ_i [log N(u_i; μ_i, σ_i) − 2(log 2 − u_i − softplus(−2u_i)) − log r_i]``, the numerically stable form of
+    ``log(1 − tanh²u)``.
+    """
+    log_prob = (
+        -0.5 * ((u - loc) / scale) ** 2
+        - scale.log()
+        - 0.5 * math.log(2 * math.pi)
+        - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+        - radius.log()
+    )
+    return log_prob.sum(-1, keepdim=True)
+
+
+def tanh_normal_rsample(loc: Tensor, scale: Tensor, radius: Tensor) -> tuple[Tensor, Tensor]:
+    """Reparameterised pre-tanh sample ``u = loc + scale·ε`` and its :func:`tanh_normal_log_prob`."""
+    u = loc + scale * torch.randn_like(loc)
+    return u, tanh_normal_log_prob(u, loc, scale, radius)
+
+
 class _BoundedPolicy(nn.Module):
     def __init__(self, observation_dim: int, action_dim: int, low, high, hidden: Sequence[int]) -> None:
         super().__init__()
         require_positive("observation_dim", observation_dim, integer=True)
         require_positive("action_dim", action_dim, integer=True)
         hidden = require_positive_sizes("actor_hidden", hidden)
-        low = torch.as_tensor(low, dtype=torch.float32).expand(action_dim).clone()
-        high = torch.as_tensor(high, dtype=torch.float32).expand(action_dim).clone()
-        if not bool(torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
-            raise ConfigurationError(f"action bounds low={low.tolist()}, high={high.tolist()} must be finite with low < high")
-        self.register_buffer("action_centre", (high + low) / 2)
-        self.register_buffer("action_radius", (high - low) / 2)
+        register_action_bounds(self, action_dim, low, high)
         layers: list[nn.Module] = []
         previous = observation_dim
         for width in hidden:
@@ -57,7 +90,8 @@ class TanhGaussianPolicy(_BoundedPolicy):
 
     ``log π(a|s) = Σ_i [log N(u_i; μ_i, σ_i) − 2(log 2 − u_i − softplus(−2u_i)) − log r_i]``
 
-    (the numerically stable form of ``log(1 − tanh²u)``). Xavier-uniform weights, zero biases (authors' SAC).
+    (the numerically stable form of ``log(1 − tanh²u)``, :func:`tanh_normal_log_prob`). Xavier-uniform weights, zero
+    biases (authors' SAC).
     """
 
     def __init__(
@@ -89,15 +123,8 @@ class TanhGaussianPolicy(_BoundedPolicy):
     def sample(self, observation: Tensor) -> tuple[Tensor, Tensor]:
         """Reparameterised ``(a, log π(a|s))``: shapes ``(..., A)`` and ``(..., 1)``."""
         loc, scale = self(observation)
-        u = loc + scale * torch.randn_like(loc)
-        log_prob = (
-            -0.5 * ((u - loc) / scale) ** 2
-            - scale.log()
-            - 0.5 * math.log(2 * math.pi)
-            - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-            - self.action_radius.log()
-        )
-        return self.squash(u), log_prob.sum(-1, keepdim=True)
+        u, log_prob = tanh_normal_rsample(loc, scale, self.action_radius)
+        return self.squash(u), log_prob
 
     def mode(self, observation: Tensor) -> Tensor:
         """The deterministic action ``c + r·tanh(μ(s))`` (used for evaluation)."""

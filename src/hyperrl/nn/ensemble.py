@@ -14,6 +14,12 @@ The ``(E, in, out)`` weight layout lets the backward pass compute ``∂L/∂W = 
 Members are independent networks: ``ensemble(o, a)[k] == members[k](o, a)`` exactly, the parameters of member
 ``k`` get exactly the gradient that member would get on its own, and :meth:`CriticEnsemble.member` gives member
 ``k`` back as a plain :class:`~hyperrl.nn.critics.QNetwork`.
+
+Members may also be the meta-RL critics of :mod:`hyperrl.nn.meta_critics` (PEARL's twin ``Q(s, a, c)``, or an
+ensemble of ``V(s, c)``): a member class says which of its ``forward`` inputs feed ``condition`` and which feed
+``evaluate`` through the class attributes ``condition_inputs`` / ``evaluate_inputs`` (indices into the
+``forward`` arguments; a plain ``QNetwork``, which has neither, is ``(0,)`` / ``(1,)``: ``condition(o)``,
+``evaluate(condition, a)``).
 """
 
 from __future__ import annotations
@@ -83,6 +89,12 @@ class CriticEnsemble(nn.Module):
     state against many actions: ``(B, obs_dim)`` with ``(N, B, act_dim)``). :meth:`evaluate` on its own needs an
     action with as many dimensions as the observation that :meth:`condition` was given (add leading singleton
     dimensions to the observation first, as :meth:`forward` does).
+
+    Meta-critics work the same way with more inputs, each shared by the members and given the member dimension::
+
+        twin = CriticEnsemble([make_meta_critic("hyper", 20, 6, 5) for _ in range(2)])
+        q = twin(observation, action, context)                      # (2, ..., 1)
+        q = twin.evaluate(twin.condition(observation, context), action, context)
     """
 
     def __init__(self, critics: Sequence[QNetwork]) -> None:
@@ -124,22 +136,27 @@ class CriticEnsemble(nn.Module):
         """Give a shared input the leading member dimension (a view: no copy)."""
         return x.expand(self.size, *x.shape)
 
-    def condition(self, observation: Tensor) -> Any:
-        """The state-only part of every member, with leading dimension ``E``."""
-        return self.net.condition(self._expand(observation))
+    def condition(self, *meta_inputs: Tensor) -> Any:
+        """The meta-input-only part of every member, with leading dimension ``E``: ``condition(observation)`` for a
+        :class:`~hyperrl.nn.critics.QNetwork`, ``condition(observation, context)`` for a meta-critic."""
+        return self.net.condition(*(self._expand(x) for x in meta_inputs))
 
-    def evaluate(self, condition: Any, action: Tensor) -> Tensor:
-        """``Q`` of every member from its condition: ``(E, ..., 1)``."""
-        return self.net.evaluate(condition, self._expand(action))
+    def evaluate(self, condition: Any, *inputs: Tensor) -> Tensor:
+        """The value of every member from its condition, ``(E, ..., 1)``: ``evaluate(condition, action)`` for a
+        QNetwork, ``evaluate(condition, action, context)`` for a meta-Q, ``evaluate(condition, context)`` for a
+        meta-V."""
+        return self.net.evaluate(condition, *(self._expand(x) for x in inputs))
 
-    def forward(self, observation: Tensor, action: Tensor) -> Tensor:
-        """``(..., obs_dim), (..., act_dim) -> (E, ..., 1)`` with ``...`` the broadcast batch shape."""
-        # equal ranks first, so that the member dimension lines up in both inputs (views, no copies; the state-only
-        # part still runs once per distinct state)
-        rank = max(observation.dim(), action.dim())
-        observation = observation.reshape((1,) * (rank - observation.dim()) + tuple(observation.shape))
-        action = action.reshape((1,) * (rank - action.dim()) + tuple(action.shape))
-        return self.evaluate(self.condition(observation), action)
+    def forward(self, *inputs: Tensor) -> Tensor:
+        """The members' ``forward(*inputs)`` stacked: ``(..., obs_dim), (..., act_dim) -> (E, ..., 1)`` for a QNetwork
+        (``(o, a, c)`` for a meta-Q, ``(o, c)`` for a meta-V), with ``...`` the broadcast batch shape."""
+        # equal ranks first, so that the member dimension lines up in every input (views, no copies; the
+        # meta-input-only part still runs once per distinct meta input)
+        rank = max(x.dim() for x in inputs)
+        inputs = tuple(x.reshape((1,) * (rank - x.dim()) + tuple(x.shape)) for x in inputs)
+        meta = getattr(self.net, "condition_inputs", (0,))
+        base = getattr(self.net, "evaluate_inputs", (1,))
+        return self.evaluate(self.condition(*(inputs[i] for i in meta)), *(inputs[i] for i in base))
 
     # -------------------------------------------------------------------------------------------- members
     def member_tensors(self, stacked: Mapping[str, Tensor], k: int) -> dict[str, Tensor]:
