@@ -4,6 +4,10 @@ The transforms: ``DoubleToFloat`` (MuJoCo observations are float64) and ``Reward
 undiscounted return to ``("next", "episode_reward")``, read for ``train/episode_return``). Time limits come from
 gymnasium's ``TimeLimit`` and arrive as ``("next", "truncated")``; only ``("next", "terminated")`` stops
 bootstrapping.
+
+Task families (meta-RL, :mod:`hyperrl.envs.tasks`) are built by :func:`make_task_env`: the task's oracle context
+arrives as its own entry ``"context"`` / ``("next", "context")``, ``(context_dim,)`` float32, never concatenated to
+the observation. :func:`check_env_id` (plain SAC/TD3) refuses them; :func:`check_task_env_id` requires them.
 """
 
 from __future__ import annotations
@@ -28,14 +32,24 @@ class EnvSpec:
     action_high: tuple[float, ...]
 
 
-def check_env_id(env_id: str) -> EnvSpec:
-    """Validate ``env_id`` (registered, flat continuous observations, bounded continuous actions) and describe it."""
+@dataclass(frozen=True)
+class TaskEnvSpec(EnvSpec):
+    """An :class:`EnvSpec` of a task family, plus the dimension of its oracle context."""
+
+    context_dim: int
+
+
+def _has_task_api(unwrapped) -> bool:
+    return callable(getattr(unwrapped, "sample_tasks", None)) and callable(getattr(unwrapped, "set_task", None))
+
+
+def _inspect(env_id: str, allowed: str) -> tuple[EnvSpec, int | None]:
+    """Validate ``env_id`` as :func:`check_env_id` documents; also the context_dim of a task env (else None)."""
     if not isinstance(env_id, str) or env_id not in gym.envs.registry:
         close = difflib.get_close_matches(str(env_id), list(gym.envs.registry), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ConfigurationError(
-            f"unknown environment id {env_id!r}: it is not registered with gymnasium{hint} "
-            "(continuous-control ids such as 'HalfCheetah-v5', 'InvertedPendulum-v5', 'Pendulum-v1' are allowed)"
+            f"unknown environment id {env_id!r}: it is not registered with gymnasium{hint} ({allowed})"
         )
     try:
         env = gym.make(env_id)
@@ -43,6 +57,8 @@ def check_env_id(env_id: str) -> EnvSpec:
         raise ConfigurationError(f"environment {env_id!r} cannot be created: {exc}") from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
+        unwrapped = env.unwrapped
+        context_dim = int(unwrapped.context_dim) if _has_task_api(unwrapped) else None
     finally:
         env.close()
     if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
@@ -56,7 +72,39 @@ def check_env_id(env_id: str) -> EnvSpec:
     low, high = act_space.low.astype(float), act_space.high.astype(float)
     if not (abs(low) < float("inf")).all() or not (abs(high) < float("inf")).all():
         raise ConfigurationError(f"environment {env_id!r} has unbounded actions: bounded actions are required")
-    return EnvSpec(env_id, int(obs_space.shape[0]), int(act_space.shape[0]), tuple(low.tolist()), tuple(high.tolist()))
+    spec = EnvSpec(env_id, int(obs_space.shape[0]), int(act_space.shape[0]), tuple(low.tolist()), tuple(high.tolist()))
+    return spec, context_dim
+
+
+def _task_ids_text() -> str:
+    from hyperrl.envs.tasks import TASK_ENV_IDS
+
+    return ", ".join(repr(i) for i in TASK_ENV_IDS)
+
+
+def check_env_id(env_id: str) -> EnvSpec:
+    """Validate ``env_id`` (registered, flat continuous observations, bounded continuous actions, no task API) and
+    describe it. A meta-RL task family is refused: plain SAC/TD3 would silently ignore its task context."""
+    spec, context_dim = _inspect(
+        env_id, "continuous-control ids such as 'HalfCheetah-v5', 'InvertedPendulum-v5', 'Pendulum-v1' are allowed"
+    )
+    if context_dim is not None:
+        raise ConfigurationError(
+            f"environment {env_id!r} is a meta-RL task family (context_dim={context_dim}): plain SAC/TD3 would ignore "
+            "its task context; use a meta-RL algorithm (MetaSAC) with it, or a plain id such as 'HalfCheetah-v5'"
+        )
+    return spec
+
+
+def check_task_env_id(env_id: str) -> TaskEnvSpec:
+    """Validate ``env_id`` as a task family (:func:`check_env_id`'s checks plus the task API) and describe it."""
+    spec, context_dim = _inspect(env_id, f"task families: {_task_ids_text()}")
+    if context_dim is None:
+        raise ConfigurationError(
+            f"env {env_id!r} has no task API (sample_tasks/set_task): MetaSAC needs a task family such as "
+            f"{_task_ids_text()}"
+        )
+    return TaskEnvSpec(**vars(spec), context_dim=context_dim)
 
 
 def make_env(env_id: str, seed: int | None = None, device: str | torch.device = "cpu"):
@@ -68,6 +116,57 @@ def make_env(env_id: str, seed: int | None = None, device: str | torch.device = 
     if seed is not None:
         env.set_seed(int(seed))
     return env
+
+
+def make_task_env(
+    env_id: str,
+    seed: int | None = None,
+    context_bounds=None,
+    device: str | torch.device = "cpu",
+    task: dict | None = None,
+    **env_kwargs,
+):
+    """A seeded TorchRL ``TransformedEnv(GymEnv(env_id), DoubleToFloat + RewardSum)`` of a task family, with the
+    context read from ``info["context"]`` into the entry ``"context"`` (``(context_dim,)`` float32).
+
+    ``context_bounds``: ``(low, high)`` in task units or a :class:`~hyperrl.envs.tasks.TaskPools` (its train-pool
+    bounds); default: the family's nominal train range. ``task``: the initial task (default: the family's).
+    ``env_kwargs`` go to ``gymnasium.make`` (e.g. ``sparse=True`` for navigation). Change the task later with
+    ``unwrap_task_env(env).set_task(task)`` and reset: the ``"context"`` entry of the reset follows the new task.
+    """
+    from torchrl.data import Unbounded
+    from torchrl.envs import Compose, DoubleToFloat, GymEnv, RewardSum, TransformedEnv, default_info_dict_reader
+
+    spec = check_task_env_id(env_id)
+    base = GymEnv(env_id, device=device, **env_kwargs)
+    unwrapped = base._env.unwrapped
+    if context_bounds is not None:
+        if hasattr(context_bounds, "context_bounds"):
+            context_bounds = context_bounds.context_bounds
+        try:
+            low, high = context_bounds
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"context_bounds={context_bounds!r} is not allowed: expected (low, high) or TaskPools"
+            ) from None
+        unwrapped.set_context_bounds(low, high)
+    if task is not None:
+        unwrapped.set_task(task)
+    context_spec = Unbounded(shape=(spec.context_dim,), dtype=torch.float32, device=device)
+    base.set_info_dict_reader(default_info_dict_reader(["context"], spec=[context_spec]))
+    env = TransformedEnv(base, Compose(DoubleToFloat(), RewardSum()))
+    if seed is not None:
+        env.set_seed(int(seed))
+    return env
+
+
+def unwrap_task_env(env):
+    """The gymnasium env with the task API inside a TorchRL task env (or a gymnasium one)."""
+    gym_env = _gym_env(env) if not isinstance(env, gym.Env) else env
+    unwrapped = getattr(gym_env, "unwrapped", None)
+    if not _has_task_api(unwrapped):
+        raise ConfigurationError(f"env {env!r} has no task API (sample_tasks/set_task)")
+    return unwrapped
 
 
 def _gym_env(env):
@@ -86,41 +185,53 @@ def _time_limit(gym_env):
 
 
 def env_state(env) -> dict | None:
-    """The simulator state of a TorchRL-wrapped gymnasium MuJoCo env mid-episode: full MuJoCo physics state, the
-    time-limit counter and the env's RNG, as plain tensors/ints. ``None`` for other simulators (their episode then
-    restarts on resume)."""
+    """The simulator state of a TorchRL-wrapped gymnasium env mid-episode, as plain tensors/ints/lists: the full
+    MuJoCo physics state (``"physics"``), or a non-MuJoCo task env's own state (``"sim"``, e.g. the navigation
+    point), the time-limit counter and the env's RNG; for a task env also ``"task_state"`` (task and context
+    bounds). ``None`` for other simulators (their episode then restarts on resume)."""
     gym_env = _gym_env(env)
     unwrapped = getattr(gym_env, "unwrapped", None)
-    if unwrapped is None or not hasattr(unwrapped, "model") or not hasattr(unwrapped, "data"):
+    if unwrapped is None:
         return None
-    import mujoco
-    import numpy as np
-
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    physics = np.empty(mujoco.mj_stateSize(unwrapped.model, spec), dtype=np.float64)
-    mujoco.mj_getState(unwrapped.model, unwrapped.data, physics, spec)
     limit = _time_limit(gym_env)
-    return {
-        "physics": torch.from_numpy(physics),
-        "elapsed_steps": None if limit is None else limit._elapsed_steps,
-        "np_random": unwrapped.np_random.bit_generator.state,
-    }
+    if hasattr(unwrapped, "model") and hasattr(unwrapped, "data"):
+        import mujoco
+        import numpy as np
+
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        physics = np.empty(mujoco.mj_stateSize(unwrapped.model, spec), dtype=np.float64)
+        mujoco.mj_getState(unwrapped.model, unwrapped.data, physics, spec)
+        state = {"physics": torch.from_numpy(physics)}
+    elif callable(getattr(unwrapped, "get_sim_state", None)):
+        state = {"sim": unwrapped.get_sim_state()}
+    else:
+        return None
+    state["elapsed_steps"] = None if limit is None else limit._elapsed_steps
+    state["np_random"] = unwrapped.np_random.bit_generator.state
+    if _has_task_api(unwrapped):
+        state["task_state"] = unwrapped.get_task_state()
+    return state
 
 
 def load_env_state(env, state: dict | None) -> bool:
     """Restore what :func:`env_state` captured; returns False when there is nothing to restore."""
     if state is None:
         return False
-    import mujoco
-
     gym_env = _gym_env(env)
     unwrapped = gym_env.unwrapped
-    mujoco.mj_setState(
-        unwrapped.model, unwrapped.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_FULLPHYSICS
-    )
-    mujoco.mj_forward(unwrapped.model, unwrapped.data)
+    if "physics" in state:
+        import mujoco
+
+        mujoco.mj_setState(
+            unwrapped.model, unwrapped.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_FULLPHYSICS
+        )
+        mujoco.mj_forward(unwrapped.model, unwrapped.data)
+    else:
+        unwrapped.set_sim_state(state["sim"])
     limit = _time_limit(gym_env)
     if limit is not None:
         limit._elapsed_steps = state["elapsed_steps"]
     unwrapped.np_random.bit_generator.state = state["np_random"]
+    if "task_state" in state:
+        unwrapped.set_task_state(state["task_state"])
     return True
