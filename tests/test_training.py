@@ -252,3 +252,47 @@ def test_a_checkpoint_write_that_dies_midway_leaves_the_previous_one_intact(tmp_
     trainer.save_checkpoint(last)  # a later save goes through
     assert last.read_bytes() != before and torch.load(last, weights_only=True)["global_step"] == 30
     assert sorted(os.listdir(tmp_path / "ckpt")) == files_before
+
+
+def test_resume_from_an_end_of_run_checkpoint_keeps_frames_steps_and_the_episode(tmp_path):
+    """A checkpoint written when a fit ends (after its last evaluation) resumes like a mid-run one: the logged
+    ``train/frames`` equals the step count of an uninterrupted run's row, and the episode in progress continues."""
+    from hyperrl.envs.factory import _gym_env, _time_limit
+
+    class Episode(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if not hasattr(self, "elapsed"):
+                self.elapsed = _time_limit(_gym_env(module.data.collector.env))._elapsed_steps
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=10**6)
+    module = SAC(**tiny_kwargs())
+    make_trainer(tmp_path / "a", max_steps=63, callbacks=[ckpt], val_check_interval=21, log_every_n_steps=7).fit(module)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert saved["hyperrl"]["frames"] == 63
+    elapsed = saved["hyperrl"]["data"]["env"]["elapsed_steps"]
+    assert elapsed > 0, "the first fit must end mid-episode for this test to mean anything"
+
+    episode = Episode()
+    make_trainer(tmp_path / "b", max_steps=84, callbacks=[episode], val_check_interval=21, log_every_n_steps=7).fit(
+        SAC(**tiny_kwargs()), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+    )
+    assert episode.elapsed == elapsed
+    rows = [r for r in read_metrics(tmp_path / "b") if r.get("train/frames")]
+    assert rows and all(float(r["train/frames"]) == int(r["step"]) + 1 for r in rows)
+    assert [int(r["step"]) for r in rows] == [69, 76, 83]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"frames_per_batch": 5000, "buffer_size": 1000}, "frames_per_batch=5000 is not allowed: it must not exceed buffer_size=1000"),
+        ({"learning_starts": 2000, "buffer_size": 1000}, "learning_starts=2000 is not allowed: it must not exceed buffer_size=1000"),
+        ({"batch_size": 2000, "buffer_size": 1000}, "batch_size=2000 is not allowed: it must not exceed buffer_size=1000"),
+        ({"warmup_frames": -1}, "warmup_frames=-1 is not allowed: expected an integer >= 0"),
+    ],
+)
+def test_replay_settings_that_crawl_or_never_train_are_refused(overrides, message):
+    from hyperrl.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")):
+        SAC(**tiny_kwargs(**overrides))

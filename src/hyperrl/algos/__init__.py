@@ -1,6 +1,7 @@
 """One LightningModule per algorithm."""
 
-from hyperrl.algos.base import Algorithm, OffPolicyAlgorithm
+from hyperrl.algos.actor_critic import OffPolicyAlgorithm
+from hyperrl.algos.base import Algorithm
 from hyperrl.algos.sac import SAC
 from hyperrl.algos.td3 import TD3
 

@@ -23,7 +23,8 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from hyperrl.algos.base import OffPolicyAlgorithm, detach_condition, frozen, polyak_update
+from hyperrl.algos.actor_critic import OffPolicyAlgorithm
+from hyperrl.algos.base import detach_condition, frozen, polyak_update
 from hyperrl.errors import ConfigurationError, require_positive
 from hyperrl.nn import TanhGaussianPolicy, policy_module
 
@@ -31,7 +32,7 @@ from hyperrl.nn import TanhGaussianPolicy, policy_module
 class SAC(OffPolicyAlgorithm):
     """SAC with twin critics, Polyak targets and automatic entropy tuning (or a fixed ``alpha``).
 
-    Args (beyond :class:`~hyperrl.algos.base.OffPolicyAlgorithm`):
+    Args (beyond those of :class:`~hyperrl.algos.actor_critic.OffPolicyAlgorithm`, forwarded as ``kwargs``):
         alpha: fixed temperature; ``None`` (default) tunes it automatically, starting at ``initial_alpha``.
         initial_alpha: starting temperature when tuning (``log α = 0`` in the authors' code).
         alpha_lr: Adam learning rate of ``log α``.
@@ -40,32 +41,13 @@ class SAC(OffPolicyAlgorithm):
 
     def __init__(
         self,
-        env: str = "HalfCheetah-v5",
-        critic: str = "sa_hyper",
-        critic_kwargs: dict[str, Any] | None = None,
-        actor_hidden: list[int] | tuple[int, ...] = (256, 256),
-        critic_lr: float | None = None,
-        actor_lr: float = 3e-4,
         alpha: float | None = None,
         initial_alpha: float = 1.0,
         alpha_lr: float = 3e-4,
         target_entropy: float | None = None,
-        gamma: float = 0.99,
-        tau: float = 0.005,
-        batch_size: int = 256,
-        buffer_size: int = 1_000_000,
-        warmup_frames: int = 1000,
-        learning_starts: int = 256,
-        frames_per_batch: int = 1,
-        updates_per_batch: int = 1,
-        eval_episodes: int = 10,
-        seed: int = 0,
-        fused_adam: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            env, critic, critic_kwargs, actor_hidden, critic_lr, actor_lr, gamma, tau, batch_size, buffer_size,
-            warmup_frames, learning_starts, frames_per_batch, updates_per_batch, eval_episodes, seed, fused_adam,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         if alpha is not None and not (isinstance(alpha, (int, float)) and alpha >= 0):
             raise ConfigurationError(f"alpha={alpha!r} is not allowed: expected a number >= 0, or null to tune it")
         require_positive("initial_alpha", initial_alpha)

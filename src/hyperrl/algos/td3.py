@@ -21,7 +21,8 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
-from hyperrl.algos.base import OffPolicyAlgorithm, detach_condition, frozen, polyak_update
+from hyperrl.algos.actor_critic import OffPolicyAlgorithm
+from hyperrl.algos.base import detach_condition, frozen, polyak_update
 from hyperrl.errors import ConfigurationError, require_positive
 from hyperrl.nn import DeterministicPolicy, policy_module
 
@@ -29,7 +30,8 @@ from hyperrl.nn import DeterministicPolicy, policy_module
 class TD3(OffPolicyAlgorithm):
     """TD3 with twin critics, target policy smoothing and delayed policy updates.
 
-    Args (beyond :class:`~hyperrl.algos.base.OffPolicyAlgorithm`):
+    Args (beyond those of :class:`~hyperrl.algos.actor_critic.OffPolicyAlgorithm`, forwarded as ``kwargs``; TD3's
+    defaults differ in ``batch_size`` 100 and ``learning_starts`` 1000, as in the authors' TD3):
         policy_delay: actor and target updates happen every ``policy_delay`` critic updates.
         policy_noise, noise_clip: target smoothing noise std and clip, as fractions of the action radius.
         exploration_noise: std of the Gaussian exploration noise, as a fraction of the action radius.
@@ -37,32 +39,15 @@ class TD3(OffPolicyAlgorithm):
 
     def __init__(
         self,
-        env: str = "HalfCheetah-v5",
-        critic: str = "sa_hyper",
-        critic_kwargs: dict[str, Any] | None = None,
-        actor_hidden: list[int] | tuple[int, ...] = (256, 256),
-        critic_lr: float | None = None,
-        actor_lr: float = 3e-4,
         policy_delay: int = 2,
         policy_noise: float = 0.2,
         noise_clip: float = 0.5,
         exploration_noise: float = 0.1,
-        gamma: float = 0.99,
-        tau: float = 0.005,
         batch_size: int = 100,
-        buffer_size: int = 1_000_000,
-        warmup_frames: int = 1000,
         learning_starts: int = 1000,
-        frames_per_batch: int = 1,
-        updates_per_batch: int = 1,
-        eval_episodes: int = 10,
-        seed: int = 0,
-        fused_adam: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            env, critic, critic_kwargs, actor_hidden, critic_lr, actor_lr, gamma, tau, batch_size, buffer_size,
-            warmup_frames, learning_starts, frames_per_batch, updates_per_batch, eval_episodes, seed, fused_adam,
-        )  # fmt: skip
+        super().__init__(batch_size=batch_size, learning_starts=learning_starts, **kwargs)
         require_positive("policy_delay", policy_delay, integer=True)
         for name, value in (("policy_noise", policy_noise), ("noise_clip", noise_clip), ("exploration_noise", exploration_noise)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

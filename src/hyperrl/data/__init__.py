@@ -1,5 +1,29 @@
-"""Collector and replay-buffer plumbing that feeds the LightningModules."""
+"""Data sources that feed the LightningModules: collectors, replay buffers, episodic samplers.
 
-from hyperrl.data.offpolicy import TRANSITION_KEYS, OffPolicyData, TrainingSteps, training_steps_loader
+Every source follows :class:`DataSource`, so :class:`~hyperrl.algos.Algorithm` can checkpoint and restore it
+without knowing what it holds.
+"""
 
-__all__ = ["TRANSITION_KEYS", "OffPolicyData", "TrainingSteps", "training_steps_loader"]
+from hyperrl.data.offpolicy import (
+    TRANSITION_KEYS,
+    OffPolicyData,
+    TrainingSteps,
+    buffer_state,
+    episode_state,
+    load_buffer_state,
+    load_episode_state,
+    training_steps_loader,
+)
+from hyperrl.data.source import DataSource
+
+__all__ = [
+    "TRANSITION_KEYS",
+    "DataSource",
+    "OffPolicyData",
+    "TrainingSteps",
+    "buffer_state",
+    "episode_state",
+    "load_buffer_state",
+    "load_episode_state",
+    "training_steps_loader",
+]

@@ -42,6 +42,39 @@ def training_steps_loader() -> DataLoader:
     return DataLoader(TrainingSteps(), batch_size=None, num_workers=0, generator=torch.Generator())
 
 
+def buffer_state(buffer) -> dict:
+    """A replay buffer's filled part and write cursor as a plain nested dict of tensors and ints (loadable with
+    ``torch.load(weights_only=True)``; TorchRL's own ``state_dict`` would store the whole preallocated storage)."""
+    n = len(buffer)
+    return {
+        "transitions": buffer.storage.get(torch.arange(n)).to_dict() if n else None,
+        "writer": buffer.writer.state_dict(),
+    }
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    buffer.empty()
+    if state["transitions"] is not None:
+        n = len(state["transitions"]["observation"])
+        buffer.extend(TensorDict.from_dict(state["transitions"], batch_size=[n]))
+    buffer.writer.load_state_dict(state["writer"])
+
+
+def episode_state(collector) -> dict:
+    """The episode in progress: the simulator state and the collector's current step (observation, running return).
+
+    The collector's current step has no public accessor in TorchRL 0.14 (its ``state_dict`` holds the frame count
+    and the policy, not the step in flight), so it is read from ``_carrier``, the one private attribute used here.
+    """
+    return {"env": env_state(collector.env), "carrier": collector._carrier.to_dict()}
+
+
+def load_episode_state(collector, state: dict) -> None:
+    if load_env_state(collector.env, state.get("env")) and state.get("carrier") is not None:
+        carrier = collector._carrier
+        carrier.update(TensorDict.from_dict(state["carrier"], batch_size=carrier.batch_size))
+
+
 class OffPolicyData:
     """Owns the training environment's collector and the replay buffer.
 
@@ -95,28 +128,20 @@ class OffPolicyData:
     def state_dict(self) -> dict:
         """Buffer contents (only the filled part), write cursor, frame count and the episode in progress (MuJoCo
         envs), as plain tensors and ints; restores with :meth:`load_state_dict`."""
-        n = len(self.buffer)
         return {
-            # a plain nested dict of tensors, so checkpoints load with torch.load(weights_only=True)
-            "transitions": self.buffer.storage.get(torch.arange(n)).to_dict() if n else None,
-            "writer": self.buffer._writer.state_dict(),
-            "collector_frames": self.collector._frames,
-            # the episode in progress: simulator state + the collector's current step (observation, running return)
-            "env": env_state(self.collector.env),
-            "carrier": self.collector._carrier.to_dict(),
+            **buffer_state(self.buffer),
+            # random warm-up is judged by the collector's frame counter: restore it so warm-up is not repeated
+            "collector_frames": self.collector.state_dict()["frames"],
+            **episode_state(self.collector),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.buffer.empty()
-        if state["transitions"] is not None:
-            n = len(state["transitions"]["observation"])
-            self.buffer.extend(TensorDict.from_dict(state["transitions"], batch_size=[n]))
-        self.buffer._writer.load_state_dict(state["writer"])
-        # random warm-up is judged by the collector's frame counter: restore it so warm-up is not repeated
-        self.collector._frames = state["collector_frames"]
-        if load_env_state(self.collector.env, state.get("env")) and state.get("carrier") is not None:
-            carrier = self.collector._carrier
-            carrier.update(TensorDict.from_dict(state["carrier"], batch_size=carrier.batch_size))
+        load_buffer_state(self.buffer, state)
+        collector_state = self.collector.state_dict()
+        collector_state.pop("policy_state_dict", None)  # the policy's weights come with the module's own state
+        collector_state["frames"] = state["collector_frames"]
+        self.collector.load_state_dict(collector_state, strict=False)
+        load_episode_state(self.collector, state)
 
     def shutdown(self) -> None:
         self.collector.shutdown()

@@ -1,0 +1,198 @@
+"""What SAC and TD3 share: twin critics with Polyak targets, the collector/buffer, evaluation.
+
+One Lightning training step = one collector batch (``frames_per_batch`` frames) and ``updates_per_batch`` gradient
+updates, each one step of ONE Adam optimizer (param groups for critic, actor and temperature, each with its own
+learning rate). :class:`~hyperrl.algos.base.Algorithm` counts the training steps: ``--trainer.max_steps N`` means N
+collector batches (N environment frames in the paper's setting).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from torch import Tensor, nn
+
+from hyperrl.algos.base import Algorithm
+from hyperrl.data import OffPolicyData
+from hyperrl.envs import check_env_id, make_env
+from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
+from hyperrl.nn import CriticEnsemble, make_critic
+
+#: Critic learning rates of the paper: 5e-5 for hypernetwork critics, 3e-4 for every other critic.
+HYPER_CRITIC_LR = 5e-5
+DEFAULT_CRITIC_LR = 3e-4
+
+
+def check_collection_schedule(buffer_size: int, frames_per_batch: int, warmup_frames: int, learning_starts: int,
+                              batch_size: int) -> None:
+    """Refuse replay settings that crawl or can never train (one :class:`ConfigurationError` naming the values)."""
+    if frames_per_batch > buffer_size:
+        raise ConfigurationError(
+            f"frames_per_batch={frames_per_batch} is not allowed: it must not exceed buffer_size={buffer_size} "
+            "(each collector batch would overwrite the replay buffer)"
+        )
+    if learning_starts > buffer_size:
+        raise ConfigurationError(
+            f"learning_starts={learning_starts} is not allowed: it must not exceed buffer_size={buffer_size}"
+        )
+    if batch_size > buffer_size:
+        raise ConfigurationError(
+            f"batch_size={batch_size} is not allowed: it must not exceed buffer_size={buffer_size}"
+        )
+
+
+class OffPolicyAlgorithm(Algorithm):
+    """Base LightningModule of the off-policy actor-critic algorithms (SAC, TD3).
+
+    Subclasses build ``self.actor`` in :meth:`build_actor` and implement :meth:`losses`, returning a dict of
+    named loss terms whose ``"loss"`` entry is backpropagated once per update. Their ``__init__`` forwards the
+    shared settings below with ``**kwargs`` (the CLI follows them, ``--print_config`` lists them all).
+    """
+
+    def __init__(
+        self,
+        env: str = "HalfCheetah-v5",
+        critic: str = "sa_hyper",
+        critic_kwargs: dict[str, Any] | None = None,
+        actor_hidden: list[int] | tuple[int, ...] = (256, 256),
+        critic_lr: float | None = None,
+        actor_lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        batch_size: int = 256,
+        buffer_size: int = 1_000_000,
+        warmup_frames: int = 1000,
+        learning_starts: int = 256,
+        frames_per_batch: int = 1,
+        updates_per_batch: int = 1,
+        eval_episodes: int = 10,
+        seed: int = 0,
+        fused_adam: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for name in ("batch_size", "buffer_size", "frames_per_batch", "updates_per_batch", "eval_episodes"):
+            require_positive(name, getattr(self.hparams, name), integer=True)
+        for name in ("actor_lr", "tau"):
+            require_positive(name, getattr(self.hparams, name))
+        if critic_lr is not None:
+            require_positive("critic_lr", critic_lr)
+        if not 0.0 < tau <= 1.0:
+            raise ConfigurationError(f"tau={tau!r} is not allowed: expected 0 < tau <= 1")
+        if not 0.0 <= gamma <= 1.0:
+            raise ConfigurationError(f"gamma={gamma!r} is not allowed: expected 0 <= gamma <= 1")
+        for name in ("warmup_frames", "learning_starts"):
+            require_non_negative_int(name, getattr(self.hparams, name))
+        check_collection_schedule(buffer_size, frames_per_batch, warmup_frames, learning_starts, batch_size)
+
+        self.env_spec = check_env_id(env)
+        torch.manual_seed(seed)
+        obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
+        kwargs = dict(critic_kwargs or {})  # make_critic rejects an unknown name or option in one line
+        # the twin critics as one ensemble (one batched matmul per layer for both; see hyperrl.nn.ensemble)
+        self.critics = CriticEnsemble([make_critic(critic, obs_dim, act_dim, **kwargs) for _ in range(2)])
+        self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
+        self.critic_lr = critic_lr if critic_lr is not None else (
+            HYPER_CRITIC_LR if self.critics.is_hypernetwork else DEFAULT_CRITIC_LR
+        )
+        self.actor = self.build_actor(obs_dim, act_dim, self.env_spec.action_low, self.env_spec.action_high)
+        # gradient updates done so far (drives TD3's policy delay); a buffer so that checkpoints carry it
+        self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
+        self._updates_done = 0
+
+    # ------------------------------------------------------------------ subclass interface
+    def build_actor(self, observation_dim: int, action_dim: int, low, high) -> nn.Module:
+        raise NotImplementedError
+
+    def acting_policy(self):
+        """TensorDictModule ``observation -> action`` used by the collector and for evaluation."""
+        raise NotImplementedError
+
+    def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def after_update(self, update: int) -> None:
+        """Target-network updates after the optimizer step of update number ``update`` (0-based, global)."""
+
+    def twin_critic_loss(self, batch: TensorDictBase, target: Tensor) -> tuple[Tensor, Any]:
+        """``Σ_i mean (Q_i(s, a) − y)²`` and the critics' state condition (leading dim: the critic), for the actor
+        loss to reuse."""
+        obs, action = batch.get("observation"), batch.get("action")
+        condition = self.critics.condition(obs)
+        q = self.critics.evaluate(condition, action).float()  # (2, B, 1)
+        loss = (q - target).square().flatten(1).mean(1).sum()
+        return loss, condition
+
+    def param_groups(self) -> list[dict]:
+        return [
+            {"params": list(self.critics.parameters()), "lr": self.critic_lr, "name": "critic"},
+            {"params": list(self.actor.parameters()), "lr": self.hparams.actor_lr, "name": "actor"},
+        ]
+
+    # ------------------------------------------------------------------ data
+    def make_data(self) -> OffPolicyData:
+        hp = self.hparams
+        rank = self.global_rank
+        env_seed = hp.seed + rank
+        data = OffPolicyData(
+            lambda: make_env(hp.env, seed=env_seed),
+            self.acting_policy(),
+            buffer_size=hp.buffer_size,
+            batch_size=hp.batch_size,
+            frames_per_batch=hp.frames_per_batch,
+            warmup_frames=hp.warmup_frames,
+            device=self.device,
+        )
+        # each rank samples its own minibatches
+        torch.manual_seed(hp.seed + 10_000 * rank + 1)
+        return data
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, Tensor]:
+        hp = self.hparams
+        batch = self.data.collect()
+        self.count_frames(batch.numel())
+        self.record_episodes(batch)
+        losses: dict[str, Tensor] = {}
+        if len(self.data) >= max(hp.learning_starts, 1):
+            for _ in range(hp.updates_per_batch):
+                losses = self.losses(self.data.sample(), self._updates_done)
+                self.backward_and_step(losses)
+                self.after_update(self._updates_done)
+                self._updates_done += 1
+            self.update_count.fill_(self._updates_done)
+        return losses
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "update_count" in checkpoint.get("state_dict", {}):
+            self._updates_done = int(checkpoint["state_dict"]["update_count"])
+        super().on_load_checkpoint(checkpoint)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, episodes: int | None = None) -> list[float]:
+        """Returns of ``episodes`` deterministic episodes on the evaluation env (reseeded: same start states
+        at every evaluation, ``seed + 100`` as in the authors' code)."""
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        episodes = episodes or self.hparams.eval_episodes
+        if "eval" not in self._envs:
+            self._envs["eval"] = make_env(self.hparams.env)
+        env = self._envs["eval"]
+        env.set_seed(self.hparams.seed + 100 + self.global_rank)
+        policy = self.acting_policy()
+        returns = []
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            for _ in range(episodes):
+                rollout = env.rollout(10**7, policy, break_when_any_done=True)
+                returns.append(rollout.get(("next", "reward")).sum().item())
+        return returns
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        returns = self.evaluate()
+        self.log("eval/return", float(np.mean(returns)), prog_bar=True, sync_dist=True, batch_size=1)
+        self.log("eval/return_std", float(np.std(returns)), sync_dist=True, batch_size=1)
