@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         if not argv or argv[0] in ("-h", "--help"):
             try:
                 cli_main(argv)
-            finally:
-                print(EXPERIMENT_HELP, end="")
+            finally:  # after the CLI's own help (which may end with SystemExit)
+                print(EXPERIMENT_HELP, end="", file=sys.stdout if argv else sys.stderr)
+            return
         cli_main(argv)
-        return
     module_name, function = target.split(":")
     try:
         module = importlib.import_module(module_name)

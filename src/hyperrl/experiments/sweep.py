@@ -18,11 +18,11 @@ A sweep file (YAML) holds only these keys::
     resources: {cpus: 1, gpus: 0}    # per run, requested from Ray (--launcher ray)
 
 A key ending in ``+`` appends (``trainer.callbacks+: hyperrl.analysis.AnalysisSnapshots``). Run ``<labels>-seed<N>``
-writes everything to ``<out>/<run>/``: ``config.yaml`` (the full resolved config, written by the fit), ``metrics.csv``,
-``checkpoints/`` (``last.ckpt``), ``fit.log`` (its stdout and stderr) and ``sweep_run.json`` (the command, state,
-exit status, wall time). Re-running the sweep skips runs whose state is ``done`` and resumes the others from their
-``last.ckpt``; ``metrics.csv`` of the interrupted part is kept as ``metrics.resume<k>.csv`` (the CSV logger of the
-resumed fit starts a new file) and :func:`hyperrl.experiments.report.read_metrics` joins them.
+is ``hyperrl fit ... --trainer.default_root_dir <out>/<run>``: the fit writes its folder ``<out>/<run>/version_0``
+(``config.yaml``, the full resolved config; ``metrics.csv``; ``checkpoints/last.ckpt``; ``snapshots/``), and the
+sweep writes ``<out>/<run>/fit.log`` (the fit's stdout and stderr) and ``<out>/<run>/sweep_run.json`` (labels, seed,
+command, state, exit status, wall time). Re-running the sweep skips runs whose state is ``done`` and resumes the
+others from their ``last.ckpt`` (the fit continues in the same folder and ``metrics.csv``).
 
 Before any run starts, every distinct combination of settings is parsed by the ``hyperrl fit`` command itself
 (``--print_config``, in this process) and its model is built on the meta device, so an unknown key, a value of the
@@ -186,23 +186,15 @@ def setting_args(settings: list[tuple[str, object]]) -> list[str]:
     return args
 
 
-def logger_args(out: str, run_name: str) -> list[str]:
-    """TensorBoard and CSV loggers writing into ``<out>/<run_name>/`` (checkpoints land in its ``checkpoints/``)."""
-    spec = {"save_dir": out, "name": run_name, "version": ""}
-    loggers = [
-        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": spec},
-        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": spec},
-    ]
-    return ["--trainer.logger", json.dumps(loggers)]
-
-
 def fit_args(sweep: Sweep, run: Run, out: str, fit_options: list[str]) -> list[str]:
-    """The ``hyperrl fit`` arguments of ``run`` (without ``--ckpt_path``): configs, sweep settings, the loggers, then
-    the ``-- FIT OPTIONS`` of the command line (which win)."""
+    """The ``hyperrl fit`` arguments of ``run`` (without ``--ckpt_path``): configs, sweep settings, the run's folder
+    (``--trainer.default_root_dir <out>/<run>``: the fit writes to ``<out>/<run>/version_0``), then the
+    ``-- FIT OPTIONS`` of the command line (which win)."""
     args = ["fit"]
     for config in sweep.configs:
         args += ["--config", config]
-    return args + setting_args(run.settings) + logger_args(out, run.name) + list(fit_options)
+    root = ["--trainer.default_root_dir", os.path.join(out, run.name)]
+    return args + setting_args(run.settings) + root + list(fit_options)
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -290,20 +282,22 @@ def write_run_file(run: Run, args: list[str]) -> None:
     os.replace(tmp, os.path.join(run.directory, RUN_FILE))
 
 
+def fit_folder(directory: str) -> str | None:
+    """The folder the fit of a sweep run writes to: its newest ``version_<n>`` (a resumed fit continues in the
+    folder of its checkpoint, so there is one), or ``None`` before the fit has made it."""
+    try:
+        versions = [d for d in os.listdir(directory) if re.fullmatch(r"version_\d+", d)]
+    except OSError:
+        return None
+    if not versions:
+        return None
+    return os.path.join(directory, max(versions, key=lambda d: int(d.split("_")[1])))
+
+
 def last_checkpoint(directory: str) -> str | None:
-    path = os.path.join(directory, "checkpoints", "last.ckpt")
-    return path if os.path.isfile(path) else None
-
-
-def keep_previous_metrics(directory: str) -> None:
-    """Move ``metrics.csv`` aside before a resume (Lightning's CSV logger deletes it): ``metrics.resume<k>.csv``."""
-    path = os.path.join(directory, "metrics.csv")
-    if not os.path.isfile(path):
-        return
-    k = 0
-    while os.path.exists(os.path.join(directory, f"metrics.resume{k}.csv")):
-        k += 1
-    os.replace(path, os.path.join(directory, f"metrics.resume{k}.csv"))
+    folder = fit_folder(directory)
+    path = os.path.join(folder, "checkpoints", "last.ckpt") if folder else None
+    return path if path and os.path.isfile(path) else None
 
 
 def error_line(log_path: str) -> str:
@@ -327,7 +321,7 @@ def progress(directory: str) -> tuple[float | None, float | None]:
     import csv
 
     frames = ret = None
-    path = os.path.join(directory, "metrics.csv")
+    path = os.path.join(fit_folder(directory) or directory, "metrics.csv")
     try:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
@@ -517,8 +511,7 @@ def run_sweep(
             continue
         args = fit_args(sweep, run, out, fit_options)
         checkpoint = last_checkpoint(run.directory)
-        if checkpoint is not None:
-            keep_previous_metrics(run.directory)
+        if checkpoint is not None:  # the fit continues in the checkpoint's folder, appending to its metrics.csv
             args += ["--ckpt_path", checkpoint]
             run.resumed = True
         os.makedirs(run.directory, exist_ok=True)

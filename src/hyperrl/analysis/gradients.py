@@ -1,0 +1,477 @@
+"""``hyperrl analyze gradients``: does the critic's action-gradient point where the return increases?
+
+The protocol of ``hyperrl-paper.md`` §4 (the authors' ``TD3/bias_test.py``), with the weaknesses of §8 item 6
+fixed or made options. For every analysis snapshot of a run (:mod:`hyperrl.analysis.snapshots`):
+
+1. **States** from the policy's own state distribution: for state ``i``, reset the env (seed ``seed·1000 + i``) and
+   follow the deterministic policy for ``n_i ~ U{0 .. T−1}`` steps (``T`` the time limit; resetting when an episode
+   ends), then save the simulator state exactly (:func:`hyperrl.envs.env_state`: full MuJoCo physics, time-limit
+   counter, env RNG).
+2. **Actions**: ``a_0 = π(s)`` and ``a_k = clip(a_0 + σ r ε_k, low, high)``, ``ε_k ~ N(0, I)``, ``k = 1..K−1``
+   (``r`` the action radius, so ``σ = 0.3`` on ``[−1, 1]`` is the authors' setting).
+3. **Monte-Carlo returns**: from the restored state, hold ``a_k`` for ``h`` steps (``--hold``, 3 as the authors, or 1),
+   then follow the deterministic policy until the episode ends or ``--horizon`` steps:
+   ``R = Σ_j γ^j r_j (+ γ^J min_i Q̄_i(o_J, π(o_J)) if the rollout was cut by the time limit/horizon and
+   --bootstrap target``; nothing when it terminated). ``M`` rollouts per action (``--rollouts``) are averaged; the
+   rollouts of a deterministic simulator and policy are identical, which is detected at the first state and then
+   computed once (reported as ``rollouts_effective``).
+4. **MC action-gradient**: the least-squares slope ``g`` of ``R_k ≈ c + gᵀ a_k`` (with an intercept) — what the
+   authors' pairwise-difference regression computes, without its 225 duplicate rows.
+5. **Critic action-gradient** ``∇_a Q_1(s, a)|_{a = π(s)}`` of the online first critic; ``cos(∇_a Q_1, g)`` per
+   state; per snapshot the mean over states with a percentile-bootstrap 95% CI (resampling states).
+6. **Critic vs MC value** at the same ``(s, a_k)``: ``Q_1(s, a_k) − R_k`` (over- or under-estimation).
+
+Output in ``--out`` (default ``<folder>/gradients``): ``gradients.json`` (every number above), ``cosine.png``
+(mean cosine similarity over training frames, one line per run, coloured by critic), and on stdout one JSON line
+with the per-run means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from hyperrl.errors import ConfigurationError, require_positive
+
+
+# --------------------------------------------------------------------------------------------- estimators
+def ols_gradient(actions: np.ndarray, returns: np.ndarray) -> np.ndarray:
+    """Slope ``g`` of the least-squares fit ``R ≈ c + gᵀ a`` (intercept ``c``): actions ``(K, A)``, returns ``(K,)``
+    -> ``(A,)``. Minimum-norm solution when ``K ≤ A`` (then the fit is exact and says little)."""
+    actions = np.asarray(actions, dtype=np.float64)
+    returns = np.asarray(returns, dtype=np.float64).reshape(-1)
+    if actions.ndim != 2 or actions.shape[0] != returns.shape[0]:
+        raise ValueError(f"actions {actions.shape} and returns {returns.shape} do not match")
+    design = np.column_stack([np.ones(len(returns)), actions])
+    coef, *_ = np.linalg.lstsq(design, returns, rcond=None)
+    return coef[1:]
+
+
+def cosine(u: np.ndarray, v: np.ndarray) -> float:
+    """``uᵀv / (|u| |v|)``; NaN when either vector is zero (no direction)."""
+    u, v = np.asarray(u, dtype=np.float64).ravel(), np.asarray(v, dtype=np.float64).ravel()
+    norm = np.linalg.norm(u) * np.linalg.norm(v)
+    return float(u @ v / norm) if norm > 0 else float("nan")
+
+
+def bootstrap_mean_ci(values: Sequence[float], reps: int = 2000, confidence: float = 0.95, seed: int = 0):
+    """``(mean, low, high)``: the mean of the finite ``values`` and its percentile-bootstrap CI."""
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(reps, len(x)))].mean(1)
+    tail = (1 - confidence) / 2 * 100
+    return float(x.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def perturbed_actions(a0: np.ndarray, sigma: float, low, high, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``(count, A)``: row 0 is ``a0``, rows 1.. are ``clip(a0 + σ r ε, low, high)`` (``r = (high − low)/2``)."""
+    a0 = np.asarray(a0, dtype=np.float64)
+    low, high = np.broadcast_to(np.asarray(low, float), a0.shape), np.broadcast_to(np.asarray(high, float), a0.shape)
+    radius = (high - low) / 2
+    noise = rng.standard_normal((count - 1, a0.shape[0])) * sigma * radius
+    return np.concatenate([a0[None], np.clip(a0 + noise, low, high)])
+
+
+# --------------------------------------------------------------------------------------------- rollouts
+class RestorableEnv(Protocol):
+    """An environment whose exact state can be captured and restored."""
+
+    def capture(self): ...  # -> (state, observation)
+
+    def restore(self, state) -> np.ndarray: ...  # -> observation
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]: ...  # obs, reward, term, trunc
+
+    def reset(self, seed: int) -> np.ndarray: ...
+
+
+class MujocoStateEnv:
+    """A gymnasium MuJoCo env with :func:`hyperrl.envs.env_state` / :func:`hyperrl.envs.load_env_state`."""
+
+    def __init__(self, env_id: str) -> None:
+        import gymnasium as gym
+
+        from hyperrl.envs import env_state
+
+        self.env_id = env_id
+        self.env = gym.make(env_id)
+        self._shim = type("Wrapped", (), {"_env": self.env})()  # what env_state expects: a TorchRL env's _env
+        self.env.reset(seed=0)
+        if env_state(self._shim) is None:
+            self.env.close()
+            raise ConfigurationError(
+                f"environment {env_id!r}: its simulator state cannot be saved and restored exactly (only gymnasium "
+                "MuJoCo environments can), which the gradient analysis needs"
+            )
+        self.max_steps = int(getattr(self.env.spec, "max_episode_steps", None) or 1000)
+
+    def _obs(self) -> np.ndarray:
+        return np.asarray(self.env.unwrapped._get_obs(), dtype=np.float32)
+
+    def reset(self, seed: int) -> np.ndarray:
+        return np.asarray(self.env.reset(seed=int(seed))[0], dtype=np.float32)
+
+    def capture(self):
+        from hyperrl.envs import env_state
+
+        return env_state(self._shim), self._obs()
+
+    def restore(self, state) -> np.ndarray:
+        from hyperrl.envs import load_env_state
+
+        load_env_state(self._shim, state)
+        return self._obs()
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = self.env.step(np.asarray(action, dtype=np.float64))
+        return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated), bool(truncated)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def batched_returns(
+    envs: Sequence[RestorableEnv],
+    state,
+    first_actions: np.ndarray,
+    hold: int,
+    policy: Callable[[np.ndarray], np.ndarray],
+    gamma: float,
+    horizon: int | None = None,
+    bootstrap: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Discounted returns of ``len(first_actions)`` rollouts from ``state``, run in lockstep on ``envs`` (one per
+    rollout) so that the policy is evaluated once per step for all of them: each holds its first action for
+    ``hold`` steps, then follows ``policy``. A rollout that reaches ``horizon`` steps or is truncated by the time limit
+    adds ``γ^J bootstrap(o_J)`` (if given); a terminated one adds nothing. Returns ``(returns (N,), env steps)``."""
+    n = len(first_actions)
+    if len(envs) < n:
+        raise ValueError(f"{n} rollouts need {n} environments, got {len(envs)}")
+    obs = np.stack([envs[i].restore(state) for i in range(n)])
+    returns = np.zeros(n)
+    discount = np.ones(n)
+    active = np.ones(n, dtype=bool)
+    cut = np.zeros(n, dtype=bool)
+    last_obs = obs.copy()
+    steps, t = 0, 0
+    while active.any():
+        idx = np.flatnonzero(active)
+        actions = first_actions[idx] if t < hold else policy(obs[idx])
+        for j, i in enumerate(idx):
+            o, r, terminated, truncated = envs[i].step(actions[j])
+            steps += 1
+            returns[i] += discount[i] * r
+            discount[i] *= gamma
+            obs[i] = o
+            if terminated:
+                active[i] = False
+            elif truncated or (horizon is not None and t + 1 >= horizon):
+                active[i], cut[i], last_obs[i] = False, True, o
+        t += 1
+    if bootstrap is not None and cut.any():
+        returns[cut] += discount[cut] * bootstrap(last_obs[cut])
+    return returns, steps
+
+
+def sample_states(
+    env: RestorableEnv, policy: Callable[[np.ndarray], np.ndarray], count: int, rng: np.random.Generator,
+    seed: int, max_steps: int,
+) -> list[tuple[object, np.ndarray, int]]:
+    """``count`` states of the policy's own state distribution: ``(state, observation, steps taken)``."""
+    states = []
+    for i in range(count):
+        obs = env.reset(seed * 1000 + i)
+        steps = int(rng.integers(0, max_steps))
+        for _ in range(steps):
+            obs, _, terminated, truncated = env.step(policy(obs[None])[0])
+            if terminated or truncated:
+                obs = env.reset(int(rng.integers(2**31)))
+        state, obs = env.capture()
+        states.append((state, obs, steps))
+    return states
+
+
+# --------------------------------------------------------------------------------------------- one snapshot
+class SnapshotModel:
+    """The pieces of a trained SAC/TD3 module the analysis uses: deterministic ``π``, ``Q_1``, the target critics."""
+
+    def __init__(self, module) -> None:
+        for name in ("critics", "target_critics", "acting_policy"):
+            if not hasattr(module, name):
+                raise ConfigurationError(
+                    f"{type(module).__name__} has no {name}: the gradient analysis needs an actor-critic with twin "
+                    "critics (SAC, TD3)"
+                )
+        import torch
+
+        self.torch = torch
+        self.module = module
+        self._policy = module.acting_policy()
+        self.q1 = module.critics.member(0)
+
+    def policy(self, obs: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        from tensordict import TensorDict
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            td = TensorDict({"observation": torch.as_tensor(obs, dtype=torch.float32)}, batch_size=[len(obs)])
+            return self._policy(td).get("action").numpy().astype(np.float64)
+
+    def q_values(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            o = torch.as_tensor(np.broadcast_to(obs, (len(actions), obs.shape[-1])).copy(), dtype=torch.float32)
+            return self.q1(o, torch.as_tensor(actions, dtype=torch.float32)).reshape(-1).numpy().astype(np.float64)
+
+    def q_gradient(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        a = torch.as_tensor(action, dtype=torch.float32).reshape(1, -1).requires_grad_(True)
+        o = torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)
+        (grad,) = torch.autograd.grad(self.q1(o, a).sum(), a)
+        return grad.reshape(-1).numpy().astype(np.float64)
+
+    def target_value(self, obs: np.ndarray) -> np.ndarray:
+        """``min_i Q̄_i(o, π(o))``."""
+        torch = self.torch
+        actions = self.policy(obs)
+        with torch.no_grad():
+            q = self.module.target_critics(torch.as_tensor(obs, dtype=torch.float32),
+                                           torch.as_tensor(actions, dtype=torch.float32))
+            return q.float().amin(0).reshape(-1).numpy().astype(np.float64)
+
+
+def analyse_state(
+    model, envs, state, obs, low, high, *, actions: int, rollouts: int, sigma: float, hold: int, gamma: float,
+    horizon: int | None, bootstrap: bool, rng: np.random.Generator,
+) -> dict:
+    """Everything measured at one state (see the module docstring)."""
+    a0 = model.policy(obs[None])[0]
+    cand = perturbed_actions(a0, sigma, low, high, actions, rng)
+    first = np.repeat(cand, rollouts, axis=0)
+    boot = model.target_value if bootstrap else None
+    returns, steps = batched_returns(envs, state, first, hold, model.policy, gamma, horizon, boot)
+    returns = returns.reshape(actions, rollouts)
+    mc = returns.mean(1)
+    g_mc = ols_gradient(cand, mc)
+    g_q = model.q_gradient(obs, a0)
+    q = model.q_values(obs, cand)
+    span = np.asarray(high, float) - np.asarray(low, float)
+    clipped = np.isclose(cand[1:], low) | np.isclose(cand[1:], high) if actions > 1 else np.zeros((0,))
+    return {
+        "cosine": cosine(g_q, g_mc),
+        "grad_q": g_q.tolist(),
+        "grad_mc": g_mc.tolist(),
+        "actions": cand.tolist(),
+        "mc_returns": mc.tolist(),
+        "rollout_std": float(returns.std(1).max()) if rollouts > 1 else 0.0,
+        "q_values": q.tolist(),
+        "q_minus_mc": (q - mc).tolist(),
+        "clipped_fraction": float(clipped.mean()) if clipped.size else 0.0,
+        "action_span": span.tolist(),
+        "env_steps": int(steps),
+    }
+
+
+# --------------------------------------------------------------------------------------------- runs and the command
+def find_runs(folder: str) -> list[str]:
+    """Run folders at or under ``folder`` that hold analysis snapshots."""
+    from hyperrl.analysis.snapshots import SNAPSHOT_DIR, find_snapshots
+
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"{folder}: no such folder")
+    runs = []
+    for root, dirs, _ in os.walk(folder):
+        dirs.sort()
+        if SNAPSHOT_DIR in dirs and find_snapshots(root):
+            runs.append(root)
+            dirs.remove(SNAPSHOT_DIR)
+    if not runs:
+        raise ConfigurationError(
+            f"{folder}: no analysis snapshots (snapshots/step_*.pt) in this run or sweep folder: enable them in the "
+            "fit with --trainer.callbacks+=hyperrl.analysis.AnalysisSnapshots --trainer.callbacks.every_n_steps N"
+        )
+    return runs
+
+
+def run_label(run_dir: str, snapshot: dict) -> tuple[str, str]:
+    """``(run name, variant)``: the sweep's labels when the run came from ``hyperrl sweep``, else the critic."""
+    from hyperrl.experiments.sweep import read_run_file
+
+    record = read_run_file(run_dir) or read_run_file(os.path.dirname(os.path.normpath(run_dir)))
+    name = record.get("name") or os.path.basename(os.path.normpath(run_dir))
+    labels = {k: v for k, v in (record.get("labels") or {}).items() if k not in ("env",)}
+    variant = "/".join(labels.values()) if labels else str(snapshot["hparams"].get("critic", "?"))
+    return name, variant
+
+
+def analyse(
+    folder: str, *, states: int = 15, actions: int = 15, rollouts: int = 5, sigma: float = 0.3, hold: int = 3,
+    gamma: float | None = None, horizon: int | None = None, bootstrap: str = "target", seed: int = 0,
+    max_snapshots: int | None = None, progress: bool = True,
+) -> dict:
+    """Run the analysis on every snapshot under ``folder``; returns the JSON-ready result."""
+    import torch
+    from tqdm import tqdm
+
+    from hyperrl.analysis.snapshots import find_snapshots, load_snapshot, read_snapshot
+
+    for name, value in (("--states", states), ("--actions", actions), ("--rollouts", rollouts), ("--hold", hold)):
+        require_positive(name, value, integer=True)
+    require_positive("--sigma", sigma)
+    if actions < 2:
+        raise ConfigurationError(f"--actions {actions} is not allowed: the regression needs at least 2 actions")
+    if horizon is not None:
+        require_positive("--horizon", horizon, integer=True)
+    if bootstrap not in ("target", "none"):
+        raise ConfigurationError(f"--bootstrap {bootstrap!r} is not allowed: expected target or none")
+
+    runs = find_runs(folder)
+    plan = []
+    for run_dir in runs:
+        snaps = find_snapshots(run_dir)
+        if max_snapshots is not None and len(snaps) > max_snapshots:  # evenly spaced, always the last one
+            keep = np.unique(np.linspace(0, len(snaps) - 1, max_snapshots).round().astype(int))
+            snaps = [snaps[i] for i in keep]
+        plan.append((run_dir, snaps))
+    envs_by_id: dict[str, list] = {}
+    bar = tqdm(total=sum(len(s) for _, s in plan) * states, desc="gradients", unit="state", disable=not progress,
+               mininterval=1.0, file=sys.stderr)
+    result_runs = []
+    effective_rollouts = rollouts
+    started = time.perf_counter()
+    torch.set_grad_enabled(True)
+    for run_dir, snaps in plan:
+        first = read_snapshot(snaps[0][1])
+        env_id = first.get("env")
+        if not isinstance(env_id, str):
+            raise ConfigurationError(f"{snaps[0][1]}: the snapshot names no environment (hparams.env)")
+        name, variant = run_label(run_dir, first)
+        entry = {"run": run_dir, "name": name, "variant": variant, "env": env_id,
+                 "critic": first["hparams"].get("critic"), "class_path": first["class_path"], "snapshots": []}
+        for step, path in snaps:
+            module, snapshot = load_snapshot(path)
+            model = SnapshotModel(module)
+            pool = envs_by_id.setdefault(env_id, [])
+            while len(pool) < actions * rollouts + 1:
+                pool.append(MujocoStateEnv(env_id))
+            sampler, workers = pool[0], pool[1:]
+            spec = module.env_spec
+            discount = float(module.hparams.get("gamma", 0.99)) if gamma is None else gamma
+            rng = np.random.default_rng([seed, step])
+            per_state = []
+            for state, obs, n_steps in sample_states(sampler, model.policy, states, rng, seed, sampler.max_steps):
+                m = effective_rollouts
+                record = analyse_state(
+                    model, workers, state, obs, spec.action_low, spec.action_high, actions=actions, rollouts=m,
+                    sigma=sigma, hold=hold, gamma=discount, horizon=horizon, bootstrap=bootstrap == "target", rng=rng,
+                )
+                record["policy_steps_before"] = n_steps
+                if m > 1 and record["rollout_std"] == 0.0 and effective_rollouts == rollouts:
+                    effective_rollouts = 1  # deterministic simulator and policy: every rollout is the same
+                per_state.append(record)
+                bar.update(1)
+            cos = [r["cosine"] for r in per_state]
+            mean, low, high = bootstrap_mean_ci(cos, seed=seed)
+            bias = [b for r in per_state for b in r["q_minus_mc"]]
+            q_all = np.concatenate([r["q_values"] for r in per_state])
+            mc_all = np.concatenate([r["mc_returns"] for r in per_state])
+            corr = float(np.corrcoef(q_all, mc_all)[0, 1]) if q_all.std() > 0 and mc_all.std() > 0 else float("nan")
+            entry["snapshots"].append({
+                "step": int(snapshot["step"]), "frames": int(snapshot["frames"]), "path": path,
+                "cosine_mean": mean, "cosine_ci": [low, high], "cosine_per_state": cos,
+                "q_minus_mc_mean": float(np.mean(bias)), "q_mc_correlation": corr,
+                "mc_return_mean": float(mc_all.mean()), "states": per_state,
+            })  # fmt: skip
+        means = [s["cosine_mean"] for s in entry["snapshots"] if np.isfinite(s["cosine_mean"])]
+        entry["mean_cosine"] = float(np.mean(means)) if means else float("nan")
+        entry["final_cosine"] = entry["snapshots"][-1]["cosine_mean"]
+        result_runs.append(entry)
+    bar.close()
+    for pool in envs_by_id.values():
+        for env in pool:
+            env.close()
+    settings = {"states": states, "actions": actions, "rollouts": rollouts, "rollouts_effective": effective_rollouts,
+                "sigma": sigma, "hold": hold, "gamma": gamma, "horizon": horizon, "bootstrap": bootstrap,
+                "seed": seed, "wall_s": round(time.perf_counter() - started, 1)}
+    return {"folder": os.path.abspath(folder), "settings": settings, "runs": result_runs}
+
+
+def plot_cosine(result: dict, path: str) -> None:
+    """Mean cosine similarity (with its 95% CI) over training frames, one line per run, one colour per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = sorted({r["variant"] for r in result["runs"]})
+    colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    seen = set()
+    for run in result["runs"]:
+        x = [s["frames"] for s in run["snapshots"]]
+        y = np.array([s["cosine_mean"] for s in run["snapshots"]])
+        lo = np.array([s["cosine_ci"][0] for s in run["snapshots"]])
+        hi = np.array([s["cosine_ci"][1] for s in run["snapshots"]])
+        label = run["variant"] if run["variant"] not in seen else None
+        seen.add(run["variant"])
+        ax.plot(x, y, marker="o", color=colours[run["variant"]], label=label, alpha=0.85)
+        ax.fill_between(x, lo, hi, color=colours[run["variant"]], alpha=0.12)
+    ax.axhline(0, color="grey", lw=0.8)
+    s = result["settings"]
+    ax.set_title(f"cos(∇a Q1, MC gradient): {s['states']} states × {s['actions']} actions, σ={s['sigma']}, "
+                 f"hold {s['hold']}", fontsize=9)
+    ax.set_xlabel("training frames")
+    ax.set_ylabel("mean cosine similarity (95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigurationError(message)
+
+
+def main(argv: list[str]) -> int:
+    parser = _Parser(prog="hyperrl analyze gradients",
+                     description="Critic action-gradient vs Monte-Carlo action-gradient on analysis snapshots.")
+    parser.add_argument("folder", help="a run folder with snapshots/, or a sweep folder")
+    parser.add_argument("--states", type=int, default=15)
+    parser.add_argument("--actions", type=int, default=15)
+    parser.add_argument("--rollouts", type=int, default=5)
+    parser.add_argument("--sigma", type=float, default=0.3, help="perturbation std, a fraction of the action radius")
+    parser.add_argument("--hold", type=int, default=3, help="steps the perturbed action is held (3 or 1)")
+    parser.add_argument("--horizon", type=int, default=None, help="max rollout steps (default: rest of the episode)")
+    parser.add_argument("--bootstrap", default="target", choices=["target", "none"])
+    parser.add_argument("--gamma", type=float, default=None, help="default: the run's gamma")
+    parser.add_argument("--max-snapshots", type=int, default=None, help="evenly spaced snapshots per run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="default <folder>/gradients")
+    args = parser.parse_args(argv)
+    result = analyse(args.folder, states=args.states, actions=args.actions, rollouts=args.rollouts, sigma=args.sigma,
+                     hold=args.hold, gamma=args.gamma, horizon=args.horizon, bootstrap=args.bootstrap, seed=args.seed,
+                     max_snapshots=args.max_snapshots)
+    out = args.out or os.path.join(args.folder, "gradients")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "gradients.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot_cosine(result, os.path.join(out, "cosine.png"))
+    summary = {"gradients": os.path.join(out, "gradients.json"), "figure": os.path.join(out, "cosine.png"),
+               "settings": result["settings"],
+               "runs": {r["name"]: {"variant": r["variant"], "env": r["env"], "mean_cosine": r["mean_cosine"],
+                                    "final_cosine": r["final_cosine"], "snapshots": len(r["snapshots"]),
+                                    "q_minus_mc_mean": float(np.mean([s["q_minus_mc_mean"] for s in r["snapshots"]]))}
+                        for r in result["runs"]}}
+    print(json.dumps(summary))
+    return 0
