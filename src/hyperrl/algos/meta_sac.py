@@ -1,0 +1,360 @@
+"""PEARL's SAC over a family of tasks, with a pluggable context (``hyperrl-paper.md`` §6.3).
+
+One update on a meta-batch of ``T`` tasks × ``B`` transitions ``(s, a, r, s', terminated)``, with ``z`` the context
+of each task from the context provider (the true context for the oracle, PEARL's ``q(z|c)`` later) and ``z̄`` it
+detached::
+
+    y_Q   = ρ r + γ (1 − terminated) V̄(s', z̄)                                 ρ: reward_scale   (no gradient)
+    L_Q   = Σ_i mean (Q_i(s, a, z) − y_Q)²
+    ã, log π(ã|s,z̄) ~ π(·|s, z̄)
+    y_V   = min_i Q_i(s, ã, z̄) − log π(ã|s,z̄)                                                  (no gradient)
+    L_V   = mean (V(s, z̄) − y_V)²
+    L_π   = mean (log π(ã|s,z̄) − min_i Q_i(s, ã, z̄)) + λ_μ mean μ² + λ_σ mean (log σ)²        (critic frozen)
+    V̄ ← (1 − τ) V̄ + τ V
+
+The temperature is fixed at 1 (the reward scale acts as its inverse, as in PEARL); only V has a target network.
+All terms are minimised by ONE Adam step over param groups (Q, V, policy, and the provider's, each with its own
+learning rate). This differs from PEARL's code in one way: PEARL steps Q first and evaluates ``min Q(s, ã)`` for
+``y_V`` and ``L_π`` with the updated critics; here every term sees the parameters from before the step, the
+simultaneous update of SAC implementations such as TorchRL's (``docs/deviations.md``).
+
+The primary network of the hypernetwork policy runs once per task (``z`` is ``(T, 1, ·)``); the state-only part
+of the critics (for the ``hyper`` meta-Q: the primary network on ``s``) runs once and serves ``L_Q`` and ``L_π``.
+
+Steps: ONE Lightning training step = one gradient update. Every ``updates_per_iteration`` updates a training step
+starts with one collection iteration (:mod:`hyperrl.data.multitask`): all train tasks at the first, then
+``tasks_per_iteration`` random ones. So ``--trainer.max_steps`` = iterations × ``updates_per_iteration`` (the
+authors' 400 iterations of 2000 updates: 800,000), and ``--trainer.val_check_interval`` counts updates.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from torch import Tensor, nn
+
+from hyperrl.algos.base import Algorithm, detach_condition, frozen, polyak_update
+from hyperrl.algos.context import CONTEXT_PROVIDERS
+from hyperrl.data.multitask import MultiTaskData
+from hyperrl.envs import check_context_dim, check_task_env_id, make_task_env, make_task_pools, unwrap_task_env
+from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
+from hyperrl.nn import CriticEnsemble, make_meta_critic, make_meta_value, make_policy
+
+#: learning rates of the authors' PEARL code: hypernetwork Q and V 5e-5, hypernetwork policy 1e-4, else 3e-4
+HYPER_CRITIC_LR = 5e-5
+HYPER_POLICY_LR = 1e-4
+DEFAULT_LR = 3e-4
+
+
+class MetaActingPolicy(nn.Module):
+    """``(observation, context) -> action`` for acting: the provider turns the env's context into ``z``; the policy
+    samples (collection) or takes its mode (under a deterministic interaction type: evaluation)."""
+
+    def __init__(self, policy: nn.Module, provider: nn.Module) -> None:
+        super().__init__()
+        self.policy, self.provider = policy, provider
+
+    def forward(self, observation: Tensor, context: Tensor) -> Tensor:
+        from tensordict.nn.probabilistic import interaction_type
+
+        from hyperrl.nn.modules import _DETERMINISTIC
+
+        device = next(self.policy.parameters()).device
+        obs, z = observation.to(device), self.provider.acting(context.to(device))
+        if interaction_type() in _DETERMINISTIC:
+            action = self.policy.mode(obs, z)
+        else:
+            action = self.policy.sample(obs, z)[0]
+        return action.to(observation.device)
+
+
+class MetaSAC(Algorithm):
+    """PEARL's SAC on a task family, the context from a provider (``context: oracle``: the true task context).
+
+    Args:
+        env: a task family, e.g. ``hyperrl/HalfCheetahVel-v0``; ``env_kwargs`` go to ``gymnasium.make``.
+        split, n_train_tasks, n_test_tasks, n_ood_tasks, task_seed: the task pools (``make_task_pools``; sizes
+            ``None`` take the split's defaults, e.g. 100/30, and ``split: medium`` adds the OOD pool).
+        context: the context provider (``oracle``); ``context_dim`` optionally asserts its size.
+        policy, critic, value: network names (``make_policy`` with ``distribution="tanh_normal"``,
+            ``make_meta_critic``, ``make_meta_value``), each with ``*_kwargs`` overrides.
+        critic_lr (Q and V), policy_lr: ``None`` = the authors' rule (module constants).
+        reward_scale, gamma, tau: SAC; policy_mean_reg, policy_std_reg: the 1e-3 regularisers.
+        meta_batch, batch_size: an update sees ``meta_batch`` tasks × ``batch_size`` transitions.
+        buffer_size: replay capacity per train task.
+        initial_steps, tasks_per_iteration, steps_per_task, updates_per_iteration: the collection schedule
+            (PEARL's ``num_initial_steps``, ``num_tasks_sample``, ``num_steps_prior + num_extra_rl_steps_posterior``,
+            ``num_train_steps_per_itr``).
+        eval_train_tasks: how many train tasks to evaluate (``None``: as many as test tasks, as PEARL);
+            eval_episodes: deterministic episodes per task.
+    """
+
+    def __init__(
+        self,
+        env: str = "hyperrl/HalfCheetahVel-v0",
+        env_kwargs: dict[str, Any] | None = None,
+        split: str = "default",
+        n_train_tasks: int | None = None,
+        n_test_tasks: int | None = None,
+        n_ood_tasks: int | None = None,
+        task_seed: int = 0,
+        context: str = "oracle",
+        context_dim: int | None = None,
+        policy: str = "hyper",
+        policy_kwargs: dict[str, Any] | None = None,
+        critic: str = "hyper",
+        critic_kwargs: dict[str, Any] | None = None,
+        value: str = "hyper",
+        value_kwargs: dict[str, Any] | None = None,
+        critic_lr: float | None = None,
+        policy_lr: float | None = None,
+        reward_scale: float = 5.0,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        policy_mean_reg: float = 1e-3,
+        policy_std_reg: float = 1e-3,
+        meta_batch: int = 16,
+        batch_size: int = 256,
+        buffer_size: int = 1_000_000,
+        initial_steps: int = 2000,
+        tasks_per_iteration: int = 5,
+        steps_per_task: int = 1000,
+        updates_per_iteration: int = 2000,
+        eval_train_tasks: int | None = None,
+        eval_episodes: int = 1,
+        seed: int = 0,
+        fused_adam: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        hp = self.hparams
+        for name in ("meta_batch", "batch_size", "buffer_size", "tasks_per_iteration", "updates_per_iteration",
+                     "eval_episodes"):
+            require_positive(name, hp[name], integer=True)
+        for name in ("initial_steps", "steps_per_task", "task_seed", "seed"):
+            require_non_negative_int(name, hp[name])
+        if initial_steps == 0:
+            raise ConfigurationError("initial_steps=0 is not allowed: every train task needs transitions before "
+                                     "the first update (expected a positive integer)")
+        if eval_train_tasks is not None:
+            require_positive("eval_train_tasks", eval_train_tasks, integer=True)
+        for name in ("reward_scale", "tau"):
+            require_positive(name, hp[name])
+        for name in ("critic_lr", "policy_lr"):
+            if hp[name] is not None:
+                require_positive(name, hp[name])
+        for name in ("policy_mean_reg", "policy_std_reg"):
+            if isinstance(hp[name], bool) or not isinstance(hp[name], (int, float)) or not hp[name] >= 0:
+                raise ConfigurationError(f"{name}={hp[name]!r} is not allowed: expected a number >= 0")
+        if not 0.0 < tau <= 1.0:
+            raise ConfigurationError(f"tau={tau!r} is not allowed: expected 0 < tau <= 1")
+        if not 0.0 <= gamma <= 1.0:
+            raise ConfigurationError(f"gamma={gamma!r} is not allowed: expected 0 <= gamma <= 1")
+        if context not in CONTEXT_PROVIDERS:
+            raise ConfigurationError(f"unknown context provider {context!r}; allowed: {', '.join(CONTEXT_PROVIDERS)}")
+        if batch_size > buffer_size:
+            raise ConfigurationError(
+                f"batch_size={batch_size} is not allowed: it must not exceed buffer_size={buffer_size}"
+            )
+
+        self.env_spec = check_task_env_id(env)
+        if context_dim is not None:
+            check_context_dim(env, context_dim)
+        self.pools = make_task_pools(env, task_seed, split, n_train_tasks, n_test_tasks, n_ood_tasks)
+        torch.manual_seed(seed)
+        obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
+        self.context_provider = CONTEXT_PROVIDERS[context](self.env_spec.context_dim)
+        z_dim = self.context_provider.output_dim
+        self.policy = make_policy(
+            policy, obs_dim, act_dim, z_dim, distribution="tanh_normal",
+            low=self.env_spec.action_low, high=self.env_spec.action_high, **(policy_kwargs or {}),
+        )  # fmt: skip
+        self.critics = CriticEnsemble([make_meta_critic(critic, obs_dim, act_dim, z_dim, **(critic_kwargs or {}))
+                                       for _ in range(2)])
+        self.value = make_meta_value(value, obs_dim, z_dim, **(value_kwargs or {}))
+        self.target_value = copy.deepcopy(self.value).requires_grad_(False)
+        self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
+        self._updates_done = 0
+        self._last_eval: dict | None = None
+
+    # ------------------------------------------------------------------ optimizer
+    def learning_rates(self) -> dict[str, float]:
+        hp = self.hparams
+        hyper_q = self.critics.is_hypernetwork or getattr(self.value, "is_hypernetwork", False)
+        critic_lr = hp.critic_lr if hp.critic_lr is not None else (HYPER_CRITIC_LR if hyper_q else DEFAULT_LR)
+        policy_lr = hp.policy_lr if hp.policy_lr is not None else (
+            HYPER_POLICY_LR if getattr(self.policy, "is_hypernetwork", False) else DEFAULT_LR
+        )
+        return {"critic": critic_lr, "policy": policy_lr, "context": DEFAULT_LR}
+
+    def param_groups(self) -> list[dict]:
+        lr = self.learning_rates()
+        return [
+            {"params": list(self.critics.parameters()), "lr": lr["critic"], "name": "critic"},
+            {"params": list(self.value.parameters()), "lr": lr["critic"], "name": "value"},
+            {"params": list(self.policy.parameters()), "lr": lr["policy"], "name": "policy"},
+            *self.context_provider.param_groups(lr["context"]),
+        ]
+
+    # ------------------------------------------------------------------ data
+    def acting_policy(self):
+        from tensordict.nn import TensorDictModule
+
+        return TensorDictModule(
+            MetaActingPolicy(self.policy, self.context_provider), in_keys=["observation", "context"], out_keys=["action"]
+        )
+
+    def _task_env(self, seed: int):
+        return make_task_env(self.hparams.env, seed=seed, context_bounds=self.pools, **(self.hparams.env_kwargs or {}))
+
+    def make_data(self) -> MultiTaskData:
+        hp = self.hparams
+        rank = self.global_rank
+        env = self._task_env(hp.seed + rank)
+        data = MultiTaskData(
+            env, self.acting_policy(), self.pools, buffer_size=hp.buffer_size, batch_size=hp.batch_size,
+            meta_batch=hp.meta_batch, initial_steps=hp.initial_steps, tasks_per_iteration=hp.tasks_per_iteration,
+            steps_per_task=hp.steps_per_task, seed=hp.seed + 1000 * rank, horizon=self._horizon(env),
+            device=self.device,
+        )  # fmt: skip
+        torch.manual_seed(hp.seed + 10_000 * rank + 1)  # each rank explores and samples with its own stream
+        return data
+
+    @staticmethod
+    def _horizon(env) -> int:
+        from hyperrl.envs.factory import _gym_env, _time_limit
+
+        limit = _time_limit(_gym_env(env))
+        return int(limit._max_episode_steps) if limit is not None else 1000
+
+    # ------------------------------------------------------------------ the math
+    def losses(self, batch: TensorDictBase) -> dict[str, Tensor]:
+        hp = self.hparams
+        obs, action = batch.get("observation"), batch.get("action")
+        z, provider_losses = self.context_provider.infer(batch)  # (T, 1, z)
+        z_fixed = z.detach()
+        z_q, z_v = z.expand(*obs.shape[:-1], -1), z_fixed.expand(*obs.shape[:-1], -1)
+        with torch.no_grad():
+            next_v = self.target_value(batch.get(("next", "observation")), z_v).float()
+            not_terminated = 1.0 - batch.get(("next", "terminated")).float()
+            q_target = hp.reward_scale * batch.get(("next", "reward")).float() + hp.gamma * not_terminated * next_v
+        condition = self.critics.condition(obs, z_q)
+        q = self.critics.evaluate(condition, action, z_q).float()  # (2, T, B, 1)
+        critic_loss = (q - q_target).square().flatten(1).mean(1).sum()
+
+        policy_condition = self.policy.condition(z_fixed)  # the primary network once per task
+        new_action, log_prob = self.policy.sample(obs, policy_condition)
+        loc, log_std = self.policy.loc_and_log_std(obs, policy_condition)
+        if z_q is not z_v:  # a learned provider: the critic's state part saw z with gradient
+            condition = self.critics.condition(obs, z_v) if not self._condition_is_state_only() else condition
+        with frozen(self.critics):
+            q_new = self.critics.evaluate(detach_condition(condition), new_action, z_v).float().amin(0)
+        v = self.value(obs, z_v).float()
+        v_target = (q_new - log_prob).detach()
+        value_loss = (v - v_target).square().mean()
+        policy_loss = (log_prob - q_new).mean()
+        regulariser = hp.policy_mean_reg * loc.square().mean() + hp.policy_std_reg * log_std.square().mean()
+        losses = {
+            "critic_loss": critic_loss,
+            "value_loss": value_loss,
+            "policy_loss": policy_loss,
+            "policy_reg": regulariser,
+            **provider_losses,
+        }
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def _condition_is_state_only(self) -> bool:
+        """Whether the critics' ``condition`` ignores the context (the ``hyper`` meta-Q: meta = state only)."""
+        return type(self.critics.net).__name__ == "HyperMetaQ"
+
+    def after_update(self) -> None:
+        polyak_update(self.target_value, self.value, self.hparams.tau)
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, Tensor]:
+        if self._updates_done % self.hparams.updates_per_iteration == 0:
+            collected = self.data.collect()
+            self.count_frames(collected.numel())
+            if collected.numel():
+                self.record_episodes(collected)
+        losses = self.losses(self.data.sample())
+        self.backward_and_step(losses)
+        self.after_update()
+        self._updates_done += 1
+        self.update_count.fill_(self._updates_done)
+        return losses
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "update_count" in checkpoint.get("state_dict", {}):
+            self._updates_done = int(checkpoint["state_dict"]["update_count"])
+        super().on_load_checkpoint(checkpoint)
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_tasks(self) -> dict[str, list[dict]]:
+        """The tasks evaluated: a fixed subset of the train tasks (drawn from ``task_seed``), the test tasks and, where
+        the split has them, the OOD tasks."""
+        n = self.hparams.eval_train_tasks or len(self.pools.test)
+        n = min(n, len(self.pools.train))
+        picks = np.random.default_rng(self.hparams.task_seed + 7).choice(len(self.pools.train), n, replace=False)
+        pools = {"train": [self.pools.train[i] for i in sorted(picks.tolist())], "test": self.pools.test}
+        if self.pools.ood:
+            pools["ood"] = self.pools.ood
+        return pools
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, list[float]]:
+        """Mean return of ``eval_episodes`` deterministic episodes per task, for every evaluated pool."""
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        if "eval" not in self._envs:
+            self._envs["eval"] = self._task_env(None)
+        env = self._envs["eval"]
+        env.set_seed(self.hparams.seed + 100 + self.global_rank)
+        policy = self.acting_policy()
+        horizon = self._horizon(env)
+        task_env = unwrap_task_env(env)
+        results: dict[str, list[float]] = {}
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            for pool, tasks in self.eval_tasks().items():
+                returns = []
+                for task in tasks:
+                    task_env.set_task(task)
+                    episodes = [
+                        env.rollout(horizon, policy, break_when_any_done=True).get(("next", "reward")).sum().item()
+                        for _ in range(self.hparams.eval_episodes)
+                    ]
+                    returns.append(float(np.mean(episodes)))
+                results[pool] = returns
+        return results
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        results = self.evaluate()
+        for pool, returns in results.items():
+            self.log(f"eval/{pool}_tasks_return", float(np.mean(returns)), prog_bar=pool == "test", sync_dist=True,
+                     batch_size=1)
+        self._last_eval = {"step": int(self.global_step), "frames": self.frames, "returns": {
+            pool: [{"task": task, "return": r} for task, r in zip(self.eval_tasks()[pool], returns)]
+            for pool, returns in results.items()
+        }}
+        self._write_eval_tasks()
+
+    def _write_eval_tasks(self) -> None:
+        """The per-task returns of the last evaluation, beside metrics.csv (``eval_tasks.json``)."""
+        if self._trainer is None or not self.trainer.is_global_zero or self._last_eval is None:
+            return
+        log_dir = self.trainer.log_dir
+        if not log_dir:
+            return
+        os.makedirs(log_dir, exist_ok=True)
+        path = os.path.join(log_dir, "eval_tasks.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._last_eval, f, indent=1)
+        os.replace(tmp, path)

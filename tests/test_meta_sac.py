@@ -1,0 +1,207 @@
+"""MetaSAC: PEARL's SAC over a task family with the oracle context (schedule, losses, resume, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from hyperrl.algos import SAC, MetaSAC
+from hyperrl.errors import ConfigurationError, NonFiniteLossError
+
+TINY = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
+
+
+def meta_kwargs(**overrides):
+    kwargs = dict(
+        env="hyperrl/Navigation2D-v0",
+        n_train_tasks=4,
+        n_test_tasks=2,
+        policy_kwargs=dict(TINY),
+        critic_kwargs=dict(TINY),
+        value_kwargs=dict(TINY),
+        meta_batch=3,
+        batch_size=8,
+        buffer_size=500,
+        initial_steps=15,
+        tasks_per_iteration=2,
+        steps_per_task=10,
+        updates_per_iteration=4,
+        reward_scale=100.0,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def flat_params(module):
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def test_collection_schedule_per_task_buffers_and_evaluation_metrics(tmp_path):
+    """Iteration 0 fills every train task's buffer; each later iteration adds steps_per_task to tasks_per_iteration
+    tasks; an update sees meta_batch tasks x batch_size transitions with their own task's context."""
+    module = MetaSAC(**meta_kwargs())
+    seen = {}
+
+    class Peek(Callback):  # record one training batch and the buffers at the end
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if "batch" not in seen:
+                seen["batch"] = pl_module.data.sample()
+            seen["sizes"] = [len(b) for b in pl_module.data.buffers]
+
+    trainer = make_trainer(tmp_path, max_steps=9, val_check_interval=9, callbacks=[Peek()])
+    trainer.fit(module)
+    # updates 0, 4, 8 start iterations: 4 tasks x 15, then 2 x (2 tasks x 10)
+    assert sum(seen["sizes"]) == 4 * 15 + 2 * 2 * 10 == module.frames
+    assert all(size >= 15 for size in seen["sizes"])
+    batch = seen["batch"]
+    assert batch.batch_size == torch.Size([3, 8])
+    contexts = batch.get("context")
+    assert torch.equal(contexts, contexts[:, :1].expand_as(contexts)), "one task per row of the meta-batch"
+    train_contexts = torch.as_tensor(module.pools.contexts("train"))
+    assert all(any(torch.allclose(c[0], t) for t in train_contexts) for c in contexts)
+    metrics = trainer.callback_metrics
+    assert {"eval/train_tasks_return", "eval/test_tasks_return", "train/critic_loss", "train/value_loss"} <= set(metrics)
+    assert -100.5 <= float(metrics["eval/test_tasks_return"]) <= 0.0
+    per_task = json.loads((tmp_path / "run" / "v" / "eval_tasks.json").read_text())
+    assert per_task["step"] == 9 and len(per_task["returns"]["test"]) == 2 and len(per_task["returns"]["train"]) == 2
+    assert per_task["returns"]["test"][0]["task"] == module.pools.test[0]
+
+
+def test_each_loss_term_moves_only_its_own_network():
+    """The one backward pass of the summed loss gives each network exactly the gradient of its own term: Q from L_Q,
+    V from L_V, the policy from L_pi (+ its regulariser); the Q target reads the target V only."""
+    module = MetaSAC(**meta_kwargs())
+    torch.manual_seed(0)
+    t, b = 3, 8
+    from tensordict import TensorDict
+
+    batch = TensorDict(
+        {
+            "observation": torch.randn(t, b, 2),
+            "action": torch.rand(t, b, 2) * 0.2 - 0.1,
+            "context": torch.randn(t, 1, 2).expand(t, b, 2),
+            "next": {
+                "observation": torch.randn(t, b, 2),
+                "reward": -torch.rand(t, b, 1),
+                "terminated": torch.rand(t, b, 1) < 0.2,
+                "done": torch.zeros(t, b, 1, dtype=torch.bool),
+                "context": torch.randn(t, 1, 2).expand(t, b, 2),
+            },
+        },
+        batch_size=[t, b],
+    )
+    nets = {"critic_loss": module.critics, "value_loss": module.value, "policy_loss": module.policy}
+
+    def grads(term):
+        module.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same policy samples for every term
+        losses = module.losses(batch)
+        value = losses[term] if term != "policy_loss" else losses["policy_loss"] + losses["policy_reg"]
+        value.backward()
+        return {name: [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+                for name, net in nets.items()}
+
+    total = grads("loss")
+    for term, net_name in (("critic_loss", "critic_loss"), ("value_loss", "value_loss"), ("policy_loss", "policy_loss")):
+        alone = grads(term)
+        for name in nets:
+            for g_total, g_alone in zip(total[name], alone[name]):
+                if name == net_name:
+                    assert g_alone is not None and torch.allclose(g_total, g_alone, atol=1e-6)
+                else:
+                    assert g_alone is None or not g_alone.any(), f"{term} moved {name}"
+    assert all(p.grad is None for p in module.target_value.parameters())
+
+
+def test_the_policy_primary_network_runs_once_per_task():
+    module = MetaSAC(**meta_kwargs())
+    rows = []
+    module.policy.hyper.primary.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[:-1].numel()))
+    from tensordict import TensorDict
+
+    batch = TensorDict(
+        {"observation": torch.randn(3, 8, 2), "action": torch.zeros(3, 8, 2), "context": torch.randn(3, 8, 2),
+         "next": {"observation": torch.randn(3, 8, 2), "reward": torch.zeros(3, 8, 1),
+                  "terminated": torch.zeros(3, 8, 1, dtype=torch.bool)}},
+        batch_size=[3, 8],
+    )
+    module.losses(batch)
+    assert rows == [3]
+
+
+def test_interrupted_and_resumed_meta_run_equals_an_uninterrupted_one(tmp_path):
+    """Stop mid-iteration, resume: every task's buffer, the task-sampling RNG, the env and the networks continue
+    exactly (bit-identical parameters at the end)."""
+    straight = MetaSAC(**meta_kwargs())
+    make_trainer(tmp_path / "straight", max_steps=14).fit(straight)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1)
+    make_trainer(tmp_path / "a", max_steps=6, callbacks=[ckpt]).fit(MetaSAC(**meta_kwargs()))
+    resumed = MetaSAC(**meta_kwargs(seed=5))  # another init: everything must come from the checkpoint
+    make_trainer(tmp_path / "b", max_steps=14).fit(resumed, ckpt_path=tmp_path / "ckpt" / "epoch=0-step=6.ckpt")
+    assert torch.equal(flat_params(resumed), flat_params(straight))
+    assert resumed.frames == straight.frames and int(resumed.update_count) == 14
+
+
+def test_seeded_meta_runs_are_reproducible(tmp_path):
+    results = []
+    for i, seed in enumerate((2, 2, 3)):
+        module = MetaSAC(**meta_kwargs(seed=seed))
+        make_trainer(tmp_path / str(i), max_steps=6).fit(module)
+        results.append(flat_params(module))
+    assert torch.equal(results[0], results[1]) and not torch.equal(results[0], results[2])
+
+
+def test_a_non_finite_loss_stops_the_meta_run(tmp_path, monkeypatch):
+    module = MetaSAC(**meta_kwargs())
+    real = module.losses
+
+    def poisoned(batch):
+        losses = real(batch)
+        losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(module, "losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at training step 0"):
+        make_trainer(tmp_path, max_steps=3).fit(module)
+
+
+def test_mlp_networks_and_the_learning_rate_rule():
+    hyper = MetaSAC(**meta_kwargs())
+    assert hyper.learning_rates() == {"critic": 5e-5, "policy": 1e-4, "context": 3e-4}
+    mlp = MetaSAC(**meta_kwargs(policy="context_mlp", critic="mlp", value="mlp", policy_kwargs={"hidden": [8]},
+                                critic_kwargs={"hidden": [8]}, value_kwargs={"hidden": [8]}))
+    assert mlp.learning_rates() == {"critic": 3e-4, "policy": 3e-4, "context": 3e-4}
+    groups = {g["name"]: g["lr"] for g in mlp.param_groups()}
+    assert groups == {"critic": 3e-4, "value": 3e-4, "policy": 3e-4}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"env": "HalfCheetah-v5"}, "has no task API"),
+        ({"env": "hyperrl/NoSuchTask-v0"}, "unknown environment id 'hyperrl/NoSuchTask-v0'"),
+        ({"n_train_tasks": 0}, "n_train=0 is not allowed"),
+        ({"n_test_tasks": -3}, "n_test=-3 is not allowed"),
+        ({"context_dim": 1}, "context_dim"),
+        ({"context": "telepathy"}, "unknown context provider 'telepathy'; allowed: oracle"),
+        ({"policy": "transformer"}, "unknown policy 'transformer'"),
+        ({"critic": "nope"}, "unknown meta-critic 'nope'"),
+        ({"meta_batch": 0}, "meta_batch=0 is not allowed"),
+        ({"initial_steps": 0}, "initial_steps=0 is not allowed"),
+        ({"split": "medium"}, "split='medium' is not allowed"),
+        ({"batch_size": 1000}, "batch_size=1000 is not allowed: it must not exceed buffer_size=500"),
+    ],
+)
+def test_bad_meta_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")) as info:
+        MetaSAC(**meta_kwargs(**overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_plain_sac_refuses_a_task_family():
+    with pytest.raises(ConfigurationError, match="task famil"):
+        SAC(env="hyperrl/Navigation2D-v0")
