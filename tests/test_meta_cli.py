@@ -1,0 +1,92 @@
+"""The meta-RL configs and MetaSAC through the ``hyperrl`` command."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+from hyperrl.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+META_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "conf", "meta", "*.yaml")))
+TINY_HYPER = '{"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}'
+TINY_META = [
+    "--config", os.path.join(ROOT, "conf", "meta", "quickstart.yaml"),
+    "--model.init_args.n_train_tasks", "3",
+    "--model.init_args.n_test_tasks", "2",
+    "--model.init_args.policy_kwargs", TINY_HYPER,
+    "--model.init_args.critic_kwargs", TINY_HYPER,
+    "--model.init_args.value_kwargs", TINY_HYPER,
+    "--model.init_args.meta_batch", "2",
+    "--model.init_args.batch_size", "8",
+    "--model.init_args.initial_steps", "10",
+    "--model.init_args.steps_per_task", "10",
+    "--model.init_args.updates_per_iteration", "3",
+    "--trainer.max_steps", "6",
+    "--trainer.val_check_interval", "6",
+    "--trainer.log_every_n_steps", "1",
+    "--trainer.enable_progress_bar", "false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_streams(monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+
+
+def run_cli(args, capsys):
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("config", META_CONFIGS, ids=os.path.basename)
+def test_every_meta_config_parses(config, capsys):
+    """Each experiment config names only settings its module has (a typo would fail here, not after hours)."""
+    code, out, err = run_cli(["fit", "--config", config, "--print_config"], capsys)
+    assert code == 0, err
+    assert "class_path: hyperrl.algos." in out
+
+
+def test_meta_quickstart_runs_through_the_cli(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", *TINY_META], capsys)
+    assert code == 0, err
+    [metrics] = glob.glob(str(tmp_path / "**" / "metrics.csv"), recursive=True)
+    text = open(metrics).read()
+    assert "eval/test_tasks_return" in text and "train/critic_loss" in text
+    per_task = json.load(open(os.path.join(os.path.dirname(metrics), "eval_tasks.json")))
+    assert len(per_task["returns"]["test"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model.init_args.env", "HalfCheetah-v5"], "has no task API"),
+        (["--model.init_args.n_train_tasks", "0"], "n_train=0 is not allowed"),
+        (["--model.init_args.context", "telepathy"], "unknown context provider 'telepathy'"),
+        (["--model.init_args.policy", "nope"], "unknown policy 'nope'"),
+    ],
+)
+def test_meta_mistakes_are_one_line(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", *TINY_META, *args], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("hyperrl:")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_plain_sac_with_a_task_family_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", "--config", os.path.join(ROOT, "conf", "quickstart.yaml"),
+                            "--model.init_args.env", "hyperrl/Navigation2D-v0", "--trainer.max_steps", "2"], capsys)
+    assert code == 2 and "task famil" in err and "Traceback" not in err
