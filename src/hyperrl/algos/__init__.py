@@ -2,8 +2,9 @@
 
 from hyperrl.algos.actor_critic import OffPolicyAlgorithm
 from hyperrl.algos.base import Algorithm
+from hyperrl.algos.maml import MAML, ContextMAML
 from hyperrl.algos.meta_sac import MetaSAC
 from hyperrl.algos.sac import SAC
 from hyperrl.algos.td3 import TD3
 
-__all__ = ["SAC", "TD3", "Algorithm", "MetaSAC", "OffPolicyAlgorithm"]
+__all__ = ["MAML", "SAC", "TD3", "Algorithm", "ContextMAML", "MetaSAC", "OffPolicyAlgorithm"]

@@ -1,0 +1,419 @@
+"""MAML with a TRPO outer step and a true meta-gradient (Finn et al. 2017; hyperrl-paper.md §5.4), and context-MAML
+(multi-task TRPO with the oracle context and no inner step, §5.5).
+
+One Lightning training step = one meta-update (``trainer.global_step`` counts meta-updates):
+
+1. draw ``meta_batch_size`` train tasks ``i`` (with replacement); collect ``fast_batch_size`` episodes ``D_i`` of
+   each with the meta-policy ``π_θ`` (all tasks at once, :class:`~hyperrl.data.onpolicy.OnPolicyData`);
+2. per task: linear feature baseline refitted on ``D_i``, normalised GAE(γ, λ) advantages ``A``; inner REINFORCE loss
+   ``L_i(θ) = −mean_t[log π_θ(a_t|s_t,c_i) A_t]`` (mask-weighted), and ``adaptation_steps`` functional SGD steps
+   ``φ_i = θ − α ∇_θ L_i(θ)``: ``φ_i`` is a tensor expression of ``θ`` (:func:`torch.func.functional_call`, no
+   parameter is overwritten), so derivatives w.r.t. ``θ`` go through the inner step (second order);
+   ``first_order=True`` detaches ``∇L_i``, giving first-order MAML (``∂φ_i/∂θ = I``);
+3. collect ``fast_batch_size`` validation episodes ``D'_i`` with ``π_{φ_i}``; advantages on them as in 2;
+4. TRPO on ``θ``: surrogate ``S(θ) = mean_i −mean_t[exp(log π_{φ_i(θ)} − log π_{φ_i(θ₀)}) A'_t]``, mean KL
+   ``mean_i mean_t KL(π_{φ_i(θ₀)} ‖ π_{φ_i(θ)})`` (also through the inner step), CG + line search
+   (:mod:`hyperrl.algos.trpo`); a rejected line search leaves ``θ`` bit-identical.
+
+``adaptation_steps=0`` (:class:`ContextMAML`): no inner step, ``D'_i = D_i`` and the surrogate is multi-task TRPO
+(the authors' ``Multi_MetaLearner``). Evaluation always reports returns before and after ``eval_adaptation_steps``
+(default ``max(adaptation_steps, 1)``) inner steps at ``fast_lr``, on train, test and OOD tasks:
+``eval/{train,test,ood}_{before,after}_return``.
+
+Inner step sizes by default (§5.4): 0.1 for the MLP policies, 5e-5 for the hypernetwork policy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from hyperrl.algos.base import Algorithm
+from hyperrl.algos.returns import advantages, masked_mean
+from hyperrl.algos.trpo import trpo_step
+from hyperrl.data.onpolicy import OnPolicyData
+from hyperrl.envs import check_task_env_id, make_task_pools
+from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
+from hyperrl.nn import make_policy
+from hyperrl.nn.policies import POLICIES
+
+#: default inner learning rates (§5.4): the authors' ``fast_lr`` (MLP) and ``fast_hyper_lr`` (hypernetwork)
+MLP_FAST_LR = 0.1
+HYPER_FAST_LR = 5e-5
+
+Params = dict[str, Tensor]
+
+
+class _Dispatch(nn.Module):
+    """Calls one method of the policy, so that :func:`functional_call` can run ``condition`` as well as ``forward``
+    with substituted parameters (the names get a ``policy.`` prefix)."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, method: str, *args: Any) -> Any:
+        return getattr(self.policy, method)(*args)
+
+
+def normal_log_prob(action: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """``Σ_a log N(a; μ, σ)``: ``(..., A) -> (...)``."""
+    return (-0.5 * ((action - loc) / scale).square() - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def normal_kl(loc0: Tensor, scale0: Tensor, loc1: Tensor, scale1: Tensor) -> Tensor:
+    """``KL(N(μ₀, σ₀) ‖ N(μ₁, σ₁))`` summed over action dims: ``(..., A) -> (...)``."""
+    var0, var1 = scale0.square(), scale1.square()
+    return (torch.log(scale1 / scale0) + (var0 + (loc0 - loc1).square()) / (2 * var1) - 0.5).sum(-1)
+
+
+class MAML(Algorithm):
+    """MAML-TRPO over a task family (module docstring). Settings default to the authors' (§5.4).
+
+    Args:
+        env: a task family id (``hyperrl/Navigation2D-v0``, ``hyperrl/HalfCheetahVel-v0``, ...).
+        split: the family's train/test/OOD split (``"medium"`` for HalfCheetah-Vel-Medium's OOD velocities).
+        task_seed: seed of the task pools; ``n_train_tasks``/``n_test_tasks``: pool sizes (None: the split's).
+        policy: ``mlp`` (2×100), ``context_mlp`` or ``hyper`` (``make_policy`` with ``distribution="normal"``);
+            ``policy_kwargs``: its options (``hidden``, ``primary_widths``, ...).
+        adaptation_steps: inner SGD steps (0: context-MAML); ``fast_lr``: inner step size (None: per policy);
+        first_order: first-order MAML (no derivative through the inner step).
+        meta_batch_size: tasks per meta-update; fast_batch_size: episodes per task (before and after adaptation).
+        gamma, gae_lambda, baseline_reg: returns, GAE and the ridge of the linear baseline.
+        max_kl, cg_iterations, cg_damping, ls_ratio, ls_max_steps: the TRPO outer step.
+        eval_tasks: tasks per pool to evaluate (None: all test/OOD tasks and as many train tasks as test tasks);
+        eval_episodes: episodes per task in evaluation (None: fast_batch_size);
+        eval_adaptation_steps: inner steps in evaluation (None: ``max(adaptation_steps, 1)``).
+        cpu_threads: torch intra-op threads during a meta-update and an evaluation when the module is on the CPU
+            (None: leave torch's setting). Default 1: these are many small ops, and on the shared 2-core box two
+            threads made the TRPO step ~8x and sampling ~9x slower than one.
+        seed: network initialisation and sampling.
+    """
+
+    def __init__(
+        self,
+        env: str = "hyperrl/Navigation2D-v0",
+        split: str = "default",
+        task_seed: int = 0,
+        n_train_tasks: int | None = None,
+        n_test_tasks: int | None = None,
+        policy: str = "mlp",
+        policy_kwargs: dict[str, Any] | None = None,
+        adaptation_steps: int = 1,
+        fast_lr: float | None = None,
+        first_order: bool = False,
+        meta_batch_size: int = 40,
+        fast_batch_size: int = 20,
+        gamma: float = 0.95,
+        gae_lambda: float = 1.0,
+        baseline_reg: float = 1e-5,
+        max_kl: float = 1e-2,
+        cg_iterations: int = 10,
+        cg_damping: float = 1e-5,
+        ls_ratio: float = 0.8,
+        ls_max_steps: int = 20,
+        eval_tasks: int | None = None,
+        eval_episodes: int | None = None,
+        eval_adaptation_steps: int | None = None,
+        cpu_threads: int | None = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._check_settings()
+        self.env_spec = check_task_env_id(env)
+        self.pools = make_task_pools(env, task_seed, split, n_train=n_train_tasks, n_test=n_test_tasks)
+        kwargs = dict(policy_kwargs or {})
+        if kwargs.setdefault("distribution", "normal") != "normal":
+            raise ConfigurationError(
+                f"policy_kwargs.distribution={kwargs['distribution']!r} is not allowed: MAML's TRPO uses 'normal'"
+            )
+        torch.manual_seed(seed)
+        spec = self.env_spec
+        self.policy = make_policy(policy, spec.observation_dim, spec.action_dim, spec.context_dim, **kwargs)
+        self._call = _Dispatch(self.policy)
+        self.fast_lr = float(fast_lr) if fast_lr is not None else (
+            HYPER_FAST_LR if getattr(self.policy, "is_hypernetwork", False) else MLP_FAST_LR
+        )
+        self.eval_adaptation_steps = (max(adaptation_steps, 1) if eval_adaptation_steps is None
+                                      else int(eval_adaptation_steps))
+
+    def _check_settings(self) -> None:
+        hp = self.hparams
+        if hp.policy not in POLICIES:
+            raise ConfigurationError(f"policy={hp.policy!r} is not allowed: expected one of {', '.join(POLICIES)}")
+        for name in ("meta_batch_size", "fast_batch_size", "cg_iterations", "ls_max_steps"):
+            require_positive(name, getattr(hp, name), integer=True)
+        require_non_negative_int("adaptation_steps", hp.adaptation_steps)
+        for name in ("max_kl", "baseline_reg"):
+            require_positive(name, getattr(hp, name))
+        if hp.fast_lr is not None:
+            require_positive("fast_lr", hp.fast_lr)
+        for name in ("eval_tasks", "eval_episodes"):
+            if getattr(hp, name) is not None:
+                require_positive(name, getattr(hp, name), integer=True)
+        if hp.cpu_threads is not None:
+            require_positive("cpu_threads", hp.cpu_threads, integer=True)
+        if hp.eval_adaptation_steps is not None:
+            require_non_negative_int("eval_adaptation_steps", hp.eval_adaptation_steps)
+        if isinstance(hp.cg_damping, bool) or not isinstance(hp.cg_damping, (int, float)) or hp.cg_damping < 0:
+            raise ConfigurationError(f"cg_damping={hp.cg_damping!r} is not allowed: expected a number >= 0")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(hp, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigurationError(f"{name}={value!r} is not allowed: expected 0 <= {name} <= 1")
+        if isinstance(hp.ls_ratio, bool) or not isinstance(hp.ls_ratio, (int, float)) or not 0 < hp.ls_ratio < 1:
+            raise ConfigurationError(f"ls_ratio={hp.ls_ratio!r} is not allowed: expected 0 < ls_ratio < 1")
+        if not isinstance(hp.first_order, bool):
+            raise ConfigurationError(f"first_order={hp.first_order!r} is not allowed: expected true or false")
+
+    # ------------------------------------------------------------------ functional policy
+    def meta_params(self) -> Params:
+        """The meta-parameters θ (the module's own tensors, by name)."""
+        return dict(self.policy.named_parameters())
+
+    def _run(self, params: Params, method: str, *args: Any) -> Any:
+        return functional_call(self._call, {f"policy.{k}": v for k, v in params.items()}, (method, *args))
+
+    def distribution(self, params: Params, observation: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loc, scale)`` of ``π_params(·|s, c)`` for one task: observations ``(..., S)``, context ``(c,)``."""
+        ctx = context.reshape(*([1] * (observation.dim() - 1)), -1)
+        return self._run(params, "forward", observation, ctx)
+
+    def inner_loss(self, params: Params, batch, adv: Tensor) -> Tensor:
+        """REINFORCE ``−mean_t[log π(a|s) A]`` (mask-weighted) on one task's episodes ``batch (E, T)``."""
+        loc, scale = self.distribution(params, batch["observation"], batch["context"][0, 0])
+        return -masked_mean(normal_log_prob(batch["action"], loc, scale) * adv, batch["mask"])
+
+    def adapt(self, params: Params, batch, adv: Tensor, steps: int | None = None, lr: float | None = None,
+              create_graph: bool | None = None) -> Params:
+        """``steps`` functional SGD steps ``φ ← φ − α ∇_φ L(φ)`` from ``params`` on one task's episodes.
+
+        ``create_graph`` (default: ``not first_order``) keeps the graph of ``∇L`` so that ``φ`` is differentiable
+        to second order in ``params``; without it ``∇L`` is a constant and ``∂φ/∂params = I``.
+        """
+        steps = self.hparams.adaptation_steps if steps is None else steps
+        lr = self.fast_lr if lr is None else lr
+        create_graph = (not self.hparams.first_order) if create_graph is None else create_graph
+        for _ in range(steps):
+            with torch.enable_grad():
+                loss = self.inner_loss(params, batch, adv)
+                grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+            params = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
+        return params
+
+    def task_advantages(self, episodes) -> Tensor:
+        """Normalised GAE advantages ``(M, E, T)``, the baseline refitted per task."""
+        hp = self.hparams
+        return torch.stack([
+            advantages(episodes[i]["observation"], episodes[i]["reward"], episodes[i]["mask"], hp.gamma,
+                       hp.gae_lambda, hp.baseline_reg)
+            for i in range(episodes.shape[0])
+        ])
+
+    def actor_factory(self, params: list[Params], episodes: int):
+        """Rollout actor with task ``i``'s parameters on rows ``i·E .. (i+1)·E − 1``: one call per env step for all
+        tasks (shared parameters: the policy's own broadcasting; per-task parameters: :func:`torch.func.vmap` over
+        the stacked parameter sets), the task-only part (``condition``) computed once per rollout."""
+        from hyperrl.nn.policies import TaskCondition
+
+        m, e = len(params), episodes
+        shared = all(p is params[0] for p in params)
+        uses_context = self.policy.uses_context
+
+        def make_actor(context: Tensor):
+            ctx = context.reshape(m, e, -1)[:, :1]  # (M, 1, c): one context row per task
+            if shared:
+                cond = self._run(params[0], "condition", ctx if uses_context else None)
+
+                def actor(observation: Tensor) -> tuple[Tensor, Tensor]:
+                    loc, scale = self._run(params[0], "forward", observation.reshape(m, e, -1), cond)
+                    return loc.reshape(m * e, -1), scale.reshape(m * e, -1)
+
+                return actor
+            stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
+            values = (torch.func.vmap(lambda p, c: self._run(p, "condition", c).value)(stacked, ctx)
+                      if uses_context else None)
+
+            def one_task(p: Params, obs: Tensor, value: Any) -> tuple[Tensor, Tensor]:
+                return self._run(p, "forward", obs, TaskCondition(value))
+
+            def actor(observation: Tensor) -> tuple[Tensor, Tensor]:
+                obs = observation.reshape(m, e, -1)
+                if uses_context:
+                    loc, scale = torch.func.vmap(one_task)(stacked, obs, values)
+                else:
+                    loc, scale = torch.func.vmap(lambda p, o: one_task(p, o, None))(stacked, obs)
+                return loc.reshape(m * e, -1), scale.reshape(m * e, -1)
+
+            return actor
+
+        return make_actor
+
+    def _detached(self, params: Params) -> Params:
+        return {k: v.detach() for k, v in params.items()}
+
+    # ------------------------------------------------------------------ data
+    def make_data(self) -> OnPolicyData:
+        return OnPolicyData(self.hparams.env, self.pools, self.hparams.meta_batch_size,
+                            seed=self.hparams.seed + 1000 * self.global_rank, device=self.device)
+
+    # ------------------------------------------------------------------ the meta-update
+    def sample_meta_batch(self, tasks: list[dict]):
+        """Train episodes, their advantages, (detached) adapted params and validation episodes with advantages."""
+        hp = self.hparams
+        meta = self.meta_params()
+        e = hp.fast_batch_size
+        train = self.data.rollout(tasks, e, self.actor_factory([self._detached(meta)] * len(tasks), e))
+        train_adv = self.task_advantages(train)
+        if hp.adaptation_steps == 0:
+            return train, train_adv, train, train_adv
+        adapted = [self._detached(self.adapt(meta, train[i], train_adv[i], create_graph=False))
+                   for i in range(len(tasks))]
+        valid = self.data.rollout(tasks, e, self.actor_factory(adapted, e))
+        return train, train_adv, valid, self.task_advantages(valid)
+
+    def outer_terms(self, train, train_adv, valid, valid_adv, old: list | None = None,
+                    create_graph: bool | None = None) -> tuple[Tensor, Tensor, list]:
+        """Surrogate ``S(θ)`` and mean KL at the current θ, with graphs through the inner step (module docstring);
+        ``old``: the per-task ``(loc, scale, log_prob)`` at θ₀ (None: this call is at θ₀ and returns them)."""
+        meta = self.meta_params()
+        losses, kls, olds = [], [], []
+        for i in range(valid.shape[0]):
+            params = self.adapt(meta, train[i], train_adv[i], create_graph=create_graph) \
+                if self.hparams.adaptation_steps else meta
+            batch = valid[i]
+            loc, scale = self.distribution(params, batch["observation"], batch["context"][0, 0])
+            log_prob = normal_log_prob(batch["action"], loc, scale)
+            o = (loc.detach(), scale.detach(), log_prob.detach()) if old is None else old[i]
+            olds.append(o)
+            ratio = torch.exp(log_prob - o[2])
+            losses.append(-masked_mean(ratio * valid_adv[i], batch["mask"]))
+            kls.append(masked_mean(normal_kl(o[0], o[1], loc, scale), batch["mask"]))
+        return torch.stack(losses).mean(), torch.stack(kls).mean(), olds
+
+    @contextmanager
+    def _threads(self):
+        threads = self.hparams.cpu_threads
+        previous = torch.get_num_threads()
+        if threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(int(threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def train_step(self) -> dict[str, Tensor]:
+        with self._threads():
+            return self._meta_update()
+
+    def _meta_update(self) -> dict[str, Tensor]:
+        hp = self.hparams
+        start = time.perf_counter()
+        tasks = self.data.collect()
+        train, train_adv, valid, valid_adv = self.sample_meta_batch(tasks)
+        sample_time = time.perf_counter() - start
+        steps = int(train["mask"].sum()) + (int(valid["mask"].sum()) if hp.adaptation_steps else 0)
+        self.count_frames(steps)
+        returns = valid["return"].reshape(-1).tolist()
+        self._episode_returns = (self._episode_returns + returns)[-100:]
+        self._new_returns.extend(returns)
+
+        with torch.enable_grad():
+            loss, kl, old = self.outer_terms(train, train_adv, valid, valid_adv)
+            self.stop_if_not_finite({"loss": loss})
+
+            def evaluate() -> tuple[float, float]:
+                new_loss, new_kl, _ = self.outer_terms(train, train_adv, valid, valid_adv, old, create_graph=False)
+                return new_loss.item(), new_kl.item()
+
+            result = trpo_step(list(self.meta_params().values()), loss, kl, evaluate, max_kl=hp.max_kl,
+                               damping=hp.cg_damping, cg_iterations=hp.cg_iterations, ratio=hp.ls_ratio,
+                               max_steps=hp.ls_max_steps)
+        elapsed = time.perf_counter() - start
+        return {
+            "loss": loss.detach(),
+            "surrogate_before": loss.detach(),
+            "surrogate_after": torch.tensor(result.loss),
+            "kl": torch.tensor(result.kl),
+            "ls_accepted": torch.tensor(float(result.accepted)),
+            "ls_fraction": torch.tensor(result.fraction),
+            "before_return": train["return"].mean(),
+            "after_return": valid["return"].mean(),
+            "episodes_per_s": torch.tensor(
+                (train.shape[0] * train.shape[1] * (2 if hp.adaptation_steps else 1)) / max(sample_time, 1e-9)),
+            "update_s": torch.tensor(elapsed),
+        }
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_pools(self) -> dict[str, list[dict]]:
+        """The tasks evaluated per pool: test and OOD (if any) in full, as many train tasks as test tasks (each
+        capped at ``eval_tasks``)."""
+        cap = self.hparams.eval_tasks
+        pools = {"train": self.pools.train[:len(self.pools.test)], "test": self.pools.test}
+        if self.pools.ood:
+            pools["ood"] = self.pools.ood
+        return {k: (v[:cap] if cap else v) for k, v in pools.items()}
+
+    def evaluate_tasks(self, tasks: list[dict], episodes: int | None = None, stream: str = "eval",
+                       reseed: int | None = None) -> tuple[float, float]:
+        """Mean episode return on ``tasks`` before and after ``eval_adaptation_steps`` inner steps."""
+        e = episodes or self.hparams.eval_episodes or self.hparams.fast_batch_size
+        if reseed is not None:
+            self.data.reseed(stream, reseed)
+        with torch.inference_mode(False):
+            meta = self._detached(self.meta_params())
+            before = self.data.rollout(tasks, e, self.actor_factory([meta] * len(tasks), e), stream=stream)
+            if self.eval_adaptation_steps == 0:
+                value = float(before["return"].mean())
+                return value, value
+            adv = self.task_advantages(before)
+            params = [self._detached(self.adapt(self.meta_params(), before[i], adv[i],
+                                                steps=self.eval_adaptation_steps, create_graph=False))
+                      for i in range(len(tasks))]
+            after = self.data.rollout(tasks, e, self.actor_factory(params, e), stream=stream)
+        return float(before["return"].mean()), float(after["return"].mean())
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if self.data is None:
+            self.data = self.make_data()
+        with self._threads():
+            metrics = self.evaluate()
+        for k, v in metrics.items():
+            self.log(k, v, prog_bar=k in ("eval/test_after_return", "eval/test_improvement"), sync_dist=True,
+                     batch_size=1)
+
+    def evaluate(self) -> dict[str, float]:
+        """``eval/{pool}_{before,after}_return`` for every pool of :meth:`eval_pools`, and
+        ``eval/test_improvement`` (after − before on the test tasks). Same episodes noise at every call."""
+        metrics = {}
+        for i, (name, tasks) in enumerate(self.eval_pools().items()):
+            before, after = self.evaluate_tasks(tasks, reseed=self.hparams.seed + 100 + 10 * i)
+            metrics[f"eval/{name}_before_return"] = before
+            metrics[f"eval/{name}_after_return"] = after
+        metrics["eval/test_improvement"] = metrics["eval/test_after_return"] - metrics["eval/test_before_return"]
+        return metrics
+
+
+class ContextMAML(MAML):
+    """Context-MAML: multi-task TRPO with the oracle context and no inner step (``adaptation_steps`` 0; §5.5).
+
+    The policy defaults to ``hyper``; evaluation still reports returns before and after one adaptation step."""
+
+    def __init__(self, env: str = "hyperrl/Navigation2D-v0", policy: str = "hyper", adaptation_steps: int = 0,
+                 **kwargs: Any) -> None:
+        if adaptation_steps != 0:
+            raise ConfigurationError(
+                f"adaptation_steps={adaptation_steps!r} is not allowed for ContextMAML: it has no inner step (0); "
+                "use MAML for adaptation during training"
+            )
+        super().__init__(env=env, policy=policy, adaptation_steps=0, **kwargs)
+
+
+__all__ = ["MAML", "ContextMAML", "MLP_FAST_LR", "HYPER_FAST_LR"]
