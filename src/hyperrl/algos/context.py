@@ -25,10 +25,19 @@ class ContextProvider(nn.Module):
       to add to the update (empty for the oracle); ``z`` carries gradient for a learned provider;
     * ``acting(context) -> z``: the ``z`` to act with while collecting or evaluating, from the env's ``"context"``
       entry (a learned provider ignores it and uses its own posterior);
-    * ``param_groups(lr)``: its optimizer param groups (none for the oracle).
+    * ``param_groups(lr)``: its optimizer param groups (none for the oracle);
+    * ``from_spec(env_spec, **kwargs)``: how :class:`~hyperrl.algos.meta_sac.MetaSAC` builds it;
+    * ``algorithm``: ``None`` when plain MetaSAC can run it, else the name of the MetaSAC subclass that brings the
+      data and evaluation it needs (``"PEARL"`` for the encoder).
     """
 
     output_dim: int
+    algorithm: str | None = None
+
+    @classmethod
+    def from_spec(cls, env_spec, **kwargs) -> ContextProvider:
+        """Build from a :class:`~hyperrl.envs.TaskEnvSpec` (``observation_dim``, ``action_dim``, ``context_dim``)."""
+        return cls(env_spec.context_dim, **kwargs)
 
     def infer(self, batch: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
@@ -56,5 +65,5 @@ class OracleContext(ContextProvider):
         return context
 
 
-#: name -> provider class; PEARL registers its encoder here
+#: name -> provider class; :mod:`hyperrl.algos.pearl` registers its encoder (``pearl``) here
 CONTEXT_PROVIDERS: dict[str, type[ContextProvider]] = {"oracle": OracleContext}

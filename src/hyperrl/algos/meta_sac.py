@@ -81,7 +81,8 @@ class MetaSAC(Algorithm):
         env: a task family, e.g. ``hyperrl/HalfCheetahVel-v0``; ``env_kwargs`` go to ``gymnasium.make``.
         split, n_train_tasks, n_test_tasks, n_ood_tasks, task_seed: the task pools (``make_task_pools``; sizes
             ``None`` take the split's defaults, e.g. 100/30, and ``split: medium`` adds the OOD pool).
-        context: the context provider (``oracle``); ``context_dim`` optionally asserts its size.
+        context: the context provider (``oracle``; ``pearl`` is :class:`~hyperrl.algos.pearl.PEARL`'s); ``context_dim``
+            optionally asserts the env's context size; ``context_kwargs`` go to the provider.
         policy, critic, value: network names (``make_policy`` with ``distribution="tanh_normal"``,
             ``make_meta_critic``, ``make_meta_value``), each with ``*_kwargs`` overrides.
         critic_lr (Q and V), policy_lr: ``None`` = the authors' rule (module constants).
@@ -106,6 +107,7 @@ class MetaSAC(Algorithm):
         task_seed: int = 0,
         context: str = "oracle",
         context_dim: int | None = None,
+        context_kwargs: dict[str, Any] | None = None,
         policy: str = "hyper",
         policy_kwargs: dict[str, Any] | None = None,
         critic: str = "hyper",
@@ -156,8 +158,16 @@ class MetaSAC(Algorithm):
             raise ConfigurationError(f"tau={tau!r} is not allowed: expected 0 < tau <= 1")
         if not 0.0 <= gamma <= 1.0:
             raise ConfigurationError(f"gamma={gamma!r} is not allowed: expected 0 <= gamma <= 1")
+        import hyperrl.algos.pearl  # noqa: F401  (registers the ``pearl`` provider)
+
         if context not in CONTEXT_PROVIDERS:
             raise ConfigurationError(f"unknown context provider {context!r}; allowed: {', '.join(CONTEXT_PROVIDERS)}")
+        required = CONTEXT_PROVIDERS[context].algorithm
+        if required is not None and type(self).__name__ != required:
+            raise ConfigurationError(
+                f"context={context!r} is not allowed with {type(self).__name__}: it needs its own data and "
+                f"evaluation, use class_path hyperrl.algos.pearl.{required}"
+            )
         if batch_size > buffer_size:
             raise ConfigurationError(
                 f"batch_size={batch_size} is not allowed: it must not exceed buffer_size={buffer_size}"
@@ -169,7 +179,7 @@ class MetaSAC(Algorithm):
         self.pools = make_task_pools(env, task_seed, split, n_train_tasks, n_test_tasks, n_ood_tasks)
         torch.manual_seed(seed)
         obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
-        self.context_provider = CONTEXT_PROVIDERS[context](self.env_spec.context_dim)
+        self.context_provider = self.make_context_provider()
         z_dim = self.context_provider.output_dim
         self.policy = make_policy(
             policy, obs_dim, act_dim, z_dim, distribution="tanh_normal",
@@ -182,6 +192,11 @@ class MetaSAC(Algorithm):
         self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
         self._updates_done = 0
         self._last_eval: dict | None = None
+
+    def make_context_provider(self):
+        """The provider named by ``context``, built from the env spec and ``context_kwargs``."""
+        hp = self.hparams
+        return CONTEXT_PROVIDERS[hp.context].from_spec(self.env_spec, **(hp.context_kwargs or {}))
 
     # ------------------------------------------------------------------ optimizer
     def learning_rates(self) -> dict[str, float]:
@@ -251,8 +266,8 @@ class MetaSAC(Algorithm):
         policy_condition = self.policy.condition(z_fixed)  # the primary network once per task
         new_action, log_prob = self.policy.sample(obs, policy_condition)
         loc, log_std = self.policy.loc_and_log_std(obs, policy_condition)
-        if z_q is not z_v:  # a learned provider: the critic's state part saw z with gradient
-            condition = self.critics.condition(obs, z_v) if not self._condition_is_state_only() else condition
+        # the min-Q term reuses the critics' action-independent part, detached: its values are those of
+        # condition(obs, z̄) (a ``combine`` or MLP meta-Q reads z there), and no gradient reaches z or the critics
         with frozen(self.critics):
             q_new = self.critics.evaluate(detach_condition(condition), new_action, z_v).float().amin(0)
         v = self.value(obs, z_v).float()
@@ -269,10 +284,6 @@ class MetaSAC(Algorithm):
         }
         losses["loss"] = sum(losses.values())
         return losses
-
-    def _condition_is_state_only(self) -> bool:
-        """Whether the critics' ``condition`` ignores the context (the ``hyper`` meta-Q: meta = state only)."""
-        return type(self.critics.net).__name__ == "HyperMetaQ"
 
     def after_update(self) -> None:
         polyak_update(self.target_value, self.value, self.hparams.tau)
@@ -308,19 +319,30 @@ class MetaSAC(Algorithm):
             pools["ood"] = self.pools.ood
         return pools
 
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, list[float]]:
-        """Mean return of ``eval_episodes`` deterministic episodes per task, for every evaluated pool."""
-        from torchrl.envs.utils import ExplorationType, set_exploration_type
-
+    def _eval_env(self):
+        """The evaluation env (built once), reseeded so every evaluation sees the same episodes' randomness."""
         if "eval" not in self._envs:
             self._envs["eval"] = self._task_env(None)
         env = self._envs["eval"]
         env.set_seed(self.hparams.seed + 100 + self.global_rank)
+        return env
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, list[float]]:
+        """The return per task, for every evaluated pool (``evaluate_pools``' ``"return"``)."""
+        return {pool: metrics["return"] for pool, metrics in self.evaluate_pools().items()}
+
+    @torch.no_grad()
+    def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
+        """``pool -> metric -> one value per task``; logged as ``eval/{pool}_tasks_{metric}``. Here the one metric
+        ``return``: the mean return of ``eval_episodes`` deterministic episodes with the task's context."""
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        env = self._eval_env()
         policy = self.acting_policy()
         horizon = self._horizon(env)
         task_env = unwrap_task_env(env)
-        results: dict[str, list[float]] = {}
+        results: dict[str, dict[str, list[float]]] = {}
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             for pool, tasks in self.eval_tasks().items():
                 returns = []
@@ -331,17 +353,20 @@ class MetaSAC(Algorithm):
                         for _ in range(self.hparams.eval_episodes)
                     ]
                     returns.append(float(np.mean(episodes)))
-                results[pool] = returns
+                results[pool] = {"return": returns}
         return results
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        results = self.evaluate()
-        for pool, returns in results.items():
-            self.log(f"eval/{pool}_tasks_return", float(np.mean(returns)), prog_bar=pool == "test", sync_dist=True,
-                     batch_size=1)
+        results = self.evaluate_pools()
+        for pool, metrics in results.items():
+            for metric, values in metrics.items():
+                self.log(f"eval/{pool}_tasks_{metric}", float(np.mean(values)),
+                         prog_bar=pool == "test" and metric == "return", sync_dist=True, batch_size=1)
+        tasks = self.eval_tasks()
         self._last_eval = {"step": int(self.global_step), "frames": self.frames, "returns": {
-            pool: [{"task": task, "return": r} for task, r in zip(self.eval_tasks()[pool], returns)]
-            for pool, returns in results.items()
+            pool: [{"task": task, **{metric: values[i] for metric, values in metrics.items()}}
+                   for i, task in enumerate(tasks[pool])]
+            for pool, metrics in results.items()
         }}
         self._write_eval_tasks()
 

@@ -82,8 +82,12 @@ class MultiTaskData:
 
     # ------------------------------------------------------------------------------------------ collection
     @torch.no_grad()
-    def collect_task(self, index: int, steps: int) -> TensorDictBase:
-        """``steps`` transitions on train task ``index`` (whole episodes, the last one cut at the budget)."""
+    def rollout_task(
+        self, index: int, steps: int, after_episode: Callable[[TensorDictBase], None] | None = None
+    ) -> TensorDictBase:
+        """``steps`` transitions on train task ``index`` (whole episodes, the last one cut at the budget), stored
+        nowhere; ``after_episode(episode)`` runs after each episode, before the next starts (PEARL stores it and
+        updates its posterior there)."""
         unwrap_task_env(self.env).set_task(self.pools.train[index])
         pieces = []
         remaining = steps
@@ -91,7 +95,13 @@ class MultiTaskData:
             rollout = self.env.rollout(min(self.horizon, remaining), self.policy, break_when_any_done=True)
             pieces.append(rollout)
             remaining -= rollout.numel()
-        batch = torch.cat(pieces, 0)
+            if after_episode is not None:
+                after_episode(rollout)
+        return torch.cat(pieces, 0)
+
+    def collect_task(self, index: int, steps: int) -> TensorDictBase:
+        """``steps`` transitions on train task ``index`` (:meth:`rollout_task`), into that task's replay buffer."""
+        batch = self.rollout_task(index, steps)
         self.buffers[index].extend(batch.select(*TASK_TRANSITION_KEYS))
         return batch
 

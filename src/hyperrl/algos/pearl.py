@@ -1,0 +1,310 @@
+"""PEARL (Rakelly et al. 2019): MetaSAC with a learned probabilistic context, ``z ~ q(z | c)`` (``hyperrl-paper.md`` §6).
+
+The encoder (:class:`PEARLEncoder`, the ``pearl`` context provider) maps each context transition ``c_n = (s, a, r)``
+(``(s, a, r, s')`` with ``use_next_obs_in_context``) of a task to a Gaussian factor, an MLP (3×200, rlkit's init)
+with output ``(μ_n, σ̃_n)``, ``σ_n² = max(softplus(σ̃_n), 1e-7)``; the posterior is their product::
+
+    q(z | c_1..N) ∝ Π_n N(z; μ_n, σ_n²)   =>   σ² = 1 / Σ_n σ_n^-2,   μ = σ² Σ_n μ_n / σ_n²     (per latent dim)
+
+``z = μ + σ ε`` (reparameterised, one per task), and the loss gains ``kl_lambda · Σ_tasks Σ_dims KL(q ‖ N(0, I))``
+with ``KL = ½ (σ² + μ² − 1 − log σ²)``. With the information bottleneck off the encoder outputs ``z_n`` only and
+``z = mean_n z_n`` (deterministic, no KL term).
+
+Gradients (:meth:`~hyperrl.algos.meta_sac.MetaSAC.losses`, whose SAC terms are unchanged): ``z`` reaches the encoder
+through ``L_Q`` only, plus the KL term; the policy, ``V`` and the min-Q term see ``z̄ = z.detach()``.
+
+:class:`PEARL` is MetaSAC with this provider, PEARL's data (:class:`~hyperrl.data.pearl.PEARLData`: per-task RL
+and encoder buffers, collection with ``z`` from the prior or the posterior) and PEARL's evaluation: on each task,
+``num_exp_traj_eval`` exploration episodes with ``z`` from the prior (resampled each episode), then episodes
+with ``z`` from the posterior of everything collected on the task so far (re-inferred after each episode), until
+``num_steps_per_eval`` steps have been taken (whole episodes, as rlkit's ``collect_paths``); actions
+deterministic, ``z`` sampled. ``eval/{pool}_tasks_return`` is the return of the last episode (after adaptation),
+``eval/{pool}_tasks_prior_return`` that of the first (prior ``z``), each averaged over ``num_evals`` runs and the
+tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from torch import Tensor, nn
+
+from hyperrl.algos.context import CONTEXT_PROVIDERS, ContextProvider
+from hyperrl.algos.meta_sac import DEFAULT_LR, MetaSAC
+from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
+from hyperrl.nn.meta_critics import pearl_last_layer, pearl_trunk
+
+#: the lower clamp of each factor's variance (rlkit's ``product_of_gaussians``)
+MIN_VARIANCE = 1e-7
+
+
+def product_of_gaussians(mu: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """``(..., N, L)`` factors -> ``(..., L)`` mean and variance of their normalised product (module docstring)."""
+    var = var.clamp(min=MIN_VARIANCE)
+    precision = var.reciprocal().sum(-2)
+    posterior_var = precision.reciprocal()
+    return posterior_var * (mu / var).sum(-2), posterior_var
+
+
+def gaussian_kl_to_standard(mu: Tensor, var: Tensor) -> Tensor:
+    """``KL(N(μ, diag σ²) ‖ N(0, I))`` per dimension: ``½ (σ² + μ² − 1 − log σ²)``, the shape of ``mu``."""
+    return 0.5 * (var + mu.square() - 1.0 - var.log())
+
+
+class PEARLEncoder(ContextProvider):
+    """PEARL's context encoder ``q(z | c)`` (module docstring) and the ``z`` it acts with.
+
+    Args:
+        observation_dim, action_dim: the env's sizes (the context transition has ``|s| + |a| + 1 (+ |s|)`` entries).
+        latent_dim: the size of ``z`` (PEARL: 5).
+        hidden: the MLP's hidden widths (PEARL: 3×200).
+        use_information_bottleneck: Gaussian factors and their product (``True``), or a deterministic mean.
+        use_next_obs_in_context: include ``s'`` in the context transition.
+        kl_lambda: the weight of the KL term.
+
+    Acting: :meth:`clear_z` (``q`` := the prior ``N(0, I)``, draw ``z``), :meth:`infer_posterior` (``q`` := the
+    posterior of a context ``(1, N, F)``, draw ``z``), :meth:`sample_z` (draw ``z`` from the current ``q``);
+    :meth:`acting` returns that ``z`` whatever the env's context. Not part of the ``state_dict``: every collection
+    and evaluation starts with :meth:`clear_z`.
+    """
+
+    algorithm = "PEARL"
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        latent_dim: int = 5,
+        hidden: Sequence[int] = (200, 200, 200),
+        use_information_bottleneck: bool = True,
+        use_next_obs_in_context: bool = False,
+        kl_lambda: float = 0.1,
+    ) -> None:
+        super().__init__()
+        require_positive("latent_dim", latent_dim, integer=True)
+        if isinstance(kl_lambda, bool) or not isinstance(kl_lambda, (int, float)) or not kl_lambda >= 0:
+            raise ConfigurationError(f"kl_lambda={kl_lambda!r} is not allowed: expected a number >= 0")
+        for name, flag in (("use_information_bottleneck", use_information_bottleneck),
+                           ("use_next_obs_in_context", use_next_obs_in_context)):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{name}={flag!r} is not allowed: expected true or false")
+        hidden = [int(h) for h in hidden]
+        for h in hidden:
+            require_positive("hidden width", h, integer=True)
+        self.output_dim = int(latent_dim)
+        self.use_information_bottleneck = use_information_bottleneck
+        self.use_next_obs_in_context = use_next_obs_in_context
+        self.kl_lambda = float(kl_lambda)
+        self.input_dim = observation_dim + action_dim + 1 + (observation_dim if use_next_obs_in_context else 0)
+        outputs = 2 * latent_dim if use_information_bottleneck else latent_dim
+        self.net = nn.Sequential(*pearl_trunk(self.input_dim, hidden),
+                                 pearl_last_layer(hidden[-1] if hidden else self.input_dim, outputs, 3e-3))
+        self._z: Tensor | None = None
+        self._mu: Tensor | None = None
+        self._var: Tensor | None = None
+
+    @classmethod
+    def from_spec(cls, env_spec, **kwargs) -> PEARLEncoder:
+        return cls(env_spec.observation_dim, env_spec.action_dim, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ q(z | c)
+    def factors(self, context: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(T, N, F) ->`` the per-transition ``(μ_n, σ_n²)`` ``(T, N, L)`` each (``σ_n²`` is ``None`` without the
+        bottleneck, ``μ_n`` then being the deterministic ``z_n``)."""
+        if context.shape[-1] != self.input_dim:
+            raise ValueError(f"context transitions have {context.shape[-1]} features, the encoder expects "
+                             f"{self.input_dim}")
+        out = self.net(context)
+        if not self.use_information_bottleneck:
+            return out, None
+        mu, raw = out.split(self.output_dim, dim=-1)
+        return mu, F.softplus(raw)
+
+    def posterior(self, context: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(T, N, F) ->`` ``q(z | c)``'s mean and variance ``(T, L)`` (variance ``None`` without the bottleneck)."""
+        mu, var = self.factors(context)
+        if var is None:
+            return mu.mean(-2), None
+        return product_of_gaussians(mu, var)
+
+    def infer(self, batch: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        mu, var = self.posterior(batch.get("encoder_context"))
+        if var is None:
+            return mu.unsqueeze(-2), {}
+        z = mu + var.sqrt() * torch.randn_like(mu)
+        kl = gaussian_kl_to_standard(mu, var).sum()
+        return z.unsqueeze(-2), {"kl_loss": self.kl_lambda * kl}
+
+    # ------------------------------------------------------------------------------------------ acting
+    def _device(self) -> torch.device:
+        return self.net[0].weight.device
+
+    def clear_z(self, generator: torch.Generator | None = None) -> None:
+        """Reset ``q`` to the prior ``N(0, I)`` (deterministic variant: ``z = 0``) and draw ``z``."""
+        device = self._device()
+        self._mu = torch.zeros(1, self.output_dim, device=device)
+        self._var = torch.ones(1, self.output_dim, device=device) if self.use_information_bottleneck else None
+        self.sample_z(generator)
+
+    @torch.no_grad()
+    def infer_posterior(self, context: Tensor, generator: torch.Generator | None = None) -> None:
+        """``q`` := the posterior of ``context (1, N, F)``; draw ``z``."""
+        self._mu, self._var = self.posterior(context.to(self._device()))
+        self.sample_z(generator)
+
+    def sample_z(self, generator: torch.Generator | None = None) -> None:
+        """Draw ``z`` from the current ``q`` (its mean without the bottleneck)."""
+        if self._mu is None:
+            self.clear_z(generator)
+            return
+        if self._var is None:
+            self._z = self._mu
+        else:
+            noise = torch.randn(self._mu.shape, generator=generator, device="cpu").to(self._mu.device)
+            self._z = self._mu + self._var.sqrt() * noise
+
+    def acting(self, context: Tensor) -> Tensor:
+        if self._z is None:
+            self.clear_z()
+        return self._z[0].to(context.device).expand(*context.shape[:-1], self.output_dim)
+
+
+CONTEXT_PROVIDERS["pearl"] = PEARLEncoder
+
+
+class PEARL(MetaSAC):
+    """PEARL: MetaSAC with the learned context encoder, PEARL's data and PEARL's evaluation (module docstring).
+
+    Args (besides :class:`~hyperrl.algos.meta_sac.MetaSAC`'s, forwarded through ``**kwargs``; ``context``,
+    ``context_kwargs``, ``context_dim`` and ``steps_per_task`` are set here):
+        latent_dim, encoder_hidden, use_information_bottleneck, use_next_obs_in_context, kl_lambda: the encoder
+            (:class:`PEARLEncoder`).
+        context_lr: the encoder's learning rate (PEARL: 3e-4).
+        embedding_batch_size, embedding_mini_batch_size: context transitions per task sampled, and per update used.
+        num_steps_prior, num_steps_posterior, num_extra_rl_steps_posterior, update_post_train: the per-task
+            collection (:mod:`hyperrl.data.pearl`); ``initial_steps``, ``tasks_per_iteration`` and
+            ``updates_per_iteration`` are MetaSAC's (rlkit's ``num_initial_steps``, ``num_tasks_sample``,
+            ``num_train_steps_per_itr``).
+        num_exp_traj_eval, num_steps_per_eval, num_evals: the evaluation (module docstring).
+
+    The networks and learning rates are MetaSAC's (``policy``/``critic``/``value``: ``hyper`` or PEARL's 3×300
+    MLPs, §6.2), with ``z`` of size ``latent_dim``.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 5,
+        encoder_hidden: Sequence[int] = (200, 200, 200),
+        use_information_bottleneck: bool = True,
+        use_next_obs_in_context: bool = False,
+        kl_lambda: float = 0.1,
+        context_lr: float = DEFAULT_LR,
+        embedding_batch_size: int = 100,
+        embedding_mini_batch_size: int = 100,
+        num_steps_prior: int = 400,
+        num_steps_posterior: int = 0,
+        num_extra_rl_steps_posterior: int = 600,
+        update_post_train: int = 1,
+        num_exp_traj_eval: int = 2,
+        num_steps_per_eval: int = 600,
+        num_evals: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        for name in ("context", "context_kwargs", "context_dim", "steps_per_task"):
+            if name in kwargs:
+                raise ConfigurationError(f"{name} is not allowed with PEARL: it is set from the PEARL arguments")
+        for name, value in (("embedding_batch_size", embedding_batch_size),
+                            ("embedding_mini_batch_size", embedding_mini_batch_size),
+                            ("update_post_train", update_post_train), ("num_steps_per_eval", num_steps_per_eval),
+                            ("num_evals", num_evals)):
+            require_positive(name, value, integer=True)
+        for name, value in (("num_steps_prior", num_steps_prior), ("num_steps_posterior", num_steps_posterior),
+                            ("num_extra_rl_steps_posterior", num_extra_rl_steps_posterior),
+                            ("num_exp_traj_eval", num_exp_traj_eval)):
+            require_non_negative_int(name, value)
+        require_positive("context_lr", context_lr)
+        if embedding_batch_size % embedding_mini_batch_size:
+            raise ConfigurationError(
+                f"embedding_mini_batch_size={embedding_mini_batch_size} is not allowed: it must divide "
+                f"embedding_batch_size={embedding_batch_size}"
+            )
+        super().__init__(
+            context="pearl",
+            context_kwargs={"latent_dim": latent_dim, "hidden": list(encoder_hidden),
+                            "use_information_bottleneck": use_information_bottleneck,
+                            "use_next_obs_in_context": use_next_obs_in_context, "kl_lambda": kl_lambda},
+            steps_per_task=num_steps_prior + num_steps_posterior + num_extra_rl_steps_posterior,
+            **kwargs,
+        )  # fmt: skip
+
+    def learning_rates(self) -> dict[str, float]:
+        return {**super().learning_rates(), "context": self.hparams.context_lr}
+
+    def make_data(self):
+        from hyperrl.data.pearl import PEARLData
+
+        hp = self.hparams
+        rank = self.global_rank
+        env = self._task_env(hp.seed + rank)
+        data = PEARLData(
+            env, self.acting_policy(), self.pools, self.context_provider, buffer_size=hp.buffer_size,
+            batch_size=hp.batch_size, meta_batch=hp.meta_batch, initial_steps=hp.initial_steps,
+            tasks_per_iteration=hp.tasks_per_iteration, steps_prior=hp.num_steps_prior,
+            steps_posterior=hp.num_steps_posterior, extra_rl_steps_posterior=hp.num_extra_rl_steps_posterior,
+            update_post_train=hp.update_post_train, embedding_batch_size=hp.embedding_batch_size,
+            embedding_mini_batch_size=hp.embedding_mini_batch_size,
+            use_next_obs_in_context=hp.use_next_obs_in_context, seed=hp.seed + 1000 * rank,
+            horizon=self._horizon(env), device=self.device,
+        )  # fmt: skip
+        torch.manual_seed(hp.seed + 10_000 * rank + 1)
+        return data
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def adapt_on_task(self, env, policy, task: dict, generator: torch.Generator) -> list[float]:
+        """One evaluation run on ``task``: the returns of its episodes, in order (module docstring)."""
+        from hyperrl.data.pearl import context_features
+        from hyperrl.envs import unwrap_task_env
+
+        hp = self.hparams
+        encoder: PEARLEncoder = self.context_provider
+        unwrap_task_env(env).set_task(task)
+        horizon = self._horizon(env)
+        encoder.clear_z(generator)
+        returns, seen, steps = [], [], 0
+        while steps < hp.num_steps_per_eval:
+            episode = env.rollout(horizon, policy, break_when_any_done=True)
+            returns.append(episode.get(("next", "reward")).sum().item())
+            steps += episode.numel()
+            seen.append(context_features(episode, hp.use_next_obs_in_context))
+            if len(returns) >= hp.num_exp_traj_eval:
+                encoder.infer_posterior(torch.cat(seen, 0).unsqueeze(0), generator)
+            else:
+                encoder.sample_z(generator)
+        return returns
+
+    @torch.no_grad()
+    def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
+        """Per pool and task: ``return`` (the last episode's, after adaptation) and ``prior_return`` (the first's),
+        each the mean over ``num_evals`` runs. ``z`` draws come from their own seeded generator, so evaluating
+        changes neither the training's random stream nor its own results between identical states."""
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        env = self._eval_env()
+        policy = self.acting_policy()
+        generator = torch.Generator().manual_seed(self.hparams.seed + 100 + self.global_rank)
+        results: dict[str, dict[str, list[float]]] = {}
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            for pool, tasks in self.eval_tasks().items():
+                final, prior = [], []
+                for task in tasks:
+                    runs = [self.adapt_on_task(env, policy, task, generator) for _ in range(self.hparams.num_evals)]
+                    final.append(float(np.mean([r[-1] for r in runs])))
+                    prior.append(float(np.mean([r[0] for r in runs])))
+                results[pool] = {"return": final, "prior_return": prior}
+        return results

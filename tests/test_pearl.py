@@ -1,0 +1,291 @@
+"""PEARL: the context encoder (product of Gaussians, KL, deterministic variant), gradient routing, the §6.2 wiring,
+PEARL's buffers and schedule, adaptation at evaluation, exact resume, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from tensordict import TensorDict
+
+from hyperrl.algos import MetaSAC
+from hyperrl.algos.pearl import PEARL, PEARLEncoder, gaussian_kl_to_standard, product_of_gaussians
+from hyperrl.errors import ConfigurationError
+from hyperrl.nn import CombineHyperMetaQ, HyperMetaQ, HyperMetaV, HyperPolicy, MLPMetaQ, MLPMetaV
+
+TINY = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
+OBS, ACT, LATENT = 2, 2, 3
+FEATURES = OBS + ACT + 1
+
+
+def pearl_kwargs(**overrides):
+    kwargs = dict(
+        env="hyperrl/Navigation2D-v0", n_train_tasks=4, n_test_tasks=2,
+        policy_kwargs=dict(TINY), critic_kwargs=dict(TINY), value_kwargs=dict(TINY),
+        meta_batch=3, batch_size=8, buffer_size=500, initial_steps=15, tasks_per_iteration=2,
+        num_steps_prior=6, num_steps_posterior=4, num_extra_rl_steps_posterior=10, updates_per_iteration=4,
+        reward_scale=100.0, latent_dim=LATENT, encoder_hidden=[8], embedding_batch_size=6,
+        embedding_mini_batch_size=3, num_steps_per_eval=30, num_exp_traj_eval=1,
+    )  # fmt: skip
+    kwargs.update(overrides)
+    return kwargs
+
+
+def flat_params(module):
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def random_batch(t=3, b=8, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDict(
+        {
+            "observation": torch.randn(t, b, OBS, generator=g),
+            "action": torch.rand(t, b, ACT, generator=g) * 0.2 - 0.1,
+            "encoder_context": torch.randn(t, n, FEATURES, generator=g),
+            "next": {
+                "observation": torch.randn(t, b, OBS, generator=g),
+                "reward": -torch.rand(t, b, 1, generator=g),
+                "terminated": torch.rand(t, b, 1, generator=g) < 0.2,
+                "done": torch.zeros(t, b, 1, dtype=torch.bool),
+            },
+        },
+        batch_size=[t],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the encoder
+def test_the_posterior_is_the_normalised_product_of_the_gaussian_factors():
+    """Closed form against a direct computation: the mean and variance of exp(Σ_n log N(z; μ_n, σ_n²)), normalised
+    numerically on a fine 1-D grid."""
+    mu = torch.tensor([[0.3], [-1.2], [0.8], [2.0]], dtype=torch.float64)
+    var = torch.tensor([[0.5], [2.0], [0.25], [4.0]], dtype=torch.float64)
+    post_mu, post_var = product_of_gaussians(mu, var)
+    grid = torch.linspace(-6, 6, 200_001, dtype=torch.float64)
+    log_density = torch.distributions.Normal(mu, var.sqrt()).log_prob(grid).sum(0)
+    weights = torch.softmax(log_density, 0)
+    mean = (weights * grid).sum()
+    variance = (weights * (grid - mean) ** 2).sum()
+    assert post_mu.shape == (1,) and torch.allclose(post_mu[0], mean, atol=1e-8)
+    assert torch.allclose(post_var[0], variance, atol=1e-8)
+    # batched over tasks and latent dims, the same per (task, dim)
+    mus, vars_ = torch.randn(3, 7, 4), torch.rand(3, 7, 4) + 0.1
+    m, v = product_of_gaussians(mus, vars_)
+    assert m.shape == v.shape == (3, 4)
+    assert torch.allclose(v[1, 2], 1 / (1 / vars_[1, :, 2]).sum()) and torch.allclose(
+        m[1, 2], v[1, 2] * (mus[1, :, 2] / vars_[1, :, 2]).sum())
+
+
+def test_the_kl_term_equals_torch_distributions_kl_divergence():
+    torch.manual_seed(0)
+    encoder = PEARLEncoder(OBS, ACT, latent_dim=LATENT, hidden=[16], kl_lambda=0.3)
+    batch = random_batch()
+    z, terms = encoder.infer(batch)
+    mu, var = encoder.posterior(batch.get("encoder_context"))
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, var.sqrt()), torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(var))
+    ).sum()
+    assert z.shape == (3, 1, LATENT) and set(terms) == {"kl_loss"}
+    assert torch.allclose(terms["kl_loss"], 0.3 * expected, rtol=1e-5)
+    assert torch.allclose(gaussian_kl_to_standard(mu, var), 0.5 * (var + mu**2 - 1 - var.log()))
+
+
+def test_without_the_bottleneck_z_is_deterministic_the_mean_of_the_outputs():
+    encoder = PEARLEncoder(OBS, ACT, latent_dim=LATENT, hidden=[16], use_information_bottleneck=False)
+    batch = random_batch()
+    z1, terms = encoder.infer(batch)
+    z2, _ = encoder.infer(batch)
+    assert terms == {} and torch.equal(z1, z2)
+    assert torch.allclose(z1[:, 0], encoder.net(batch.get("encoder_context")).mean(1))
+    encoder.clear_z()
+    assert torch.equal(encoder.acting(torch.zeros(OBS)), torch.zeros(LATENT))
+    stochastic = PEARLEncoder(OBS, ACT, latent_dim=LATENT, hidden=[16])
+    assert not torch.equal(stochastic.infer(batch)[0], stochastic.infer(batch)[0])
+
+
+def test_encoder_input_follows_use_next_obs_in_context():
+    assert PEARLEncoder(OBS, ACT, hidden=[4]).input_dim == OBS + ACT + 1
+    assert PEARLEncoder(OBS, ACT, hidden=[4], use_next_obs_in_context=True).input_dim == 2 * OBS + ACT + 1
+    with pytest.raises(ValueError, match="5 features, the encoder expects 7"):
+        PEARLEncoder(OBS, ACT, hidden=[4], use_next_obs_in_context=True).posterior(torch.zeros(1, 3, 5))
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("critic", ["hyper", "combine", "mlp"])
+def test_the_encoder_learns_from_the_critic_loss_and_the_kl_term_only(critic):
+    """Each term alone: the encoder gets gradient from L_Q and the KL term and none from L_V, L_pi or the policy
+    regulariser; the policy loss moves no encoder and no critic parameter (also for a combine/MLP meta-Q, whose
+    action-independent part reads z)."""
+    critic_kwargs = {"hidden": [8]} if critic == "mlp" else dict(TINY)
+    module = PEARL(**pearl_kwargs(critic=critic, critic_kwargs=critic_kwargs))
+    batch = random_batch()
+    nets = {"encoder": module.context_provider, "critic": module.critics, "value": module.value,
+            "policy": module.policy}
+
+    def grads(term):
+        module.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same z and policy samples for every term
+        losses = module.losses(batch)
+        losses[term].backward()
+        return {name: [p.grad for p in net.parameters()] for name, net in nets.items()}
+
+    def moved(g):
+        return any(x is not None and x.abs().sum() > 0 for x in g)
+
+    by_term = {term: grads(term) for term in ("critic_loss", "kl_loss", "value_loss", "policy_loss", "policy_reg")}
+    assert moved(by_term["critic_loss"]["encoder"]) and moved(by_term["kl_loss"]["encoder"])
+    for term in ("value_loss", "policy_loss", "policy_reg"):
+        assert not moved(by_term[term]["encoder"]), f"{term} reached the encoder"
+    assert not moved(by_term["policy_loss"]["critic"]) and not moved(by_term["policy_loss"]["value"])
+    assert moved(by_term["policy_loss"]["policy"])
+    total = grads("loss")["encoder"]
+    for g_total, g_q, g_kl in zip(total, by_term["critic_loss"]["encoder"], by_term["kl_loss"]["encoder"]):
+        assert torch.allclose(g_total, g_q + g_kl, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- wiring and rates
+def test_the_networks_are_wired_as_section_6_2():
+    hyper = PEARL(**pearl_kwargs())
+    q, v, pi = hyper.critics.member(0), hyper.value, hyper.policy
+    assert isinstance(q, HyperMetaQ) and isinstance(v, HyperMetaV) and isinstance(pi, HyperPolicy)
+    # Q: meta = state, base = [action, z]; V: meta = state, base = z; policy: meta = z, base = state
+    assert q.hyper.primary.layers[0].in_features == OBS and q.hyper.heads.layer_sizes[0] == (8, ACT + LATENT)
+    assert v.hyper.primary.layers[0].in_features == OBS and v.hyper.heads.layer_sizes[0] == (8, LATENT)
+    assert pi.hyper.primary.layers[0].in_features == LATENT and pi.hyper.heads.layer_sizes[0] == (8, OBS)
+    assert pi.hyper.heads.layer_sizes[1:] == [(ACT, 8), (ACT, 8)]  # mean and log-std heads
+    combine = PEARL(**pearl_kwargs(critic="combine")).critics.member(0)
+    assert isinstance(combine, CombineHyperMetaQ)
+    assert combine.hyper.primary.layers[0].in_features == OBS + LATENT and combine.hyper.heads.layer_sizes[0] == (8, ACT)
+    mlp = PEARL(**pearl_kwargs(policy="context_mlp", critic="mlp", value="mlp", policy_kwargs={}, critic_kwargs={},
+                               value_kwargs={}))
+    q, v = mlp.critics.member(0), mlp.value
+    assert isinstance(q, MLPMetaQ) and isinstance(v, MLPMetaV)
+    widths = [m.out_features for m in q.net if isinstance(m, torch.nn.Linear)]
+    assert widths == [300, 300, 300, 1] and q.net[0].in_features == OBS + ACT + LATENT
+    assert [m.out_features for m in mlp.policy.trunk if isinstance(m, torch.nn.Linear)] == [300, 300, 300]
+    assert mlp.policy.trunk[0].in_features == OBS + LATENT
+    encoder = mlp.context_provider
+    assert [m.out_features for m in encoder.net if isinstance(m, torch.nn.Linear)] == [8, 2 * LATENT]
+    assert PEARLEncoder(20, 6).net[0].out_features == 200 and len(PEARLEncoder(20, 6).net) == 7  # 3x200 + last
+
+
+def test_learning_rates_follow_section_6_3():
+    hyper = PEARL(**pearl_kwargs())
+    assert hyper.learning_rates() == {"critic": 5e-5, "policy": 1e-4, "context": 3e-4}
+    groups = {g["name"]: g["lr"] for g in hyper.param_groups()}
+    assert groups == {"critic": 5e-5, "value": 5e-5, "policy": 1e-4, "context": 3e-4}
+    encoder_params = {id(p) for p in hyper.context_provider.parameters()}
+    context_group = next(g for g in hyper.param_groups() if g["name"] == "context")
+    assert {id(p) for p in context_group["params"]} == encoder_params
+    mlp = PEARL(**pearl_kwargs(policy="context_mlp", critic="mlp", value="mlp", policy_kwargs={"hidden": [8]},
+                               critic_kwargs={"hidden": [8]}, value_kwargs={"hidden": [8]}, context_lr=1e-3))
+    assert mlp.learning_rates() == {"critic": 3e-4, "policy": 3e-4, "context": 1e-3}
+
+
+# ---------------------------------------------------------------------------------------------- data and schedule
+def test_buffers_schedule_and_context_batches():
+    """Iteration 0: initial steps on every task into both buffers, then (as every iteration) each sampled task's
+    encoder buffer is emptied and refilled by its prior + posterior collections only; the posterior is inferred
+    once per posterior/extra episode; a context batch serves embedding_batch_size // mini updates."""
+    module = PEARL(**pearl_kwargs())
+    data = module.make_data()
+    calls = []
+    real_infer = data.encoder.infer_posterior
+    data.encoder.infer_posterior = lambda c, g=None: (calls.append(tuple(c.shape)), real_infer(c, g))
+    draws = data.rng.bit_generator.state
+    data.collect()
+    data.rng.bit_generator.state = draws
+    sampled = data.rng.integers(4, size=2).tolist()
+    rl = [len(b) for b in data.buffers]
+    enc = [len(b) for b in data.encoder_buffers]
+    for i in range(4):
+        k = sampled.count(i)
+        assert rl[i] == 15 + k * (6 + 4 + 10)
+        assert enc[i] == (15 if k == 0 else 6 + 4)
+    assert calls == [(1, 6, FEATURES)] * 4  # one posterior episode + one extra episode per sampled task
+    batch = data.sample()
+    assert batch.batch_size == (3,) and batch.get("observation").shape == (3, 8, OBS)
+    assert batch.get("encoder_context").shape == (3, 3, FEATURES)
+    second = data.sample()
+    features = data._context["features"]
+    assert torch.equal(batch.get("encoder_context"), features[:, :3])
+    assert torch.equal(second.get("encoder_context"), features[:, 3:])
+    third = data.sample()  # a fresh context batch
+    assert data._context["next"] == 1 and not torch.equal(data._context["features"], features)
+    assert third.get("encoder_context").shape == (3, 3, FEATURES)
+    data.shutdown()
+
+
+def test_evaluation_explores_with_the_prior_then_adapts():
+    module = PEARL(**pearl_kwargs(num_steps_per_eval=250, num_exp_traj_eval=2))
+    calls = []
+    encoder = module.context_provider
+    real = encoder.infer_posterior
+    encoder.infer_posterior = lambda c, g=None: (calls.append(c.shape[1]), real(c, g))
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    env = module._eval_env()
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        returns = module.adapt_on_task(env, module.acting_policy(), module.pools.test[0], torch.Generator())
+    assert len(returns) == 3  # whole episodes of 100 until 250 steps: the third ends at 300
+    assert calls == [200, 300]  # after the 2nd and 3rd episodes, from everything seen on the task
+    module.hparams.num_steps_per_eval = 50  # one episode per task: the first is also the last
+    results = module.evaluate_pools()
+    assert results["test"]["return"] == results["test"]["prior_return"]
+    assert set(results) == {"train", "test"} and set(results["test"]) == {"return", "prior_return"}
+    assert results == module.evaluate_pools(), "evaluation draws z from its own seeded generator"
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------------- resume and errors
+def test_interrupted_and_resumed_pearl_run_equals_an_uninterrupted_one(tmp_path):
+    """Stop mid-iteration and between two slices of a context batch, resume: RL buffers, encoder buffers, the
+    pending context batch, the task sampling state and the networks continue exactly."""
+    straight = PEARL(**pearl_kwargs())
+    make_trainer(tmp_path / "straight", max_steps=11).fit(straight)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1)
+    make_trainer(tmp_path / "a", max_steps=5, callbacks=[ckpt]).fit(PEARL(**pearl_kwargs()))
+    resumed = PEARL(**pearl_kwargs(seed=5))
+    holder = {}
+
+    class Keep(Callback):  # the data source's state before teardown shuts it
+        def on_train_end(self, trainer, pl_module):
+            holder["state"] = pl_module.data.state_dict()
+
+    make_trainer(tmp_path / "b", max_steps=11, callbacks=[Keep()]).fit(
+        resumed, ckpt_path=tmp_path / "ckpt" / "epoch=0-step=5.ckpt")
+    assert torch.equal(flat_params(resumed), flat_params(straight))
+    assert resumed.frames == straight.frames
+    state = holder["state"]
+    assert state["context"]["next"] in (1, 2) and len(state["encoder_buffers"]) == 4
+
+
+def test_meta_sac_refuses_the_pearl_provider():
+    from test_meta_sac import meta_kwargs
+
+    with pytest.raises(ConfigurationError, match="use class_path hyperrl.algos.pearl.PEARL") as info:
+        MetaSAC(**meta_kwargs(context="pearl"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"latent_dim": 0}, "latent_dim=0 is not allowed"),
+        ({"kl_lambda": -1.0}, "kl_lambda=-1.0 is not allowed"),
+        ({"embedding_batch_size": 0}, "embedding_batch_size=0 is not allowed"),
+        ({"embedding_mini_batch_size": 4}, "embedding_mini_batch_size=4 is not allowed: it must divide"),
+        ({"num_steps_prior": -1}, "num_steps_prior=-1 is not allowed"),
+        ({"update_post_train": 0}, "update_post_train=0 is not allowed"),
+        ({"num_steps_per_eval": 0}, "num_steps_per_eval=0 is not allowed"),
+        ({"use_information_bottleneck": "yes"}, "use_information_bottleneck='yes' is not allowed"),
+        ({"context": "oracle"}, "context is not allowed with PEARL"),
+        ({"steps_per_task": 3}, "steps_per_task is not allowed with PEARL"),
+        ({"critic": "nope"}, "unknown meta-critic 'nope'"),
+        ({"context_lr": 0.0}, "context_lr=0.0 is not allowed"),
+    ],
+)
+def test_bad_pearl_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigurationError, match=message) as info:
+        PEARL(**pearl_kwargs(**overrides))
+    assert "\n" not in str(info.value)
