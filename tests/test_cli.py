@@ -120,8 +120,8 @@ def bad_checkpoints(tmp_path_factory):
 @pytest.mark.parametrize(
     ("name", "needle"),
     [
-        ("truncated", "cannot be read as a checkpoint"),
-        ("garbage", "cannot be read as a checkpoint"),
+        ("truncated", "cannot be read as a checkpoint (truncated or corrupt?): it is an incomplete zip archive"),
+        ("garbage", "neither a zip archive nor a pickle, as torch.save writes (byte 'n' where a pickle"),
         ("empty", "empty"),
         ("td3", "another algorithm than SAC"),
         ("sac_mlp", "critic='mlp' there, 'sa_hyper' here"),
@@ -161,11 +161,13 @@ def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60)] + ["last.ckpt"]
 
-    last = runs / "version_0" / "checkpoints" / "last.ckpt"
+    # a resumed run continues in its own folder: the newest periodic checkpoint replaces the old one there
+    last = runs / "version_1" / "checkpoints" / "last.ckpt"
     code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "100", "--ckpt_path", str(last)], capsys)
     assert code == 0, err
-    assert checkpoints("version_2") == ["epoch=0-step=100.ckpt", "last.ckpt"]
     assert checkpoints("version_0") == ["epoch=0-step=60.ckpt", "last.ckpt"]
+    assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60, 80, 100)] + ["last.ckpt"]
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
 
 
 def test_resume_refuses_model_options_it_would_ignore(capsys, tmp_path, monkeypatch):
@@ -177,7 +179,13 @@ def test_resume_refuses_model_options_it_would_ignore(capsys, tmp_path, monkeypa
     code, _, err = run_cli(["fit", *base, "--trainer.max_steps", "20"], capsys)
     assert code == 0, err
     last = tmp_path / "runs" / "sac_hyper" / "version_0" / "checkpoints" / "last.ckpt"
+    other_gamma = tmp_path / "other_gamma.yaml"
+    other_gamma.write_text("model:\n  init_args:\n    gamma: 0.9\n")
     for option, needle in [
+        # a config FILE whose model settings differ is refused like the command line (every init arg compared)
+        (["--config", str(other_gamma)], f"model settings gamma=0.9 from the config file {other_gamma} are not "
+                                         "allowed with --ckpt_path"),
+        (["--config", str(CONF / "td3_mlp.yaml"), *TINY[2:]], "class_path='hyperrl.algos.TD3'"),
         (["--model.batch_size", "64"], "--model.batch_size=64 is not allowed with --ckpt_path"),
         (["--model.init_args.critic=mlp"], "--model.critic='mlp' is not allowed with --ckpt_path"),
         (["--model", "hyperrl.algos.TD3"], "--model.class_path='hyperrl.algos.TD3' is not allowed"),
@@ -242,28 +250,49 @@ def test_critic_is_one_override_away(capsys):
 
 
 def test_fit_resume_and_validate(capsys, tmp_path, monkeypatch):
-    """A run writes TensorBoard + CSV + checkpoints into runs/<config>/version_0; --ckpt_path resumes it;
-    validate evaluates a checkpoint."""
+    """A run writes TensorBoard + CSV + checkpoints into runs/<config>/version_0; --ckpt_path resumes it in that
+    same folder (metrics.csv appended, the same TensorBoard run, no "dirpath has changed" warning); validate writes
+    its result beside the checkpoint's run, not as a new run."""
+    import warnings
+
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "80"], capsys)
     assert code == 0, err
-    run = tmp_path / "runs" / "quickstart" / "version_0"
+    runs = tmp_path / "runs" / "quickstart"
+    run = runs / "version_0"
     assert (run / "metrics.csv").exists() and (run / "config.yaml").exists()
-    assert list(run.glob("events.out.tfevents.*")), "TensorBoard events next to the CSV"
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1, "TensorBoard events next to the CSV"
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 80
+    with open(run / "metrics.csv") as f:
+        first_rows = list(csv.DictReader(f))
 
-    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "120", "--ckpt_path", str(last)], capsys)
+    # from another working directory, with a relative path: still the same folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "120", "--ckpt_path",
+                                "../runs/quickstart/version_0/checkpoints/last.ckpt"], capsys)
     assert code == 0, err
-    resumed = tmp_path / "runs" / "quickstart" / "version_1"
-    with open(resumed / "metrics.csv") as f:
-        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/frames")]
-    assert min(steps) >= 80 and max(steps) == 119, "the resumed run continues at step 80"
-    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 120
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0"] and not (elsewhere / "runs").exists()
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[: len(first_rows)] == [{**r, **{k: "" for k in set(rows[0]) - set(r)}} for r in first_rows]
+    steps = [int(r["step"]) for r in rows[len(first_rows):] if r.get("train/frames")]
+    assert min(steps) >= 80 and max(steps) == 119, "the resumed run continues at step 80, in the same metrics.csv"
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2, "the same TensorBoard run (its folder)"
+    assert torch.load(last, weights_only=True)["global_step"] == 120
 
+    monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(["validate", *TINY, "--ckpt_path", str(last)], capsys)
     assert code == 0, err
     assert "eval/return" in out
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0"]
+    with open(run / "validate-last" / "metrics.csv") as f:
+        assert [r["eval/return"] != "" for r in csv.DictReader(f)] == [True]
 
 
 NAN_SCRIPT = """

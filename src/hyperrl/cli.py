@@ -4,17 +4,25 @@
     hyperrl fit --config conf/sac_hyper.yaml --ckpt_path runs/sac_hyper/version_0/checkpoints/last.ckpt
     hyperrl validate --config conf/sac_hyper.yaml --ckpt_path <file>
 
-User mistakes end with one line on stderr and exit status 2; a run stopped by a non-finite loss exits with 1.
-Checkpoints: every 5000 steps, keeping only the newest one and ``last.ckpt`` (``--trainer.callbacks.save_top_k -1``
-keeps them all).
+User mistakes end with one line on stderr and exit status 2; a run stopped by a non-finite loss exits with 1; a run
+stopped by SIGTERM / SIGINT writes ``last.ckpt`` and exits with 143 / 130 (one line: the checkpoint and the command
+that resumes it). Every run writes to one folder, decided in :func:`resolve_run_folder`:
+``<trainer.default_root_dir>/version_<n>`` (default root ``runs/<config name>``); a resumed run continues in the
+folder of its checkpoint. Checkpoints: every 5000 steps, keeping only the newest one and ``last.ckpt``
+(``--trainer.callbacks.save_top_k -1`` keeps them all). ``--verbose`` shows Lightning's and TorchRL's info lines and
+the model summary. ``hyperrl --help`` imports nothing heavy (``benchmarks/cli_startup.py`` measures it).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from hyperrl.errors import ConfigurationError, NonFiniteLossError, require_positive
+
+#: Where runs go unless ``--trainer.default_root_dir`` says otherwise: ``runs/<config file stem>/version_<n>``.
+RUNS_DIR = "runs"
 
 #: Trainer settings every run gets unless the config or the command line says otherwise.
 TRAINER_DEFAULTS = {
@@ -23,9 +31,12 @@ TRAINER_DEFAULTS = {
     "check_val_every_n_epoch": None,
     "num_sanity_val_steps": 0,
     "log_every_n_steps": 50,
+    "enable_model_summary": False,  # --verbose turns it on
+    # save_dir, name and version are filled in by resolve_run_folder from trainer.default_root_dir (the one option
+    # that places a run); the CSV logger continues a resumed run's metrics.csv
     "logger": [
-        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "hyperrl"}},
-        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "hyperrl"}},
+        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": RUNS_DIR, "name": ""}},
+        {"class_path": "hyperrl.callbacks.CSVLogger", "init_args": {"save_dir": RUNS_DIR, "name": ""}},
     ],
     # checkpoints are written beside their destination and renamed into place: never half-written (checkpoint_io)
     "plugins": [{"class_path": "hyperrl.checkpoint_io.AtomicCheckpointIO"}],
@@ -38,6 +49,30 @@ TRAINER_DEFAULTS = {
         }
     ],
 }
+
+#: The subcommands of LightningCLI, as ``hyperrl --help`` lists them without importing Lightning.
+SUBCOMMANDS = {
+    "fit": "Train a model: hyperrl fit --config conf/quickstart.yaml",
+    "validate": "Evaluate a checkpoint: hyperrl validate --config <config> --ckpt_path <file>",
+    "test": "Run the test loop of a model",
+    "predict": "Run the predict loop of a model",
+}
+
+HELP = """usage: hyperrl [-h] {%(names)s} ...
+
+Hypernetwork critics and actors for reinforcement learning (Sarafian, Keynan, Kraus, ICML 2021) on TorchRL and
+Lightning.
+
+subcommands:
+%(rows)s
+
+Run "hyperrl <subcommand> --help" for every setting of a subcommand, and
+"hyperrl fit --config <file> --print_config" for the settings a run would use. Common options:
+  --config FILE                 a YAML config (conf/*.yaml); later options override it
+  --trainer.default_root_dir D  where runs go: D/version_<n> (default runs/<config name>)
+  --ckpt_path FILE              resume a run (it continues in its own folder) or validate a checkpoint
+  --verbose                     show Lightning's and TorchRL's info lines and the model summary
+""" % {"names": ",".join(SUBCOMMANDS), "rows": "\n".join(f"  {k:<9} {v}" for k, v in SUBCOMMANDS.items())}
 
 #: ``--ckpt_path`` values Lightning resolves itself rather than reading a file of that name (also ``registry:...``).
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
@@ -84,22 +119,68 @@ def _configuration_error_in(exc: BaseException, kinds: tuple[type[BaseException]
 def _cli_class():
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from hyperrl.callbacks import CurrentLastCheckpoint, RunProgressBar, StopOnSignal
+
     class Parser(LightningArgumentParser):
         def error(self, message: str, ex: Exception | None = None):
             if getattr(self, "exit_on_error", True):
                 raise UsageError(message) from ex
             return super().error(message, ex)
 
+        def dump(self, cfg, *args, **kwargs):
+            # --print_config and the run's config.yaml both come through here: show the folder the run writes to
+            if "trainer" in cfg and getattr(self, "subcommand", None):
+                cfg = cfg.clone()
+                resolve_run_folder(cfg, self.subcommand)
+            return super().dump(cfg, *args, **kwargs)
+
     class HyperRLCLI(LightningCLI):
+        def __init__(self, *args, **kwargs) -> None:
+            self.stop_on_signal = StopOnSignal()  # main() reads it after the run
+            _cli_class.last = self
+            super().__init__(*args, **kwargs)
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.set_defaults({"seed_everything": False, **{f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()}})
+
+        def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            # validate/test have their own --verbose (print the results), on by default; main() reads the flag
+            if not any(action.dest == "verbose" for action in parser._actions):
+                parser.add_argument(
+                    "--verbose", type=bool, default=False,
+                    help="Show Lightning's and TorchRL's info lines (devices, tips) and the model summary",
+                )
+            return parser
+
+        def _set_seed(self) -> None:
+            _check_seed(self._get(self.config, "seed_everything"))
+            super()._set_seed()
 
         def before_instantiate_classes(self) -> None:
             config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
             _check_trainer_settings(config)
-            _share_log_dir(config)
+            run = resolve_run_folder(config, self.subcommand)
+            for path, what in [(run, "run folder"), *_checkpoint_dirs(config)]:
+                check_writable(path, what)
+            if _verbose_flag(sys.argv[1:] if self._args is None else self._args):
+                config.trainer.enable_model_summary = True
+
+        def _instantiate_trainer(self, config, callbacks):
+            # the CLI's own callbacks, whatever callbacks list the config gives (LightningCLI replaces lists)
+            config = dict(config)
+            given = config.get("callbacks") or []
+            given = given if isinstance(given, list) else [given]
+            extra = [self.stop_on_signal, CurrentLastCheckpoint()]
+            if config.get("enable_progress_bar", True) is not False and not any(
+                _is_progress_bar(c) for c in [*given, *callbacks]
+            ):
+                extra.append(RunProgressBar())
+            config["callbacks"] = [*given, *extra]
+            return super()._instantiate_trainer(config, callbacks)
 
         def parse_arguments(self, parser, args) -> None:
+            self._args = args
             super().parse_arguments(parser, args)
             self._model_options = _model_options_given(sys.argv[1:] if args is None else args)
             # read --ckpt_path first: Lightning's own first look at it (_parse_ckpt_path) raises a traceback
@@ -132,7 +213,8 @@ def _cli_class():
                 raise ConfigurationError(
                     f"--ckpt_path {path}: cannot rebuild the model it was saved with: {one_line(str(exc))}"
                 ) from exc
-            _refuse_ignored_model_options(path, self._model_options, asked, self.config[subcommand].model)
+            files = [str(c) for c in (self.config[subcommand].get("config") or []) if c is not None]
+            _refuse_changed_model_settings(path, self._model_options, asked, self.config[subcommand].model, files)
             return None
 
         def _check_ckpt_path(self) -> None:
@@ -146,6 +228,31 @@ def _cli_class():
 
     _cli_class.parser = Parser
     return HyperRLCLI
+
+
+def _is_progress_bar(callback) -> bool:
+    from lightning.pytorch.callbacks import ProgressBar
+
+    if isinstance(callback, ProgressBar):
+        return True
+    path = str(getattr(callback, "class_path", "") or (callback.get("class_path", "") if isinstance(callback, dict)
+                                                        else ""))
+    return "ProgressBar" in path.rsplit(".", 1)[-1]
+
+
+#: numpy's seed range, which Lightning's seed_everything passes its seed to.
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def _check_seed(seed) -> None:
+    """``seed_everything`` must be true, false or an integer numpy accepts."""
+    if seed is None or isinstance(seed, bool):
+        return
+    if not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigurationError(
+            f"seed_everything={seed!r} is not allowed: expected true, false or an integer "
+            f"{SEED_RANGE[0]} <= seed <= {SEED_RANGE[1]} (numpy's seed range)"
+        )
 
 
 def _model_options_given(args) -> list[str]:
@@ -163,20 +270,41 @@ def _model_options_given(args) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _refuse_ignored_model_options(path: str, options: list[str], asked, resumed) -> None:
+def _refuse_changed_model_settings(path: str, options: list[str], asked, resumed, config_files: list[str]) -> None:
     """A resumed run keeps the model settings stored in its checkpoint (Lightning rebuilds the model from them). A
-    ``--model`` option on the same command line that asks for something else would be silently ignored: refuse it."""
-    for name in options:
-        if name == "class_path":
-            mine, theirs = asked.get("class_path"), resumed.get("class_path")
-        else:
-            mine, theirs = asked.get(f"init_args.{name}"), resumed.get(f"init_args.{name}")
-        if mine != theirs:
+    setting of this command (a ``--model`` option or the config file) that asks for something else would be silently
+    ignored: refuse it. Every init argument is compared, whatever the algorithm."""
+    differing = _differing_model_settings(asked, resumed)
+    if not differing:
+        return
+    for name, mine, theirs in differing:
+        if name in options:
             raise ConfigurationError(
-                f"option --model.{name}={_plain(mine)!r} is not allowed with --ckpt_path {path}: that checkpoint "
-                f"resumes with {name}={_plain(theirs)!r} (a resumed run keeps its model settings); drop the option "
+                f"option --model.{name}={mine!r} is not allowed with --ckpt_path {path}: that checkpoint "
+                f"resumes with {name}={theirs!r} (a resumed run keeps its model settings); drop the option "
                 "or start a new run"
             )
+    source = f"the config file {config_files[-1]}" if config_files else "the default model settings"
+    mine = ", ".join(f"{name}={value!r}" for name, value, _ in differing)
+    theirs = ", ".join(f"{name}={value!r}" for name, _, value in differing)
+    raise ConfigurationError(
+        f"model settings {mine} from {source} are not allowed with --ckpt_path {path}: that checkpoint resumes with "
+        f"{theirs} (a resumed run keeps its model settings); use the config the run was started with, or start a "
+        "new run"
+    )
+
+
+def _differing_model_settings(asked, resumed) -> list[tuple[str, object, object]]:
+    """``(name, asked, resumed)`` for the class path and every init argument both model configs have that differs."""
+    differing = []
+    if asked.get("class_path") != resumed.get("class_path"):
+        differing.append(("class_path", asked.get("class_path"), resumed.get("class_path")))
+    mine = _plain(asked.get("init_args")) or {}
+    theirs = _plain(resumed.get("init_args")) or {}
+    for name in sorted(set(mine) & set(theirs)):
+        if mine[name] != theirs[name]:
+            differing.append((name, mine[name], theirs[name]))
+    return differing
 
 
 def _plain(value):
@@ -210,17 +338,30 @@ def _read_checkpoint(path: str) -> dict:
         # only torch's zip format can be memory-mapped; anything else is read as a legacy file (or fails to be)
         checkpoint = torch.load(path, map_location="cpu", mmap=zipfile.is_zipfile(path), weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever torch.load finds wrong, it is the file's problem
-        reason = " ".join(str(exc).split())
-        if "WeightsUnpickler error:" in reason:  # skip torch's paragraph on weights_only
-            reason = reason.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip()
-            reason = f"unpickling failed: {reason}"
-        reason = reason.split(". ")[0][:200] or type(exc).__name__
         raise ConfigurationError(
-            f"--ckpt_path {path} cannot be read as a checkpoint (truncated or corrupt?): {reason}"
+            f"--ckpt_path {path} cannot be read as a checkpoint (truncated or corrupt?): {_load_failure(exc)}"
         ) from exc
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigurationError(f"--ckpt_path {path} is not a Lightning checkpoint: it holds no state_dict")
     return checkpoint
+
+
+def _load_failure(exc: BaseException) -> str:
+    """What ``torch.load`` found wrong with a file, in words (its own messages are a paragraph on ``weights_only``
+    ending in e.g. "Unsupported operand 101", the byte where a pickle opcode was expected)."""
+    reason = " ".join(str(exc).split())
+    operand = re.search(r"Unsupported operand (\d+)", reason)
+    if operand:
+        byte = int(operand.group(1))
+        shown = repr(chr(byte)) if 32 <= byte < 127 else f"0x{byte:02x}"
+        return (f"its bytes are neither a zip archive nor a pickle, as torch.save writes (byte {shown} where a "
+                "pickle instruction was expected)")
+    if "central directory" in reason:
+        return "it is an incomplete zip archive (the end of the file, where the archive's index lies, is missing)"
+    if "WeightsUnpickler error:" in reason:  # skip torch's paragraph on weights_only
+        reason = reason.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip()
+        reason = f"unpickling failed: {reason}"
+    return reason.split(". ")[0][:200] or type(exc).__name__
 
 
 def _hyperparameters(checkpoint: dict) -> dict:
@@ -275,32 +416,128 @@ def _state_dict_mismatch(saved: dict, own: dict, strict: bool = True) -> str | N
     return None
 
 
-def _share_log_dir(config) -> None:
-    """Give the default loggers one directory ``runs/<config stem>/version_<n>``: the run's name comes from the
-    config file, and TensorBoard and CSV files land side by side (with the checkpoints under it)."""
-    loggers = config.get("trainer", {}).get("logger")
-    if not isinstance(loggers, list):
-        return
-    config_files = [c for c in (config.get("config") or []) if c is not None]
-    default_name = os.path.splitext(os.path.basename(str(config_files[-1])))[0] if config_files else "hyperrl"
-    specs = [getattr(lg, "init_args", None) for lg in loggers]
+def _config_name(config) -> str:
+    """The run's name: the stem of the last config file (``hyperrl`` without one)."""
+    files = [c for c in (config.get("config") or []) if c is not None]
+    return os.path.splitext(os.path.basename(str(files[-1])))[0] if files else "hyperrl"
+
+
+def run_folder_of_checkpoint(path) -> str | None:
+    """The run folder a checkpoint file belongs to (``<run>/checkpoints/<file>.ckpt`` -> ``<run>``), else ``None``."""
+    if path is None or not _is_checkpoint_file(str(path)) or not os.path.isfile(str(path)):
+        return None
+    parent = os.path.dirname(os.path.abspath(str(path)))
+    return os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else None
+
+
+def resolve_run_folder(config, subcommand: str | None) -> str | None:
+    """The one place that decides where a run writes; fills ``trainer.default_root_dir`` and the file loggers'
+    ``save_dir``/``name``/``version`` in ``config`` (in place) and returns the run folder.
+
+    - a new run: ``<default_root_dir>/version_<n>``, the first free ``n``; ``default_root_dir`` defaults to
+      ``runs/<config name>``;
+    - ``fit --ckpt_path <run>/checkpoints/x.ckpt`` continues in ``<run>`` (same metrics.csv, TensorBoard run and
+      checkpoints folder); a ``--trainer.default_root_dir`` elsewhere is refused;
+    - ``validate`` (``test``, ``predict``) of such a checkpoint writes to ``<run>/validate-<checkpoint name>``.
+
+    Paths are made absolute, so a run resumed from another working directory keeps its checkpoint folder. Applying it
+    twice changes nothing (``config.yaml`` and ``--print_config`` show the result).
+    """
+    trainer = config.get("trainer")
+    if trainer is None:
+        return None
+    given = trainer.get("default_root_dir")
+    given = os.path.abspath(os.fspath(given)) if given and "://" not in str(given) else given
+    ckpt = config.get("ckpt_path")
+    run = run_folder_of_checkpoint(ckpt)
+    version = None
+    if run is not None and subcommand == "fit":
+        root, version = os.path.dirname(run), os.path.basename(run)
+        if given is not None and given != root:
+            raise ConfigurationError(
+                f"--trainer.default_root_dir {given} is not allowed with --ckpt_path {ckpt}: a resumed run continues "
+                f"in its own folder {run}; drop the option"
+            )
+    elif run is not None and given in (None, run):
+        stem = os.path.splitext(os.path.basename(str(ckpt)))[0]
+        root, version = run, f"{subcommand}-{stem}"
+    else:
+        root = given or os.path.abspath(os.path.join(RUNS_DIR, _config_name(config)))
+    trainer["default_root_dir"] = root
+    loggers = trainer.get("logger")
+    specs = [getattr(lg, "init_args", None) for lg in loggers] if isinstance(loggers, list) else []
     specs = [s for s in specs if s is not None and "save_dir" in s]
+    if not specs:
+        return root
     for spec in specs:
-        if spec.get("name") in (None, "hyperrl"):
-            spec["name"] = default_name
-    pending = [s for s in specs if s.get("version") is None]
-    if not pending:
+        if str(spec["save_dir"]) not in (RUNS_DIR, root):
+            raise ConfigurationError(
+                f"trainer.logger save_dir={str(spec['save_dir'])!r} is not allowed: the run folder is set with "
+                f"--trainer.default_root_dir (here {root})"
+            )
+        spec["save_dir"] = root
+        if spec.get("name") in (None, "hyperrl", "lightning_logs"):
+            spec["name"] = ""
+    name = str(specs[0].get("name") or "")
+    if version is None:
+        versions = {s.get("version") for s in specs}
+        version = versions.pop() if len(versions) == 1 else None
+    if version is None:
+        used = set()
+        for spec in specs:
+            folder = os.path.join(root, str(spec.get("name") or ""))
+            if os.path.isdir(folder):
+                used.update(d for d in os.listdir(folder) if d.startswith("version_"))
+        n = 0
+        while f"version_{n}" in used:
+            n += 1
+        version = f"version_{n}"
+    for spec in specs:
+        spec["version"] = version
+    return os.path.join(root, name, str(version))
+
+
+def _checkpoint_dirs(config) -> list[tuple[str, str]]:
+    """``(dirpath, what)`` of every ModelCheckpoint that names its own folder."""
+    callbacks = (config.get("trainer") or {}).get("callbacks")
+    found = []
+    for cb in callbacks if isinstance(callbacks, list) else []:
+        init = getattr(cb, "init_args", None)
+        dirpath = init.get("dirpath") if init is not None else None
+        if dirpath:
+            found.append((str(dirpath), "checkpoint folder"))
+    return found
+
+
+def check_writable(path: str | None, what: str = "run folder") -> None:
+    """Raise :class:`ConfigurationError` unless files can be created in ``path`` (or, if it does not exist yet, in
+    the folders that would hold it). Creates nothing that stays: the deepest existing folder is probed with a
+    temporary file, which is the truth where permission bits are not (root, read-only mounts, ``chattr +i``)."""
+    if path is None or "://" in str(path):
         return
-    used = set()
-    for spec in specs:
-        root = os.path.join(str(spec["save_dir"]), str(spec.get("name") or ""))
-        if os.path.isdir(root):
-            used.update(d for d in os.listdir(root) if d.startswith("version_"))
-    n = 0
-    while f"version_{n}" in used:
-        n += 1
-    for spec in pending:
-        spec["version"] = f"version_{n}"
+    path = os.path.abspath(str(path))
+    existing = path
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise ConfigurationError(
+            f"the {what} {path} cannot be created: {existing} is a file, not a folder (set another place with "
+            "--trainer.default_root_dir)"
+        )
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hyperrl-write-check-", dir=existing)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the {what} {path} cannot be written: {existing} is not writable ({exc.strerror or exc}); set another "
+            "place with --trainer.default_root_dir"
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _quiet_known_warnings() -> None:
@@ -312,30 +549,213 @@ def _quiet_known_warnings() -> None:
         ".*module\\(s\\) in eval mode.*",
         ".*LeafSpec.*",
         ".*Experiment logs directory .* exists and is not empty.*",  # TensorBoard and CSV share the run directory
+        ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues in its own folder
+        ".*LightningCLI's args parameter is intended to run from within Python.*",  # main(args) is that use
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def _check_config_files(args: list[str]) -> None:
+    """Each ``--config FILE`` must hold a YAML mapping of settings; a binary, empty or non-mapping file raises
+    :class:`ConfigurationError` naming it (jsonargparse would raise a UnicodeDecodeError traceback, or say
+    "Unexpected config" without the file). A value that is not a file is left to jsonargparse."""
+    for i, token in enumerate(args):
+        if token in ("--config", "-c") and i + 1 < len(args):
+            path = args[i + 1]
+        elif token.startswith("--config="):
+            path = token.split("=", 1)[1]
+        else:
+            continue
+        if os.path.isfile(path):
+            check_config_file(path)
+
+
+def check_config_file(path: str) -> None:
+    import yaml
+
+    expected = "expected a YAML mapping of settings (model:, trainer:, ...), as in conf/*.yaml"
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.strip():
+        raise ConfigurationError(f"--config {path}: the file is empty: {expected}")
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"--config {path} is not a text file: {expected}") from None
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigurationError(f"--config {path} is not valid YAML ({problem}{where}): {expected}") from None
+    if content is None:
+        raise ConfigurationError(f"--config {path} holds no settings (only comments or blank lines): {expected}")
+    if not isinstance(content, dict):
+        kind = "list" if isinstance(content, list) else type(content).__name__
+        raise ConfigurationError(f"--config {path} holds a YAML {kind}, not a mapping: {expected}")
+
+
+#: A non-finite number as a user types it; YAML (which jsonargparse reads command-line values with) spells it .nan.
+_NON_FINITE = re.compile(r"([-+]?)(nan|inf|infinity)", re.IGNORECASE)
+
+
+def _non_finite_as_yaml(args: list[str]) -> list[str]:
+    """``--model.gamma nan`` -> ``--model.gamma .nan``: the command line then reaches the module's own check (``gamma=nan
+    is not allowed: expected 0 <= gamma <= 1``), as the same value does from a config file, instead of jsonargparse's
+    "Expected a <class 'float'>. Got value: nan"."""
+
+    def as_yaml(value: str) -> str:
+        match = _NON_FINITE.fullmatch(value.strip())
+        if match is None:
+            return value
+        return ".nan" if match.group(2).lower() == "nan" else f"{'-' if match.group(1) == '-' else ''}.inf"
+
+    out = []
+    for i, token in enumerate(args):
+        token = str(token)
+        if token.startswith("--") and "=" in token:
+            key, value = token.split("=", 1)
+            token = f"{key}={as_yaml(value)}"
+        elif i > 0 and str(args[i - 1]).startswith("--") and "=" not in str(args[i - 1]):
+            token = as_yaml(token)
+        out.append(token)
+    return out
+
+
+def _verbose_flag(args) -> bool:
+    """Whether the command line asks for ``--verbose`` (``--verbose``, ``--verbose true``, ``--verbose=true``)."""
+    args = [str(a) for a in args]
+    for i, token in enumerate(args):
+        if token.startswith("--verbose="):
+            return token.split("=", 1)[1].lower() in ("true", "1", "yes")
+        if token == "--verbose":
+            following = args[i + 1].lower() if i + 1 < len(args) else ""
+            return following not in ("false", "0", "no")
+    return False
+
+
+#: jsonargparse's parser mode for this CLI: its YAML loader, with ``nan``/``inf`` read as numbers (see below).
+PARSER_MODE = "hyperrl_yaml"
+
+
+def _non_finite_values(value):
+    """``"nan"``, ``"inf"``, ``"-inf"`` strings (how YAML 1.1 reads a user's ``gamma: nan``) as floats, recursively."""
+    if isinstance(value, str):
+        match = _NON_FINITE.fullmatch(value.strip())
+        return float(value) if match else value
+    if isinstance(value, dict):
+        return {k: _non_finite_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_non_finite_values(v) for v in value]
+    return value
+
+
+def _register_parser_mode() -> None:
+    """Config files: ``gamma: nan`` reaches the module's own check as a float, like ``--model.gamma nan``."""
+    import yaml
+    from jsonargparse import get_loader, set_loader
+
+    base = get_loader("yaml")
+    set_loader(PARSER_MODE, lambda text: _non_finite_values(base(text)), exceptions=(yaml.YAMLError,))
+
+
+def _bare_verbose(args: list[str]) -> list[str]:
+    """``--verbose`` alone means ``--verbose=true`` (jsonargparse's bool options want a value)."""
+    values = ("true", "false", "yes", "no", "1", "0")
+    return [
+        "--verbose=true" if t == "--verbose" and (i + 1 == len(args) or args[i + 1].lower() not in values) else t
+        for i, t in enumerate(args)
+    ]
+
+
+def _set_verbosity(verbose: bool) -> None:
+    """Quiet by default: Lightning's info lines (devices, tips, checkpoint notes) and TorchRL's (coloured, written
+    into the progress bar) only with ``--verbose``; warnings and errors always."""
+    import logging
+
+    level = logging.INFO if verbose else logging.WARNING
+    if not verbose:
+        os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")  # read when torchrl is imported
+    for name in ("lightning.pytorch", "lightning.fabric", "torchrl"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _report_signal_stop(stop, args: list[str]) -> None:
+    """After a run stopped by SIGTERM/SIGINT: one line naming the checkpoint and the command that resumes it, exit
+    ``128 + signal`` (143 / 130)."""
+    import shlex
+    import signal
+
+    if stop is None or stop.received is None:
+        return
+    name = signal.Signals(stop.received).name
+    kept = []
+    skip = False
+    for token in args:  # the same command, with --ckpt_path pointing at the new checkpoint
+        if skip:
+            skip = False
+            continue
+        if token == "--ckpt_path":
+            skip = True
+            continue
+        if token.startswith("--ckpt_path="):
+            continue
+        kept.append(token)
+    if stop.checkpoint is None:
+        print(f"hyperrl: stopped by {name} before the first training step ended: nothing to resume from",
+              file=sys.stderr)
+    else:
+        resume = shlex.join(["hyperrl", *kept, "--ckpt_path", stop.checkpoint])
+        print(f"hyperrl: stopped by {name} after step {stop.step}: checkpoint {stop.checkpoint}; resume with: {resume}",
+              file=sys.stderr)
+    sys.exit(128 + int(stop.received))
+
+
 def main(args: list[str] | None = None) -> None:
+    """The ``hyperrl`` command (``fit``, ``validate``, ``test``, ``predict``); ``args`` default to ``sys.argv[1:]``."""
+    from_argv = args is None or [str(a) for a in args] == sys.argv[1:]  # the console script, or one passing argv on
+    args = [str(a) for a in (sys.argv[1:] if from_argv else args)]
+    if not args or args[0] in ("-h", "--help"):  # answered without importing torch or Lightning
+        print(HELP, end="", file=sys.stdout if args else sys.stderr)
+        if not args:
+            sys.exit(2)
+        return
     os.environ.setdefault("MUJOCO_GL", "egl")
     # OpenMP threads that spin while waiting make every op crawl once another process shares the cores
     # (measured: an MLP SAC step 2.5 ms -> 210 ms under load); passive waiting costs nothing when alone.
     # Must be set before torch is imported, which happens below.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    verbose = _verbose_flag(args)
+    _set_verbosity(verbose)
     _quiet_known_warnings()
+    try:
+        _check_config_files(args)
+    except ConfigurationError as exc:
+        print(f"hyperrl: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    args = _bare_verbose(_non_finite_as_yaml(args))
+    if from_argv:  # LightningCLI warns when given args while sys.argv holds some: hand it the rewritten ones there
+        sys.argv[1:] = args
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    _cli_class.last = None
     try:
         from hyperrl.algos import Algorithm
 
+        _set_verbosity(verbose)  # Lightning sets its loggers to INFO when imported
+        _register_parser_mode()
         cli = _cli_class()
         cli(
             Algorithm,
             subclass_mode_model=True,
             save_config_kwargs={"overwrite": True},
-            args=args,
+            args=None if from_argv else args,
             auto_configure_optimizers=False,
             parser_class=_cli_class.parser,
+            parser_kwargs={"parser_mode": PARSER_MODE},
         )
     except (ConfigurationError, UsageError) as exc:
         print(f"hyperrl: error: {one_line(str(exc))}", file=sys.stderr)
@@ -359,6 +779,7 @@ def main(args: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         print(f"hyperrl: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    _report_signal_stop(getattr(_cli_class.last, "stop_on_signal", None), args)
 
 
 if __name__ == "__main__":

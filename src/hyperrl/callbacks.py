@@ -1,0 +1,212 @@
+"""What the ``hyperrl`` command adds to every Trainer: a clean stop on SIGTERM/SIGINT, an honest progress bar, and a
+CSV logger that continues a resumed run's ``metrics.csv`` instead of deleting it.
+
+:class:`StopOnSignal` turns SIGTERM (what SLURM, Kubernetes and ``timeout`` send) and SIGINT (Ctrl-C) into: finish the
+training step in progress, write ``last.ckpt`` through the run's own ``ModelCheckpoint`` (its last-checkpoint saving,
+through the atomic checkpoint writer), stop the loop with ``trainer.should_stop``. The CLI then exits with
+``128 + signal`` (143 / 130) and one line naming the checkpoint and the command that resumes it. The checkpoint is
+written at the same point of a step as the periodic ones (``on_train_batch_end``), so resuming it continues exactly
+as the uninterrupted run would have. A second signal while stopping falls back to the default action (immediate).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import threading
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+#: The signals that stop a run cleanly.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopOnSignal(Callback):
+    """Stop training after the current step on SIGTERM/SIGINT, with ``last.ckpt`` written.
+
+    After ``trainer.fit`` returns, :attr:`received` is the signal number (``None`` if none came), :attr:`step` the
+    training step the run stopped after and :attr:`checkpoint` the file written (``None`` if nothing could be).
+    Under data parallelism the ranks agree on the step to stop after (one all-reduce of a flag per step).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.step: int | None = None
+        self.checkpoint: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    # ------------------------------------------------------------------ handlers
+    def on_train_start(self, trainer, pl_module) -> None:
+        # installed here, after Lightning's own SIGTERM handler (registered just before this hook): ours replaces it
+        # (Lightning's would raise SIGTERMException, a SystemExit with status 0, at the end of the step, unsaved)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:  # a second signal: stop now, the default way
+            self._restore()
+            signal.signal(signum, signal.SIG_DFL)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._restore()
+
+    # ------------------------------------------------------------------ stopping
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop or self.step is not None:
+            return
+        if self.received is None:  # the signal reached another rank
+            self.received = signal.SIGTERM
+        self.step = trainer.global_step
+        self.checkpoint = save_last_checkpoint(trainer, pl_module, outputs, batch, batch_idx)
+        trainer.should_stop = True
+        # finish with this step: Lightning would otherwise run one more validation when should_stop is set
+        trainer.limit_val_batches = 0
+
+
+def save_last_checkpoint(trainer, pl_module, outputs=None, batch=None, batch_idx: int = 0) -> str:
+    """Write ``last.ckpt`` now (inside ``on_train_batch_end``) through the trainer's ``ModelCheckpoint`` callbacks;
+    returns its path. A periodic checkpoint due at this step is written first, as it would have been."""
+    written = None
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        callback.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the periodic save, if due now
+        if callback.save_last:
+            if callback._last_global_step_saved != trainer.global_step:  # no periodic save at this step
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+            written = written or callback.last_model_path
+    if written is None:  # no ModelCheckpoint keeps a last.ckpt: write one where checkpoints go
+        checkpoint_dir = next(
+            (cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)),
+            os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints"),
+        )
+        written = os.path.join(checkpoint_dir, "last.ckpt")
+        trainer.save_checkpoint(written)
+    return written
+
+
+class CurrentLastCheckpoint(Callback):
+    """``last.ckpt`` holds the end of the run. Lightning's ``ModelCheckpoint`` writes it at the end of training only
+    when it wrote nothing during the run: with periodic checkpoints every 20 steps, a 50-step run ended with a
+    ``last.ckpt`` of step 40. This writes it at the end too, in the same hook (``on_train_end``), through the same
+    ``ModelCheckpoint`` method."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and \
+                    callback._last_global_step_saved != trainer.global_step:
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+class RunProgressBar(TQDMProgressBar):
+    """One bar for the whole run: training steps done of ``max_steps`` (continuing after a resume), the elapsed time
+    and an ETA, one rate (the module's ``train/fps``: environment frames per second) and the latest values of the
+    module's other progress-bar metrics (``train/episode_return``, ``eval/return``). No ``v_num``."""
+
+    BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}{postfix}]"
+    #: metric -> the label it gets in the bar
+    LABELS = {"train/episode_return": "episode", "eval/return": "eval"}
+
+    def init_train_tqdm(self):
+        bar = super().init_train_tqdm()
+        bar.bar_format = self.BAR_FORMAT
+        bar.desc = "train"
+        return bar
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        # Lightning resets the bar to the epoch's batches ("Epoch 1 | 1800/?" after a resume); it counts steps here
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None)
+        bar.initial = bar.n = trainer.global_step  # the ETA's rate counts this session's steps only
+        bar.set_description("train")
+        bar.refresh()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._should_update(trainer.global_step, self.train_progress_bar.total):
+            self._show(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._show(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)  # closes the validation bar, sets Lightning's postfix
+        if self._train_progress_bar is not None and trainer.state.fn == "fit":
+            self._show(trainer, pl_module)
+
+    def _show(self, trainer, pl_module) -> None:
+        bar = self.train_progress_bar
+        if bar.disable:
+            return
+        bar.n = trainer.global_step
+        bar.set_postfix_str(self.postfix(self.get_metrics(trainer, pl_module)), refresh=False)
+        bar.refresh()
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = dict(super().get_metrics(trainer, pl_module))
+        metrics.pop("v_num", None)
+        return metrics
+
+    @classmethod
+    def postfix(cls, metrics: dict) -> str:
+        """``"54 frames/s, episode=123.4, eval=1000"``: the rate first, then the other metrics (tqdm puts the
+        ``", "`` before it)."""
+        parts = []
+        fps = metrics.pop("train/fps", None)
+        if fps is not None:
+            parts.append(f"{_number(fps, rate=True)} frames/s")
+        parts += [f"{cls.LABELS.get(k, k)}={_number(v)}" for k, v in metrics.items()]
+        return ", ".join(parts)
+
+
+def _number(value, rate: bool = False) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{value:.0f}" if rate and abs(value) >= 10 else f"{value:.4g}"
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's ``CSVLogger``, except that an existing ``metrics.csv`` in the log folder is continued (a resumed
+    run appends its rows; new columns rewrite the header with the old rows kept) instead of being deleted."""
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingExperimentWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        # Lightning's writer deletes an existing metrics.csv here; this one reads its columns and appends below them
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = list(next(csv.reader(f), []))

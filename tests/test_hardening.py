@@ -1,0 +1,277 @@
+"""What a new user runs into: signals, unwritable or misplaced run folders, odd config files and numbers, the progress
+bar and its noise, and a fast ``hyperrl --help`` (issue 6)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_cli import TINY, error_lines, run_cli
+
+from hyperrl.callbacks import RunProgressBar
+
+SIGNAL_RUN = [*TINY, "--model.buffer_size", "1000", "--trainer.callbacks.every_n_train_steps", "20"]
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_streams(monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+
+
+def _start(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    cwd = tmp_path / name
+    cwd.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperrl.cli", "fit", *SIGNAL_RUN, "--trainer.max_steps", "100000"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    return proc, cwd / "runs" / "quickstart" / "version_0"
+
+
+def _wait_for_training(proc: subprocess.Popen, run: Path, timeout: float = 120) -> None:
+    """Until the first periodic checkpoint exists: training has started (and with it the signal handlers)."""
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoints" / "epoch=0-step=20.ckpt").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the run did not reach step 20"
+        time.sleep(0.2)
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def test_sigterm_and_sigint_save_last_and_resume_exactly(tmp_path, capsys, monkeypatch):
+    """SIGTERM / SIGINT to a real ``hyperrl fit``: the step in progress finishes, last.ckpt is written, exit 143 / 130
+    with one line naming the checkpoint and the resume command. Resuming it continues the same metrics.csv and ends
+    exactly where an uninterrupted run ends (every weight, optimizer moment and buffer entry equal)."""
+    runs = {}
+    for name, sig in (("term", signal.SIGTERM), ("int", signal.SIGINT)):
+        runs[name] = (*_start(tmp_path, name), sig)
+    for name, (proc, run, sig) in runs.items():
+        _wait_for_training(proc, run)
+        proc.send_signal(sig)
+    stops = {}
+    for name, (proc, run, sig) in runs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + sig, err[-3000:]
+        assert "Traceback" not in err
+        lines = error_lines(err)
+        last = run / "checkpoints" / "last.ckpt"
+        assert len(lines) == 1 and f"stopped by {signal.Signals(sig).name} after step" in lines[0], err[-2000:]
+        assert f"checkpoint {last}" in lines[0] and lines[0].endswith(f"--ckpt_path {last}"), lines[0]
+        step = int(lines[0].split("after step ")[1].split(":")[0])
+        assert _state(last)["global_step"] == step > 20
+        stops[name] = (run, step)
+
+    run, step = stops["term"]
+    # a multiple of log_every_n_steps (the last row is at step target - 1), not of the checkpoint interval: last.ckpt
+    # is still written at the end of the run
+    target = (step // 20 + 2) * 20 + 10
+    with open(run / "metrics.csv") as f:
+        before = [int(r["step"]) for r in csv.DictReader(f)]
+    monkeypatch.chdir(tmp_path / "term")
+    # the resume command the line printed (in-process, the rest of it is SIGNAL_RUN)
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", str(target),
+                            "--ckpt_path", str(run / "checkpoints" / "last.ckpt")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    with open(run / "metrics.csv") as f:
+        after = [int(r["step"]) for r in csv.DictReader(f)]
+    assert after[: len(before)] == before and max(after) == target - 1, "appended to the same metrics.csv"
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    monkeypatch.chdir(straight)
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", str(target)], capsys)
+    assert code == 0, err
+    resumed = _state(run / "checkpoints" / "last.ckpt")
+    uninterrupted = _state(straight / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == uninterrupted["global_step"] == target
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    for a, b in zip(resumed["optimizer_states"][0]["state"].values(),
+                    uninterrupted["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    buffer_a = resumed["hyperrl"]["data"]["transitions"]
+    buffer_b = uninterrupted["hyperrl"]["data"]["transitions"]
+    assert torch.equal(buffer_a["observation"], buffer_b["observation"])
+
+
+def _unwritable_case(tmp_path: Path, kind: str) -> Path:
+    if kind == "under_a_file":
+        blocker = tmp_path / "a_file"
+        blocker.write_text("not a folder\n")
+        return blocker / "runs"
+    folder = tmp_path / "immutable"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    return folder / "runs"
+
+
+@pytest.mark.parametrize("kind", ["under_a_file", "immutable"])
+def test_unwritable_run_folder_one_line_before_anything_is_created(kind, tmp_path, capsys, monkeypatch):
+    """A run folder under a regular file, or in an immutable folder (chattr +i: unwritable for root too): one line,
+    exit 2, and no folder (TensorBoard's or any other) left behind."""
+    monkeypatch.chdir(tmp_path)
+    root = _unwritable_case(tmp_path, kind)
+    try:
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root)],
+                               capsys)
+        after = sorted(str(p) for p in tmp_path.rglob("*"))
+    finally:
+        if kind == "immutable":
+            subprocess.run(["chattr", "-i", str(root.parent)], check=False)
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    lines = error_lines(err)
+    assert len(lines) == 1 and str(root) in lines[0], err
+    assert ("is a file, not a folder" if kind == "under_a_file" else "is not writable") in lines[0]
+    assert after == before, "nothing was created"
+
+
+def test_default_root_dir_places_the_run_and_print_config_shows_it(tmp_path, capsys, monkeypatch):
+    """--trainer.default_root_dir is the one option that places a run (it was silently ignored); --print_config shows
+    where the loggers and checkpoints will write, with and without it."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(["fit", *TINY, "--print_config"], capsys)
+    assert code == 0
+    config = yaml.safe_load(out)["trainer"]
+    default = str(tmp_path / "runs" / "quickstart")
+    assert config["default_root_dir"] == default
+    assert [(lg["init_args"]["save_dir"], lg["init_args"]["name"], lg["init_args"]["version"])
+            for lg in config["logger"]] == [(default, "", "version_0")] * 2
+
+    root = tmp_path / "elsewhere" / "exp"
+    code, out, _ = run_cli(["fit", *TINY, "--trainer.default_root_dir", str(root), "--print_config"], capsys)
+    assert code == 0
+    config = yaml.safe_load(out)["trainer"]
+    assert config["default_root_dir"] == str(root)
+    assert {lg["init_args"]["save_dir"] for lg in config["logger"]} == {str(root)}
+
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "20", "--trainer.default_root_dir", str(root)],
+                           capsys)
+    assert code == 0, err
+    assert (root / "version_0" / "metrics.csv").exists() and (root / "version_0" / "checkpoints" / "last.ckpt").exists()
+    assert not (tmp_path / "runs").exists()
+    # a resumed run stays in its folder: another default_root_dir is refused
+    last = root / "version_0" / "checkpoints" / "last.ckpt"
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "30", "--ckpt_path", str(last),
+                            "--trainer.default_root_dir", str(tmp_path / "other")], capsys)
+    assert code == 2 and len(error_lines(err)) == 1 and "continues in its own folder" in err, err
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "is not a text file"),
+        (b"", "the file is empty"),
+        (b"# only a comment\n", "holds no settings"),
+        (b"- model\n- trainer\n", "holds a YAML list, not a mapping"),
+        (b"model: [unclosed\n", "is not valid YAML"),
+    ],
+)
+def test_bad_config_file_one_line_naming_it(content, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    code, _, err = run_cli(["fit", "--config", str(path)], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and str(path) in lines[0] and needle in lines[0], err
+    assert "expected a YAML mapping of settings" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--seed_everything", str(2**70)], f"seed_everything={2**70} is not allowed: expected true, false or an "
+                                            "integer 0 <= seed <= 4294967295"),
+        (["--seed_everything", "-1"], "0 <= seed <= 4294967295"),
+        # nan / inf on the command line and in a config file: the module's own message, not jsonargparse's
+        (["--model.gamma", "nan"], "gamma=nan is not allowed: expected 0 <= gamma <= 1"),
+        (["--model.gamma", "NaN"], "gamma=nan is not allowed: expected 0 <= gamma <= 1"),
+        (["--model.gamma=-inf"], "gamma=-inf is not allowed: expected 0 <= gamma <= 1"),
+        (["--config", "GAMMA_NAN_FILE"], "gamma=nan is not allowed: expected 0 <= gamma <= 1"),
+    ],
+)
+def test_numbers_out_of_range_one_line(args, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "GAMMA_NAN_FILE").write_text("model:\n  init_args:\n    gamma: nan\n")
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2", *args], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_progress_bar_postfix():
+    """One rate (frames/s, from the module's train/fps), the latest returns by short names, no v_num."""
+    assert RunProgressBar.postfix({"train/fps": 53.72, "train/episode_return": 12.345, "eval/return": 1000.0,
+                                   "train/other": 0.5}) == "54 frames/s, episode=12.35, eval=1000, train/other=0.5"
+    assert RunProgressBar.postfix({}) == ""
+
+
+def test_quiet_by_default_and_verbose_on_request(tmp_path, capfd, monkeypatch):
+    """The bar shows steps done of the total, an ETA and frames/s, no v_num, no second it/s rate; Lightning's device
+    lines and tips, TorchRL's coloured info lines and the model summary appear only with --verbose."""
+    monkeypatch.chdir(tmp_path)
+    bar = ["--trainer.enable_progress_bar", "true", "--trainer.log_every_n_steps", "5"]
+    code, out, err = run_cli(["fit", *TINY, *bar, "--trainer.max_steps", "60"], capfd)
+    assert code == 0, err
+    shown = (out + err).replace("\r", "\n")
+    final = [line for line in shown.splitlines() if line.startswith("train") and "60/60 steps" in line]
+    assert final and "frames/s" in final[-1] and "eval=" in final[-1] and "episode=" in final[-1], shown[-2000:]
+    assert "<00:00" in final[-1], "elapsed<remaining (the ETA)"
+    for noise in ("v_num", "it/s", "GPU available", "TPU available", "Tip:", "[INFO]", "Total params"):
+        assert noise not in shown, noise
+    assert not re.search("\x1b\\[[0-9;]*m", shown), "colour codes (TorchRL's info lines)"
+
+    import logging
+
+    class Record(logging.Handler):  # Lightning's own handler keeps the stream of the test that imported it
+        messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    handler = Record()
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    try:
+        code, out, err = run_cli(["fit", *TINY, *bar, "--trainer.max_steps", "20"], capfd)
+        assert code == 0, err
+        assert handler.messages == []
+        code, out, err = run_cli(["fit", *TINY, *bar, "--trainer.max_steps", "20", "--verbose"], capfd)
+        assert code == 0, err
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    shown = "\n".join(handler.messages)
+    assert "GPU available" in shown and "Total params" in shown, shown[-2000:]
+
+
+def test_top_level_help_imports_nothing_heavy():
+    """``hyperrl --help`` answers from a static text: no torch, Lightning, TorchRL or MuJoCo import (it took 5.4 s
+    and 821 MB); it lists the subcommands LightningCLI has."""
+    code = ("import sys; from hyperrl.cli import main; main(['--help']); "
+            "print(sorted(m for m in ('torch', 'lightning', 'torchrl', 'mujoco', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    from lightning.pytorch.cli import LightningCLI
+
+    from hyperrl.cli import SUBCOMMANDS
+
+    assert set(SUBCOMMANDS) == set(LightningCLI.subcommands())
+    assert all(f"  {name} " in proc.stdout for name in SUBCOMMANDS)
