@@ -404,3 +404,22 @@ def test_bad_inputs_raise_configuration_errors():
     # direction families allow train = test; a context_dim that matches passes
     TaskPools("hyperrl/AntDir-v0", "default", None, [{"direction": 1.0}], [{"direction": 1.0}], [], [-1.0], [1.0])
     assert check_context_dim("hyperrl/AntGoal-v0", 2) == 2
+
+
+def test_rescaled_task_env_maps_unit_actions_onto_the_env_bounds():
+    """``rescale_actions=True``: the agent acts in [-1, 1] (rlkit's NormalizedBoxEnv); navigation's step is ±0.1."""
+    import torch
+    from torchrl.envs.utils import check_env_specs
+
+    from hyperrl.envs import env_state, load_env_state, make_task_env
+
+    env = make_task_env("hyperrl/Navigation2D-v0", seed=0, rescale_actions=True)
+    check_env_specs(env)
+    assert env.action_spec.space.low.tolist() == [-1.0, -1.0] and env.action_spec.space.high.tolist() == [1.0, 1.0]
+    td = env.reset()
+    td["action"] = torch.tensor([1.0, -0.5])
+    out = env.step(td)
+    assert torch.allclose(out["next", "observation"], torch.tensor([0.1, -0.05]))
+    state = env_state(env)  # the wrappers above the time limit do not hide the episode state
+    assert state["elapsed_steps"] == 1
+    assert load_env_state(env, state)

@@ -124,6 +124,7 @@ def make_task_env(
     context_bounds=None,
     device: str | torch.device = "cpu",
     task: dict | None = None,
+    rescale_actions: bool = False,
     **env_kwargs,
 ):
     """A seeded TorchRL ``TransformedEnv(GymEnv(env_id), DoubleToFloat + RewardSum)`` of a task family, with the
@@ -131,14 +132,23 @@ def make_task_env(
 
     ``context_bounds``: ``(low, high)`` in task units or a :class:`~hyperrl.envs.tasks.TaskPools` (its train-pool
     bounds); default: the family's nominal train range. ``task``: the initial task (default: the family's).
-    ``env_kwargs`` go to ``gymnasium.make`` (e.g. ``sparse=True`` for navigation). Change the task later with
+    ``env_kwargs`` go to ``gymnasium.make`` (e.g. ``sparse=True`` for navigation). ``rescale_actions``: the env takes
+    actions in ``[-1, 1]`` and maps them linearly onto its own bounds (gymnasium's ``RescaleAction``). Change the task later with
     ``unwrap_task_env(env).set_task(task)`` and reset: the ``"context"`` entry of the reset follows the new task.
     """
     from torchrl.data import Unbounded
     from torchrl.envs import Compose, DoubleToFloat, GymEnv, RewardSum, TransformedEnv, default_info_dict_reader
 
     spec = check_task_env_id(env_id)
-    base = GymEnv(env_id, device=device, **env_kwargs)
+    if rescale_actions:
+        # the networks act in [-1, 1] and the env sees its own bounds (rlkit's NormalizedBoxEnv, which PEARL wraps
+        # every env in): a critic on navigation's ±0.1 actions would otherwise see a tenth of their range
+        from torchrl.envs import GymWrapper
+
+        inner = gym.wrappers.RescaleAction(gym.make(env_id, **env_kwargs), -1.0, 1.0)
+        base = GymWrapper(inner, device=device)
+    else:
+        base = GymEnv(env_id, device=device, **env_kwargs)
     unwrapped = base._env.unwrapped
     if context_bounds is not None:
         if hasattr(context_bounds, "context_bounds"):
