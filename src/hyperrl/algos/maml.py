@@ -381,8 +381,6 @@ class MAML(Algorithm):
         return float(before["return"].mean()), float(after["return"].mean())
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        if self.data is None:
-            self.data = self.make_data()
         with self._threads():
             metrics = self.evaluate()
         for k, v in metrics.items():
@@ -392,6 +390,8 @@ class MAML(Algorithm):
     def evaluate(self) -> dict[str, float]:
         """``eval/{pool}_{before,after}_return`` for every pool of :meth:`eval_pools`, and
         ``eval/test_improvement`` (after − before on the test tasks). Same episodes noise at every call."""
+        if self.data is None:  # outside a fit (``hyperrl validate``, analyses)
+            self.data = self.make_data()
         metrics = {}
         for i, (name, tasks) in enumerate(self.eval_pools().items()):
             before, after = self.evaluate_tasks(tasks, reseed=self.hparams.seed + 100 + 10 * i)

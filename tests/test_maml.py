@@ -1,0 +1,220 @@
+"""MAML / ContextMAML: the exact second-order meta-gradient, returns and baseline, the episodic sampler, training
+steps, evaluation metrics, seeded determinism, exact resume and one-line configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hyperrl.algos import MAML, ContextMAML
+from hyperrl.algos.returns import baseline_features, discounted_returns, fit_linear_baseline, gae, normalize
+from hyperrl.data.onpolicy import episode_mask
+from hyperrl.errors import ConfigurationError
+
+TINY = dict(env="hyperrl/Navigation2D-v0", policy="mlp", policy_kwargs={"hidden": [8]}, meta_batch_size=2,
+            fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
+TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
+
+
+def _module(**overrides) -> MAML:
+    m = MAML(**{**TINY, **overrides})
+    m.data = m.make_data()
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- returns, baseline
+def test_discounted_returns_gae_and_normalisation_on_padded_episodes():
+    reward = torch.tensor([[1.0, 2.0, 3.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last step is padding
+    ret = discounted_returns(reward, mask, 0.5)
+    assert torch.allclose(ret, torch.tensor([[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0, 0.0]]))
+    values = torch.tensor([[0.5, -1.0, 2.0, 7.0]])
+    # λ = 1: GAE is the discounted return minus the value; the value after the last step counts as 0
+    assert torch.allclose(gae(reward, values, mask, 0.5, 1.0), (ret - values) * mask)
+    # λ = 0: the one-step TD error
+    td = torch.tensor([[1 + 0.5 * -1.0 - 0.5, 2 + 0.5 * 2.0 + 1.0, 3 - 2.0, 0.0]])
+    assert torch.allclose(gae(reward, values, mask, 0.5, 0.0), td)
+    x = normalize(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), mask)
+    assert x[0, 3] == 0 and torch.allclose(x[0, :3].mean(), torch.tensor(0.0), atol=1e-6)
+    assert torch.allclose(x[0, :3].square().mean(), torch.tensor(1.0), atol=1e-5)
+
+
+def test_linear_baseline_features_and_an_exact_fit():
+    obs = torch.randn(3, 5, 2, dtype=torch.float64)
+    mask = torch.ones(3, 5, dtype=torch.float64)
+    mask[0, 3:] = 0
+    features = baseline_features(obs, mask)
+    assert features.shape == (3, 5, 2 * 2 + 4)
+    assert torch.equal(features[0, 3:], torch.zeros(2, 8, dtype=torch.float64))  # padding has no features
+    assert torch.allclose(features[1, 4, 4:], torch.tensor([0.04, 0.04 ** 2, 0.04 ** 3, 1.0], dtype=torch.float64))
+    w = torch.arange(1.0, 9.0, dtype=torch.float64)
+    target = features @ w  # exactly representable: the ridge fit reproduces it
+    values = fit_linear_baseline(obs, target, mask, reg=1e-10)
+    assert torch.allclose(values, target * mask, atol=1e-5)
+
+
+def test_episode_mask_keeps_the_step_that_ends_the_episode():
+    done = torch.tensor([[False, False, True, False, True], [False] * 5])
+    assert episode_mask(done).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+# ---------------------------------------------------------------------------------------------- sampler
+def test_rollout_shapes_contexts_and_per_task_actor_equals_shared_actor():
+    m = _module(policy="hyper", policy_kwargs=TINY_HYPER)
+    tasks = m.data.collect()
+    assert len(tasks) == 2 and all(t in m.pools.train for t in tasks)
+    meta = m._detached(m.meta_params())
+    m.data.reseed("train", 3)
+    shared = m.data.rollout(tasks, 3, m.actor_factory([meta] * 2, 3))
+    assert shared.batch_size == (2, 3) and shared["observation"].shape == (2, 3, 100, 2)
+    assert shared["action"].shape == (2, 3, 100, 2) and shared["mask"].shape == (2, 3, 100)
+    for i, task in enumerate(tasks):  # the oracle context comes from the env through TorchRL
+        assert torch.allclose(shared["context"][i], torch.from_numpy(m.pools.context(task)).expand(3, 100, 2))
+    assert torch.allclose(shared["return"], shared["reward"].sum(-1))
+    m.data.reseed("train", 3)
+    per_task = m.data.rollout(tasks, 3, m.actor_factory([dict(meta) for _ in tasks], 3))  # vmap path
+    assert torch.allclose(shared["action"], per_task["action"], atol=1e-6)
+    assert m.data.episodes_sampled == 12
+
+
+# ---------------------------------------------------------------------------------------------- meta-gradient
+def _outer_setup(first_order: bool):
+    m = _module(first_order=first_order, fast_lr=0.5)
+    # ReLU makes ∇L, hence φ(θ) = θ − α∇L(θ), jump where a unit switches: finite differences need a smooth net
+    for i, layer in enumerate(m.policy.trunk):
+        if isinstance(layer, torch.nn.ReLU):
+            m.policy.trunk[i] = torch.nn.Tanh()
+    batch = [b.to(torch.float64) for b in m.sample_meta_batch(m.data.collect())]
+    m.policy.double()  # finite differences in float64
+    return m, batch
+
+
+def _directional(m, batch, old, v, eps=1e-5):
+    params = list(m.policy.parameters())
+    base = [p.detach().clone() for p in params]
+
+    def loss_at(t):
+        with torch.no_grad():
+            offset = 0
+            for p, b in zip(params, base):
+                p.copy_(b + t * v[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+        return m.outer_terms(*batch, old, create_graph=False)[0].item()
+
+    fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    loss_at(0.0)
+    return fd
+
+
+def test_meta_gradient_is_exact_and_differs_from_the_first_order_one():
+    """d S(θ)/dθ through the inner step, by autograd, equals central finite differences of S (the inner step
+    re-run at each perturbed θ); the first-order gradient (∂φ/∂θ = I) does not."""
+    m, batch = _outer_setup(first_order=False)
+    loss, _, old = m.outer_terms(*batch)
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(m.policy.parameters()))])
+    _, _, old_fo = m.outer_terms(*batch, create_graph=False)
+    loss_fo, _, _ = m.outer_terms(*batch, old_fo, create_graph=False)
+    grad_fo = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss_fo, list(m.policy.parameters()))])
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        v = torch.randn(grad.shape, generator=g, dtype=torch.float64)
+        fd = _directional(m, batch, old, v)
+        assert grad @ v == pytest.approx(fd, rel=1e-5, abs=1e-9)
+    assert (grad - grad_fo).norm() > 1e-2 * grad.norm()
+    # first_order=True: the module's own gradient is the first-order one
+    m.hparams.first_order = True
+    loss1, _, _ = m.outer_terms(*batch)
+    grad1 = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss1, list(m.policy.parameters()))])
+    assert torch.allclose(grad1, grad_fo, atol=1e-12)
+
+
+def test_adapted_parameters_are_tensors_of_the_meta_parameters():
+    m = _module()
+    train, adv, _, _ = m.sample_meta_batch(m.data.collect())
+    meta = m.meta_params()
+    phi = m.adapt(meta, train[0], adv[0])
+    assert all(p.grad_fn is not None for p in phi.values())
+    with torch.no_grad():  # the module's parameters are untouched by the inner step
+        assert all(v is p for v, p in zip(meta.values(), m.policy.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _fit(tmp_path, steps, module=None, ckpt_path=None, callbacks=(), **overrides):
+    from conftest import make_trainer
+
+    m = module or MAML(**{**TINY, **overrides})
+    trainer = make_trainer(tmp_path, steps, callbacks=callbacks)
+    trainer.fit(m, ckpt_path=ckpt_path)
+    return m, trainer
+
+
+def test_one_meta_update_per_training_step_logs_and_evaluates(tmp_path):
+    m, trainer = _fit(tmp_path, 2)
+    assert trainer.global_step == 2
+    assert m.frames == 2 * 2 * (2 * 2) * 100  # 2 updates x 2 tasks x (2 train + 2 valid episodes) x 100 steps
+    metrics = m.evaluate()
+    assert set(metrics) == {"eval/train_before_return", "eval/train_after_return", "eval/test_before_return",
+                            "eval/test_after_return", "eval/test_improvement"}
+    assert metrics == m.evaluate()  # evaluation noise is reseeded: same numbers every time
+    logged = trainer.logged_metrics
+    assert {"train/kl", "train/ls_accepted", "train/before_return", "train/after_return"} <= set(logged)
+
+
+def test_ood_split_is_evaluated():
+    m = MAML(**{**TINY, "env": "hyperrl/HalfCheetahVel-v0", "split": "medium", "n_test_tasks": 1})
+    assert set(m.eval_pools()) == {"train", "test", "ood"} and m.pools.ood
+
+
+def test_seeded_runs_are_identical_and_resume_is_exact(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    full, _ = _fit(tmp_path / "a", 2)
+    again, _ = _fit(tmp_path / "b", 2)
+    for p, q in zip(full.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    _fit(tmp_path / "c", 1, callbacks=[ckpt])
+    path = sorted((tmp_path / "ckpt").glob("*.ckpt"))[0]
+    resumed, trainer = _fit(tmp_path / "d", 2, ckpt_path=str(path))
+    assert trainer.global_step == 2
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_context_maml_has_no_inner_step(tmp_path):
+    m, trainer = _fit(tmp_path, 1, module=ContextMAML(**{**TINY, "policy": "context_mlp"}))
+    assert m.hparams.adaptation_steps == 0 and m.eval_adaptation_steps == 1
+    assert m.frames == 2 * 2 * 100  # train episodes only: no validation rollout
+    assert trainer.global_step == 1
+
+
+def test_inner_learning_rate_defaults_per_policy():
+    assert MAML(**TINY).fast_lr == 0.1
+    assert MAML(**{**TINY, "policy": "hyper", "policy_kwargs": TINY_HYPER}).fast_lr == 5e-5
+    assert MAML(**{**TINY, "fast_lr": 0.3}).fast_lr == 0.3
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"policy": "resnet"}, "policy='resnet'"),
+        ({"adaptation_steps": -1}, "adaptation_steps=-1"),
+        ({"gamma": 1.5}, "gamma=1.5"),
+        ({"ls_ratio": 1.0}, "ls_ratio=1.0"),
+        ({"max_kl": 0}, "max_kl=0"),
+        ({"meta_batch_size": 0}, "meta_batch_size=0"),
+        ({"cg_damping": -1.0}, "cg_damping=-1.0"),
+        ({"policy_kwargs": {"distribution": "tanh_normal"}}, "distribution='tanh_normal'"),
+        ({"env": "Pendulum-v1"}, "Pendulum-v1"),
+        ({"fast_lr": -0.1}, "fast_lr=-0.1"),
+    ],
+)
+def test_bad_settings_raise_one_line_configuration_errors(overrides, words):
+    with pytest.raises(ConfigurationError) as info:
+        MAML(**{**TINY, **overrides})
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_context_maml_refuses_an_inner_step():
+    with pytest.raises(ConfigurationError, match="adaptation_steps=1 is not allowed for ContextMAML"):
+        ContextMAML(**{**TINY, "adaptation_steps": 1})
