@@ -289,3 +289,60 @@ def test_bad_pearl_settings_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigurationError, match=message) as info:
         PEARL(**pearl_kwargs(**overrides))
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- configs
+CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf" / "meta"
+#: the authors' numbers (PEARL/configs/<json> over configs/default.py): meta_batch, initial, prior, extra,
+#: updates per iteration, embedding batch, reward scale, kl_lambda, train/test tasks
+AUTHORS = {
+    "cheetah_vel": (16, 2000, 400, 600, 2000, 100, 5.0, 0.1, 100, 30),
+    "cheetah_vel_medium": (16, 2000, 400, 600, 2000, 100, 5.0, 0.1, 100, 30),
+    "cheetah_dir": (4, 2000, 1000, 1000, 2000, 256, 5.0, 0.1, None, None),
+    "ant_vel": (16, 2000, 400, 600, 2000, 100, 5.0, 0.1, 100, 30),
+    "ant_dir": (4, 2000, 400, 600, 4000, 256, 5.0, 0.1, None, None),
+    "ant_goal": (10, 2000, 400, 600, 4000, 256, 5.0, 1.0, 150, 30),
+    "navigation": (16, 200, 200, 200, 1000, 64, 100.0, 0.1, 80, 20),
+}
+
+
+def test_paper_configs_hold_the_authors_settings():
+    import yaml
+
+    nets = {"hyper": ("hyper", "hyper", "hyper"), "mlp": ("context_mlp", "mlp", "mlp")}
+    for family, numbers in AUTHORS.items():
+        meta_batch, initial, prior, extra, updates, emb, scale, kl, n_train, n_test = numbers
+        for name, kind in ((f"pearl_{family}_hyper", "hyper"), (f"pearl_{family}", "mlp"),
+                           (f"oracle_{family}_hyper", "hyper"), (f"oracle_{family}_context_mlp", "mlp")):
+            config = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+            model = config["model"]["init_args"]
+            assert (model["meta_batch"], model["initial_steps"], model["updates_per_iteration"], model["reward_scale"],
+                    model["batch_size"], model["tasks_per_iteration"]) == (meta_batch, initial, updates, scale, 256, 5)
+            assert config["trainer"]["max_steps"] == 400 * updates
+            assert (model.get("n_train_tasks"), model.get("n_test_tasks")) == (n_train, n_test), name
+            assert (model["policy"], model["critic"], model["value"]) == nets[kind], name
+            assert model["split"] == ("medium" if family == "cheetah_vel_medium" else "default")
+            assert "policy_kwargs" not in model and "critic_kwargs" not in model, "paper sizes"
+            if name.startswith("pearl"):
+                assert config["model"]["class_path"] == "hyperrl.algos.pearl.PEARL"
+                assert (model["num_steps_prior"], model["num_steps_posterior"], model["num_extra_rl_steps_posterior"],
+                        model["embedding_batch_size"], model["embedding_mini_batch_size"], model["kl_lambda"],
+                        model["latent_dim"], model["encoder_hidden"]) == (prior, 0, extra, emb, emb, kl, 5, [200] * 3)
+            else:
+                assert config["model"]["class_path"] == "hyperrl.algos.MetaSAC" and model["context"] == "oracle"
+                assert model["steps_per_task"] == prior + extra
+
+
+@pytest.mark.parametrize("name", ["pearl_cheetah_vel_medium_hyper", "pearl_quickstart"])
+def test_pearl_configs_load_through_the_cli(name, capsys):
+    import yaml
+
+    from hyperrl.cli import main
+
+    try:
+        main(["fit", "--config", str(CONF / f"{name}.yaml"), "--model.init_args.policy", "mlp", "--print_config"])
+    except SystemExit as exc:
+        assert not exc.code
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert model["class_path"] == "hyperrl.algos.pearl.PEARL" and model["init_args"]["policy"] == "mlp"
+    assert "steps_per_task" not in model["init_args"] and "context" not in model["init_args"]

@@ -30,6 +30,7 @@ authors' 400 iterations of 2000 updates: 800,000), and ``--trainer.val_check_int
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from typing import Any
@@ -133,9 +134,15 @@ class MetaSAC(Algorithm):
         seed: int = 0,
         fused_adam: bool | None = None,
     ) -> None:
+        arguments = dict(locals())
         super().__init__()
         self.save_hyperparameters()
         hp = self.hparams
+        # under the LightningCLI the hyperparameters are the arguments it was given: a subclass (PEARL) sets some of
+        # these itself, so they are filled in from this call
+        for name in inspect.signature(MetaSAC.__init__).parameters:
+            if name != "self" and name not in hp:
+                hp[name] = arguments[name]
         for name in ("meta_batch", "batch_size", "buffer_size", "tasks_per_iteration", "updates_per_iteration",
                      "eval_episodes"):
             require_positive(name, hp[name], integer=True)
@@ -183,7 +190,7 @@ class MetaSAC(Algorithm):
         z_dim = self.context_provider.output_dim
         self.policy = make_policy(
             policy, obs_dim, act_dim, z_dim, distribution="tanh_normal",
-            low=self.env_spec.action_low, high=self.env_spec.action_high, **(policy_kwargs or {}),
+            low=-1.0, high=1.0, **(policy_kwargs or {}),  # the env rescales [-1, 1] to its bounds (_task_env)
         )  # fmt: skip
         self.critics = CriticEnsemble([make_meta_critic(critic, obs_dim, act_dim, z_dim, **(critic_kwargs or {}))
                                        for _ in range(2)])
@@ -226,7 +233,9 @@ class MetaSAC(Algorithm):
         )
 
     def _task_env(self, seed: int):
-        return make_task_env(self.hparams.env, seed=seed, context_bounds=self.pools, **(self.hparams.env_kwargs or {}))
+        # the networks act in [-1, 1], the env maps that onto its bounds: as rlkit's NormalizedBoxEnv under PEARL
+        return make_task_env(self.hparams.env, seed=seed, context_bounds=self.pools, rescale_actions=True,
+                             **(self.hparams.env_kwargs or {}))
 
     def make_data(self) -> MultiTaskData:
         hp = self.hparams

@@ -25,6 +25,7 @@ tasks.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -215,8 +216,10 @@ class PEARL(MetaSAC):
         num_evals: int = 1,
         **kwargs: Any,
     ) -> None:
+        defaults = inspect.signature(MetaSAC.__init__).parameters
         for name in ("context", "context_kwargs", "context_dim", "steps_per_task"):
-            if name in kwargs:
+            # a CLI passes MetaSAC's defaults through **kwargs: only another value is a mistake
+            if name in kwargs and kwargs.pop(name) not in (defaults[name].default, "pearl" if name == "context" else None):
                 raise ConfigurationError(f"{name} is not allowed with PEARL: it is set from the PEARL arguments")
         for name, value in (("embedding_batch_size", embedding_batch_size),
                             ("embedding_mini_batch_size", embedding_mini_batch_size),
