@@ -17,7 +17,10 @@ from hyperrl.algos import SAC, TD3  # noqa: E402
 class Record(Callback):
     def on_train_end(self, trainer, module):
         params = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
-        first_obs = module.data.buffer.storage.get(torch.arange(1)).get("observation").reshape(-1)
+        if hasattr(module.data, "buffers"):  # MetaSAC: which tasks this rank collected for (the sizes of its buffers)
+            first_obs = torch.tensor([float(len(b)) for b in module.data.buffers])
+        else:
+            first_obs = module.data.buffer.storage.get(torch.arange(1)).get("observation").reshape(-1)
         local = torch.cat([params, first_obs, torch.tensor([float(module.update_count), float(trainer.global_step)])])
         gathered = trainer.strategy.all_gather(local)
         if trainer.global_rank == 0:
@@ -47,8 +50,15 @@ def nan_on_rank_1(algo):
 
 
 if __name__ == "__main__":
-    algo = {"sac": SAC, "td3": TD3, "sac_nan_on_rank_1": nan_on_rank_1(SAC)}[sys.argv[1]]
-    module = algo(**tiny_kwargs(warmup_frames=20, learning_starts=20))
+    if sys.argv[1] == "meta_sac":
+        from test_meta_sac import meta_kwargs
+
+        from hyperrl.algos import MetaSAC
+
+        module = MetaSAC(**meta_kwargs(n_train_tasks=6, tasks_per_iteration=2, updates_per_iteration=10))
+    else:
+        algo = {"sac": SAC, "td3": TD3, "sac_nan_on_rank_1": nan_on_rank_1(SAC)}[sys.argv[1]]
+        module = algo(**tiny_kwargs(warmup_frames=20, learning_starts=20))
     if sys.argv[1].endswith("nan_on_rank_1"):
         from hyperrl.errors import NonFiniteLossError
 

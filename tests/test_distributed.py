@@ -33,6 +33,22 @@ def test_two_process_ddp_keeps_replicas_identical(algo, strategy, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_process_ddp_meta_sac_ranks_see_different_tasks(tmp_path):
+    """MetaSAC under DDP: identical replicas, and each rank draws its own tasks to collect for."""
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "meta_sac", "ddp", str(out)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["params_equal"]
+    sizes = result["first_obs"]  # per rank: transitions in each train task's buffer
+    assert sum(sizes[0]) == sum(sizes[1]) and sizes[0] != sizes[1], "ranks must draw different tasks"
+    assert result["updates"] == [40.0, 40.0] and result["global_step"] == [40.0, 40.0]
+
+
+@pytest.mark.slow
 def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
     """A loss that turns NaN on rank 1 only stops BOTH ranks at the same update with the non-finite-loss error
     (rank 0 must not be left waiting in the gradient all-reduce)."""
