@@ -161,12 +161,13 @@ def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60)] + ["last.ckpt"]
 
-    # a resumed run continues in its own folder: the newest periodic checkpoint replaces the old one there
-    last = runs / "version_1" / "checkpoints" / "last.ckpt"
+    # a resumed run continues in its own folder: the newest periodic checkpoint replaces the old one there, and
+    # the other run is left alone
+    last = runs / "version_0" / "checkpoints" / "last.ckpt"
     code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "100", "--ckpt_path", str(last)], capsys)
     assert code == 0, err
-    assert checkpoints("version_0") == ["epoch=0-step=60.ckpt", "last.ckpt"]
-    assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60, 80, 100)] + ["last.ckpt"]
+    assert checkpoints("version_0") == ["epoch=0-step=100.ckpt", "last.ckpt"]
+    assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60)] + ["last.ckpt"]
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
 
 

@@ -277,7 +277,8 @@ def _refuse_changed_model_settings(path: str, options: list[str], asked, resumed
     differing = _differing_model_settings(asked, resumed)
     if not differing:
         return
-    for name, mine, theirs in differing:
+    class_changed = differing[0][0] == "class_path"  # another algorithm: say that first, whatever else differs
+    for name, mine, theirs in differing[:1] if class_changed else differing:
         if name in options:
             raise ConfigurationError(
                 f"option --model.{name}={mine!r} is not allowed with --ckpt_path {path}: that checkpoint "
