@@ -1,0 +1,91 @@
+"""``hyperrl analyze pg-variance``: gradient figures from the Gram matrix, a population known answer, and the
+end-to-end command (a zero-step update has zero return spread; θ₀ is restored bit for bit)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hyperrl.analysis.pg_variance import analyse, gram_statistics, main, summarize
+from hyperrl.errors import ConfigurationError
+
+TINY = dict(env="hyperrl/Navigation2D-v0", policy="mlp", policy_kwargs={"hidden": [8]}, meta_batch_size=2,
+            fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
+
+
+def test_gram_statistics_equal_the_direct_computation():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(6, 40)) + 0.5
+    s = gram_statistics(g @ g.T)
+    assert s["trace_variance"] == pytest.approx(g.var(axis=0, ddof=1).sum())
+    assert s["mean_gradient_sq_norm"] == pytest.approx(np.square(g.mean(0)).sum())
+    unit = g / np.linalg.norm(g, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    assert s["mean_cosine"] == pytest.approx(cos[~np.eye(6, dtype=bool)].mean())
+    # a resample with repeats ignores the pairs of an estimate with itself
+    sub = gram_statistics(g @ g.T, np.array([0, 0, 1]))
+    assert sub["mean_cosine"] == pytest.approx(cos[0, 1])
+
+
+def test_population_known_answer_for_noisy_gradients():
+    """g = μ + σ ε in P dims: E tr Var = P σ², mean cosine → ‖μ‖² / (‖μ‖² + P σ²)."""
+    rng = np.random.default_rng(1)
+    p, sigma = 4000, 0.05
+    mu = np.ones(p) * 0.05  # ‖μ‖² = 10, P σ² = 10: cosine 1/2
+    g = mu + sigma * rng.normal(size=(50, p))
+    out = summarize(g @ g.T, np.zeros(50), 0.0, resamples=200, seed=0)
+    assert out["trace_variance"] == pytest.approx(p * sigma**2, rel=0.05)
+    assert out["mean_cosine"] == pytest.approx(0.5, abs=0.03)
+    lo, hi = out["mean_cosine_ci"]
+    assert lo <= out["mean_cosine"] <= hi
+    # identical gradients: no variance, cosine 1
+    same = np.tile(mu, (5, 1))
+    s = gram_statistics(same @ same.T)
+    assert s["trace_variance"] == pytest.approx(0.0, abs=1e-9) and s["mean_cosine"] == pytest.approx(1.0)
+
+
+def _checkpoint(tmp_path):
+    from hyperrl.algos import MAML
+
+    m = MAML(**TINY)
+    path = tmp_path / "maml.ckpt"
+    torch.save({"hyper_parameters": dict(m.hparams), "state_dict": m.state_dict(), "global_step": 7}, path)
+    return m, path
+
+
+def test_command_with_a_zero_step_has_no_return_spread(tmp_path, capsys):
+    _, path = _checkpoint(tmp_path)
+    out = tmp_path / "out"
+    code = main(["--ckpt", str(path), "--estimates", "2", "--update", "sgd", "--lr", "0", "--episodes", "2",
+                 "--eval-episodes", "2", "--bootstrap", "20", "--out", str(out)])
+    assert code == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    figures = last["pg_variance"]["mlp@7"]
+    # every "updated" policy is θ₀ and the evaluation uses common random numbers: identical returns
+    assert figures["return_std"] == 0.0 and figures["return_mean"] == pytest.approx(figures["return_before_update"])
+    assert figures["estimates"] == 2 and -1.0 <= figures["mean_cosine"] <= 1.0 and figures["trace_variance"] > 0
+    saved = json.loads((out / "pg_variance.json").read_text())
+    assert saved["mlp@7"]["parameters"] == sum(p.numel() for p in _checkpoint(tmp_path)[0].parameters())
+    assert (out / "pg_variance.png").stat().st_size > 0
+
+
+def test_trpo_updates_are_measured_and_the_parameters_restored(tmp_path):
+    from hyperrl.analysis.pg_variance import load_module
+
+    _, path = _checkpoint(tmp_path)
+    module = load_module(str(path))
+    before = [p.detach().clone() for p in module.parameters()]
+    r = analyse(module, 2, episodes=2, eval_episodes=2, resamples=10)
+    assert len(r["returns"]) == 2 and r["update"] == "trpo"
+    assert all(torch.equal(p, b) for p, b in zip(module.parameters(), before))
+
+
+def test_bad_arguments_are_configuration_errors(tmp_path):
+    with pytest.raises(ConfigurationError, match="no such file"):
+        main(["--ckpt", str(tmp_path / "missing.ckpt")])
+    _, path = _checkpoint(tmp_path)
+    with pytest.raises(ConfigurationError, match="--estimates=1 is not allowed"):
+        main(["--ckpt", str(path), "--estimates", "1", "--no-plot", "--out", str(tmp_path / "o")])
