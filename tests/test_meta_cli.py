@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from hyperrl.cli import main
+from hyperrl.commands import main  # the console entry point (`hyperrl`)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "conf", "meta", "*.yaml")))
@@ -58,6 +58,7 @@ def test_every_meta_config_parses(config, capsys):
 
 
 def test_meta_quickstart_runs_through_the_cli(capsys, tmp_path, monkeypatch):
+    """``hyperrl fit`` of a meta config finishes with exit status 0 and writes the per-task evaluation."""
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(["fit", *TINY_META], capsys)
     assert code == 0, err

@@ -13,6 +13,7 @@ A :class:`~hyperrl.errors.ConfigurationError` ends with one line on stderr and e
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 EXPERIMENT_HELP = """
@@ -55,6 +56,9 @@ def _target(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # before torch is imported: OpenMP threads spinning while they wait make small ops crawl on shared cores
+    # (hyperrl analyze gradients: 7-14x slower rollouts without it under load, docs/experiments.md)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     target, rest = _target(argv)
     if target is None:
         from hyperrl.cli import main as cli_main
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(EXPERIMENT_HELP, end="", file=sys.stdout if argv else sys.stderr)
             return
         cli_main(argv)
+        return
     module_name, function = target.split(":")
     try:
         module = importlib.import_module(module_name)
