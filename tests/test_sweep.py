@@ -125,18 +125,18 @@ def test_a_sweep_runs_each_fit_in_its_folder_and_skips_it_next_time(tmp_path, ca
 def test_a_failing_run_does_not_stop_the_others_and_an_interrupted_run_resumes(tmp_path, capsys):
     from hyperrl.experiments.report import read_metrics
 
-    # precision 16-mixed parses and builds (so validation passes) but the fit refuses it at setup: a runtime failure
+    # val_check_interval 0 parses and the model builds (so the check passes), but the fit refuses it: a failing run
     path = sweep_file(tmp_path, """
         grid:
           variant:
             ok: {}
-            bad: {trainer.precision: 16-mixed}
+            bad: {trainer.val_check_interval: 0}
         seeds: [0]
         """)
     out = tmp_path / "out"
     runs = run_sweep(path, str(out), fit_options=["--trainer.max_steps", "60"], poll=0.2)
     assert [r.state for r in runs] == ["done", "failed"]
-    assert "precision '16-mixed' is not supported" in runs[1].error
+    assert "val_check_interval=0 is not allowed" in runs[1].error
     assert (out / "bad-seed0" / "fit.log").is_file()
     # mark the finished run as interrupted: the next sweep resumes it from last.ckpt and keeps its first metrics
     record = json.loads((out / "ok-seed0" / "sweep_run.json").read_text())
