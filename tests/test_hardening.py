@@ -52,6 +52,7 @@ def _state(path: Path) -> dict:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
+@pytest.mark.slow  # two real processes (~5 s start each when alone) and two in-process runs: ~25 s, more under load
 def test_sigterm_and_sigint_save_last_and_resume_exactly(tmp_path, capsys, monkeypatch):
     """SIGTERM / SIGINT to a real ``hyperrl fit``: the step in progress finishes, last.ckpt is written, exit 143 / 130
     with one line naming the checkpoint and the resume command. Resuming it continues the same metrics.csv and ends
