@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -159,7 +160,7 @@ def test_a_folder_without_snapshots_is_refused(tmp_path):
         analyse(str(tmp_path))
 
 
-def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     from hyperrl.commands import main
 
     with pytest.raises(SystemExit) as exc:
@@ -167,6 +168,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no analysis snapshots" in err[0]
+    monkeypatch.setitem(sys.modules, "hyperrl.analysis.pg_variance", None)  # an installation without that analysis
     with pytest.raises(SystemExit) as exc:
         main(["analyze", "pg-variance"])
     err = capsys.readouterr().err.strip().splitlines()
