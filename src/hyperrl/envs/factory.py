@@ -145,7 +145,11 @@ def make_task_env(
         # every env in): a critic on navigation's ±0.1 actions would otherwise see a tenth of their range
         from torchrl.envs import GymWrapper
 
-        inner = gym.wrappers.RescaleAction(gym.make(env_id, **env_kwargs), -1.0, 1.0)
+        import numpy as np
+
+        made = gym.make(env_id, **env_kwargs)
+        unit = np.ones(made.action_space.shape, dtype=made.action_space.dtype)  # float32 bounds: no precision warning
+        inner = gym.wrappers.RescaleAction(made, -unit, unit)
         base = GymWrapper(inner, device=device)
     else:
         base = GymEnv(env_id, device=device, **env_kwargs)
