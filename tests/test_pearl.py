@@ -280,6 +280,7 @@ def test_meta_sac_refuses_the_pearl_provider():
         ({"num_steps_per_eval": 0}, "num_steps_per_eval=0 is not allowed"),
         ({"use_information_bottleneck": "yes"}, "use_information_bottleneck='yes' is not allowed"),
         ({"context": "oracle"}, "context is not allowed with PEARL"),
+        ({"context_kwargs": {"latent_dim": 2}}, "context_kwargs is not allowed with PEARL"),
         ({"steps_per_task": 3}, "steps_per_task is not allowed with PEARL"),
         ({"critic": "nope"}, "unknown meta-critic 'nope'"),
         ({"context_lr": 0.0}, "context_lr=0.0 is not allowed"),

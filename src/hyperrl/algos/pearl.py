@@ -25,7 +25,6 @@ tasks.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -216,10 +215,16 @@ class PEARL(MetaSAC):
         num_evals: int = 1,
         **kwargs: Any,
     ) -> None:
-        defaults = inspect.signature(MetaSAC.__init__).parameters
-        for name in ("context", "context_kwargs", "context_dim", "steps_per_task"):
-            # a CLI passes MetaSAC's defaults through **kwargs: only another value is a mistake
-            if name in kwargs and kwargs.pop(name) not in (defaults[name].default, "pearl" if name == "context" else None):
+        fixed = {
+            "context": "pearl",
+            "context_kwargs": {"latent_dim": latent_dim, "hidden": list(encoder_hidden),
+                               "use_information_bottleneck": use_information_bottleneck,
+                               "use_next_obs_in_context": use_next_obs_in_context, "kl_lambda": kl_lambda},
+            "steps_per_task": num_steps_prior + num_steps_posterior + num_extra_rl_steps_posterior,
+        }  # fmt: skip
+        # set here; a checkpoint's hyperparameters hold the same values, a CLI may pass context_dim=None
+        for name, allowed in (*fixed.items(), ("context_dim", None)):
+            if name in kwargs and kwargs.pop(name) != allowed:
                 raise ConfigurationError(f"{name} is not allowed with PEARL: it is set from the PEARL arguments")
         for name, value in (("embedding_batch_size", embedding_batch_size),
                             ("embedding_mini_batch_size", embedding_mini_batch_size),
@@ -236,12 +241,8 @@ class PEARL(MetaSAC):
                 f"embedding_mini_batch_size={embedding_mini_batch_size} is not allowed: it must divide "
                 f"embedding_batch_size={embedding_batch_size}"
             )
-        super().__init__(
-            context="pearl",
-            context_kwargs={"latent_dim": latent_dim, "hidden": list(encoder_hidden),
-                            "use_information_bottleneck": use_information_bottleneck,
-                            "use_next_obs_in_context": use_next_obs_in_context, "kl_lambda": kl_lambda},
-            steps_per_task=num_steps_prior + num_steps_posterior + num_extra_rl_steps_posterior,
+        super().__init__(  # explicit keywords: a CLI then leaves these out of PEARL's options
+            context=fixed["context"], context_kwargs=fixed["context_kwargs"], steps_per_task=fixed["steps_per_task"],
             **kwargs,
         )  # fmt: skip
 
