@@ -45,7 +45,7 @@ class RefHyperNet(nn.Module):
     """Trunk on ``meta``; dynamic net ``base → 256 (ReLU) → out`` from separate W/b/s heads, per sample via bmm;
     ``log_std_head`` adds the policy's second output head on the same hidden layer."""
 
-    def __init__(self, meta_dim: int, base_dim: int, out_dim: int, log_std_head: bool = False) -> None:
+    def __init__(self, meta_dim: int, base_dim: int, out_dim: int = 1, log_std_head: bool = False) -> None:
         super().__init__()
         self.trunk = RefTrunk(meta_dim)
         self.layer1 = RefHead(base_dim, 256, 0.05)

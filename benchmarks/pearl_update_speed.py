@@ -44,7 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/update_spe
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import run_info  # noqa: E402
-from update_speed import RefHead, RefTrunk  # noqa: E402
+from meta_update_speed import RefHyperNet  # noqa: E402  (the authors' Hyper_Network, written once)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -57,28 +57,6 @@ GAMMA, TAU, REWARD_SCALE, KL_LAMBDA = 0.99, 0.005, 5.0, 0.1
 
 
 # ============================================================================ reference (authors' formulation)
-class RefHyperNet(nn.Module):
-    """``Hyper_QNetwork`` / ``Hyper_Network``: trunk on ``meta``, one W/b/s head per dynamic layer, ``bmm``."""
-
-    def __init__(self, meta_dim: int, base_dim: int, outputs: int = 1, policy: bool = False) -> None:
-        super().__init__()
-        self.trunk = RefTrunk(meta_dim)
-        self.layer1 = RefHead(base_dim, 256, 0.05)
-        self.last_layer = RefHead(256, outputs, 0.008)
-        self.last_layer_log = RefHead(256, outputs, 0.001) if policy else None
-
-    def forward(self, meta, base):
-        z = self.trunk(meta)
-        w1, b1, s1 = self.layer1(z)
-        h = F.relu(torch.bmm(w1, base.unsqueeze(2)) * s1 + b1)
-        w2, b2, s2 = self.last_layer(z)
-        out = (torch.bmm(w2, h) * s2 + b2).squeeze(2)
-        if self.last_layer_log is None:
-            return out
-        w3, b3, s3 = self.last_layer_log(z)
-        return out, (torch.bmm(w3, h) * s3 + b3).squeeze(2)
-
-
 class RefPEARL:
     def __init__(self, foreach: bool = True) -> None:
         layers, previous = [], FEATURES
@@ -90,7 +68,7 @@ class RefPEARL:
         self.qf2 = RefHyperNet(OBS, ACT + LATENT)
         self.vf = RefHyperNet(OBS, LATENT)
         self.target_vf = copy.deepcopy(self.vf)
-        self.policy = RefHyperNet(LATENT, OBS, ACT, policy=True)
+        self.policy = RefHyperNet(LATENT, OBS, ACT, log_std_head=True)
         adam = dict(foreach=foreach)
         self.context_opt = torch.optim.Adam(self.encoder.parameters(), lr=3e-4, **adam)
         self.qf1_opt = torch.optim.Adam(self.qf1.parameters(), lr=5e-5, **adam)
