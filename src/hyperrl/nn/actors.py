@@ -54,7 +54,27 @@ def tanh_normal_rsample(loc: Tensor, scale: Tensor, radius: Tensor) -> tuple[Ten
     return u, tanh_normal_log_prob(u, loc, scale, radius)
 
 
-class _BoundedPolicy(nn.Module):
+class BoundedActions:
+    """Squashing into the bounds registered by :func:`register_action_bounds` (buffers ``action_centre`` and
+    ``action_radius``): shared by every tanh-squashed policy."""
+
+    action_centre: Tensor
+    action_radius: Tensor
+
+    def squash(self, u: Tensor) -> Tensor:
+        """``u ↦ c + r·tanh(u)``."""
+        return self.action_centre + self.action_radius * torch.tanh(u)
+
+    @property
+    def low(self) -> Tensor:
+        return self.action_centre - self.action_radius
+
+    @property
+    def high(self) -> Tensor:
+        return self.action_centre + self.action_radius
+
+
+class _BoundedPolicy(BoundedActions, nn.Module):
     def __init__(self, observation_dim: int, action_dim: int, low, high, hidden: Sequence[int]) -> None:
         super().__init__()
         require_positive("observation_dim", observation_dim, integer=True)
@@ -70,17 +90,6 @@ class _BoundedPolicy(nn.Module):
         self.feature_dim = previous
         self.action_dim = action_dim
 
-    def squash(self, u: Tensor) -> Tensor:
-        """``u ↦ c + r·tanh(u)``."""
-        return self.action_centre + self.action_radius * torch.tanh(u)
-
-    @property
-    def low(self) -> Tensor:
-        return self.action_centre - self.action_radius
-
-    @property
-    def high(self) -> Tensor:
-        return self.action_centre + self.action_radius
 
 
 class TanhGaussianPolicy(_BoundedPolicy):

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes, require_sequence
-from hyperrl.nn.actors import register_action_bounds, tanh_normal_log_prob, tanh_normal_rsample
+from hyperrl.nn.actors import BoundedActions, register_action_bounds, tanh_normal_log_prob, tanh_normal_rsample
 from hyperrl.nn.hyper import HyperNetwork, accepted_options, check_options, dynamic_heads_forward
 from hyperrl.nn.meta_critics import broadcast_cat, pearl_last_layer, pearl_trunk
 
@@ -75,7 +75,7 @@ class TaskCondition:
     value: Any
 
 
-class MetaPolicy(nn.Module):
+class MetaPolicy(BoundedActions, nn.Module):
     """Base class of the context-conditioned policies; subclasses implement ``_condition`` and ``_heads``.
 
     ``_condition(context) -> value`` is the task-only work; ``_heads(observation, value) -> (loc, raw_log_std)``
@@ -180,18 +180,6 @@ class MetaPolicy(nn.Module):
         loc, _ = self.loc_and_log_std(observation, context)
         return self.squash(loc) if self.distribution == "tanh_normal" else loc
 
-    # ------------------------------------------------------------------------------------------ bounds
-    def squash(self, u: Tensor) -> Tensor:
-        """``u ↦ c_a + r_a·tanh(u)`` (``tanh_normal`` only)."""
-        return self.action_centre + self.action_radius * torch.tanh(u)
-
-    @property
-    def low(self) -> Tensor:
-        return self.action_centre - self.action_radius
-
-    @property
-    def high(self) -> Tensor:
-        return self.action_centre + self.action_radius
 
 
 def _normal_log_prob(action: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
