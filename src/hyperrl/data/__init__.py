@@ -14,12 +14,18 @@ from hyperrl.data.offpolicy import (
     load_episode_state,
     training_steps_loader,
 )
+from hyperrl.data.multitask import MultiTaskData
+from hyperrl.data.onpolicy import OnPolicyData
+from hyperrl.data.pearl import PEARLData
 from hyperrl.data.source import DataSource
 
 __all__ = [
     "TRANSITION_KEYS",
     "DataSource",
+    "MultiTaskData",
     "OffPolicyData",
+    "OnPolicyData",
+    "PEARLData",
     "TrainingSteps",
     "buffer_state",
     "episode_state",
