@@ -60,3 +60,24 @@ def make_trainer(tmp_path, max_steps, callbacks=(), **overrides):
 @pytest.fixture
 def tiny():
     return tiny_kwargs
+
+
+def run_entry(main, args, capsys):
+    """Run a ``hyperrl`` entry point (``hyperrl.cli.main`` or ``hyperrl.commands.main``) on ARGS in-process;
+    returns (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def no_stale_log_streams(monkeypatch):
+    """Lightning's log handlers keep the stderr of the test that created them; with capsys swapping streams between
+    in-process runs, writing there raises inside ``logging``. That is a test artefact, not output of the CLI."""
+    import logging
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)

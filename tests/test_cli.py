@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import run_entry
 
 from hyperrl.cli import main
 
@@ -30,23 +31,13 @@ TINY = [
 
 
 @pytest.fixture(autouse=True)
-def _no_stale_log_streams(monkeypatch):
-    """Lightning's log handlers keep the stderr of the test that created them; with capsys swapping streams between
-    in-process runs, writing there raises inside ``logging``. That is a test artefact, not output of the CLI."""
-    import logging
-
-    monkeypatch.setattr(logging, "raiseExceptions", False)
+def _no_stale_log_streams(no_stale_log_streams):
+    pass
 
 
 def run_cli(args, capsys):
     """Run ``hyperrl ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_entry(main, args, capsys)
 
 
 def error_lines(err: str) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from conftest import run_entry
 
 from hyperrl.commands import main  # the console entry point (`hyperrl`)
 
@@ -33,20 +34,12 @@ TINY_META = [
 
 
 @pytest.fixture(autouse=True)
-def _no_stale_log_streams(monkeypatch):
-    import logging
-
-    monkeypatch.setattr(logging, "raiseExceptions", False)
+def _no_stale_log_streams(no_stale_log_streams):
+    pass
 
 
 def run_cli(args, capsys):
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_entry(main, args, capsys)
 
 
 @pytest.mark.parametrize("config", META_CONFIGS, ids=os.path.basename)
