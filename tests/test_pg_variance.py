@@ -89,3 +89,44 @@ def test_bad_arguments_are_configuration_errors(tmp_path):
     _, path = _checkpoint(tmp_path)
     with pytest.raises(ConfigurationError, match="--estimates=1 is not allowed"):
         main(["--ckpt", str(path), "--estimates", "1", "--no-plot", "--out", str(tmp_path / "o")])
+
+
+def test_relative_variance_has_a_noise_bias_and_the_unbiased_figure_removes_it():
+    """E‖ḡ‖² = ‖μ‖² + tr Σ / K: a zero-mean gradient has relative_variance ≈ K; signal_sq_norm = mean_{k≠l} g_k·g_l
+    is unbiased for ‖μ‖², so relative_variance_unbiased estimates tr Σ / ‖μ‖² itself."""
+    rng = np.random.default_rng(2)
+    p, k, sigma = 4000, 50, 0.05
+    noise = sigma * rng.normal(size=(k, p))
+    zero = summarize(noise @ noise.T, np.zeros(k), 0.0, resamples=200, seed=0)
+    assert zero["relative_variance"] == pytest.approx(k, rel=0.1)
+    assert abs(zero["signal_sq_norm"]) < 0.05 * zero["trace_variance"]
+    g = np.ones(p) * 0.05 + noise  # ‖μ‖² = 10 = P σ²: population ratio 1
+    out = summarize(g @ g.T, np.zeros(k), 0.0, resamples=200, seed=0)
+    assert out["signal_sq_norm"] == pytest.approx(10.0, rel=0.05)
+    assert out["relative_variance_unbiased"] == pytest.approx(1.0, rel=0.08)
+    assert out["relative_variance"] < out["relative_variance_unbiased"]
+    # the percentile bootstrap shifts tr Σ by (K − 1)/K (a resample's variance); the CI still covers the truth, 1
+    lo, hi = out["relative_variance_unbiased_ci"]
+    assert lo <= 1.0 <= hi and lo < hi
+    s = out["signal_to_noise"]
+    assert s == pytest.approx(1.0 / out["relative_variance_unbiased"])
+
+
+def test_a_lightning_cli_context_maml_checkpoint_loads_and_its_evaluation_skips_adaptation(tmp_path):
+    """LightningCLI writes ``_class_path`` and ``_instantiator`` into the hyper-parameters; context-MAML's figure is
+    the return before adaptation, which the analysis measures without the adaptation rollouts: the same number as
+    the full evaluation (the evaluation setting is restored afterwards)."""
+    from hyperrl.algos import ContextMAML
+    from hyperrl.analysis.pg_variance import load_module
+
+    m = ContextMAML(**{**TINY, "policy": "context_mlp"})
+    hparams = {"_class_path": "hyperrl.algos.ContextMAML", **dict(m.hparams),
+               "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    path = tmp_path / "context.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": m.state_dict(), "global_step": 3}, path)
+    module = load_module(str(path))
+    assert module.hparams.adaptation_steps == 0 and module.step == 3 and module.eval_adaptation_steps == 1
+    r = analyse(module, 2, episodes=2, eval_episodes=2, resamples=10, seed=0)
+    assert module.eval_adaptation_steps == 1
+    before, after = module.evaluate_tasks(module.pools.test, 2, reseed=100)
+    assert r["return_before_update"] == before and before != after

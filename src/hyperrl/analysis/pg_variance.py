@@ -16,8 +16,9 @@ Protocol, at the checkpoint's parameters θ₀ (a :class:`~hyperrl.algos.MAML` o
    restore θ₀ bit for bit;
 3. figures, each with a percentile bootstrap 95% CI over the K estimates (``--bootstrap`` resamples): the std of the
    K updated returns; the total gradient variance ``tr Σ = Σ_j Var(g_j) = (Σ_k ‖g_k − ḡ‖²)/(K − 1)``; the relative
-   variance ``tr Σ / ‖ḡ‖²`` (scale-free: comparable between parametrisations); the mean pairwise cosine similarity
-   ``mean_{k≠l} cos(g_k, g_l)`` (Ilyas et al. 2020). All gradient figures come from the Gram matrix ``g_k·g_l``.
+   variance ``tr Σ / ‖ḡ‖²`` (scale-free: comparable between parametrisations; ≈ K for a zero-mean gradient, see
+   :func:`gram_statistics`) and its noise-debiased form ``tr Σ / mean_{k≠l} g_k·g_l``; the mean pairwise cosine
+   similarity ``mean_{k≠l} cos(g_k, g_l)`` (Ilyas et al. 2020). All gradient figures come from the Gram matrix.
 
 Writes ``pg_variance.json`` and ``pg_variance.png`` under ``--out`` and prints, last, one JSON line
 ``{"pg_variance": {label: figures, ...}}`` with one entry per checkpoint (label: policy name and step).
@@ -31,6 +32,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -62,6 +64,13 @@ def gram_statistics(gram: np.ndarray, idx: np.ndarray | None = None) -> dict[str
     ``trace_variance = (Σ_k ‖g_k‖² − K ‖ḡ‖²)/(K − 1)``, ``‖ḡ‖² = Σ_kl G_kl / K²``, ``relative_variance =
     trace_variance / ‖ḡ‖²``, ``mean_cosine`` = mean over pairs ``k ≠ l`` of distinct estimates of
     ``G_kl / √(G_kk G_ll)``, ``mean_sq_norm = mean_k ‖g_k‖²``.
+
+    ``‖ḡ‖²`` is biased upwards by the noise: ``E‖ḡ‖² = ‖μ‖² + tr Σ / K``, so ``relative_variance`` estimates
+    ``r / (1 + r/K)`` for the population ``r = tr Σ / ‖μ‖²`` and is ≈ K when the gradient has no mean at all.
+    ``signal_sq_norm = mean_{k≠l} g_k·g_l = ‖ḡ‖² − tr Σ / K`` (pairs of distinct estimates) is unbiased for
+    ``‖μ‖²`` (it can be ≤ 0 when the mean is lost in the noise), ``signal_to_noise = signal_sq_norm /
+    trace_variance`` and ``relative_variance_unbiased = trace_variance / signal_sq_norm`` (inf if
+    ``signal_sq_norm ≤ 0``).
     """
     gram = np.asarray(gram, dtype=np.float64)
     idx = np.arange(len(gram)) if idx is None else np.asarray(idx)
@@ -73,12 +82,17 @@ def gram_statistics(gram: np.ndarray, idx: np.ndarray | None = None) -> dict[str
     norms = np.sqrt(np.maximum(diag, 1e-300))
     cos = g / np.outer(norms, norms)
     distinct = idx[:, None] != idx[None, :]
+    # pairs of distinct estimates only (a resample's repeats would add ‖g_k‖² terms): = ‖ḡ‖² − tr Σ / K for idx None
+    signal = g[distinct].mean() if distinct.any() else float("nan")
     return {
         "trace_variance": float(trace_var),
         "mean_sq_norm": float(diag.mean()),
         "mean_gradient_sq_norm": float(mean_sq),
         "relative_variance": float(trace_var / mean_sq) if mean_sq > 0 else float("inf"),
         "mean_cosine": float(cos[distinct].mean()) if distinct.any() else float("nan"),
+        "signal_sq_norm": float(signal),
+        "signal_to_noise": float(signal / trace_var) if trace_var > 0 else float("nan"),
+        "relative_variance_unbiased": float(trace_var / signal) if signal > 0 else float("inf"),
     }
 
 
@@ -103,8 +117,11 @@ def summarize(gram: np.ndarray, returns: np.ndarray, base_return: float, resampl
     out["return_mean_ci"] = bootstrap_ci(k, lambda i: returns[i].mean(), resamples, rng)
     stats = gram_statistics(gram)
     out.update(stats)
-    for name in ("trace_variance", "relative_variance", "mean_cosine"):
+    for name in ("trace_variance", "relative_variance", "signal_sq_norm", "signal_to_noise", "mean_cosine"):
         out[f"{name}_ci"] = bootstrap_ci(k, lambda i, n=name: gram_statistics(gram, i)[n], resamples, rng)
+    # 1/x is non-increasing from signal_to_noise to relative_variance_unbiased (inf at ≤ 0): map the percentiles
+    lo, hi = out["signal_to_noise_ci"]
+    out["relative_variance_unbiased_ci"] = (1.0 / hi if hi > 0 else float("inf"), 1.0 / lo if lo > 0 else float("inf"))
     return out
 
 
@@ -122,11 +139,23 @@ def load_module(path: str):
     hparams = dict(ckpt.get("hyper_parameters") or ckpt.get("hparams") or {})
     if "adaptation_steps" not in hparams or "policy" not in hparams:
         raise ConfigurationError(f"--ckpt {path!r} is not allowed: not a MAML or ContextMAML checkpoint")
-    hparams.pop("_instantiator", None)
+    # LightningCLI adds its own keys (``_class_path``, ``_instantiator``): not constructor arguments. Both classes
+    # build as MAML (ContextMAML is MAML with ``adaptation_steps`` 0, which the hparams carry).
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
     module = MAML(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     module.step = int(ckpt.get("global_step", ckpt.get("step", 0)))
     return module
+
+
+@contextmanager
+def _eval_adaptation_steps(module, steps: int):
+    previous = module.eval_adaptation_steps
+    module.eval_adaptation_steps = steps
+    try:
+        yield
+    finally:
+        module.eval_adaptation_steps = previous
 
 
 def analyse(module, estimates: int, tasks: int | None = None, episodes: int | None = None, update: str = "trpo",
@@ -160,7 +189,10 @@ def analyse(module, estimates: int, tasks: int | None = None, episodes: int | No
 
     grads, returns = [], []
     start = time.perf_counter()
-    with module._threads():
+    # context-MAML's figure is the return before adaptation: the evaluation skips its adaptation rollouts (the same
+    # number: the before-rollout comes first on a reseeded stream), restored afterwards
+    eval_steps = 0 if objective == 0 else module.eval_adaptation_steps
+    with module._threads(), _eval_adaptation_steps(module, eval_steps):
         base = eval_return()
         for _ in range(int(estimates)):
             batch = module.sample_meta_batch(module.data.collect())
@@ -215,6 +247,10 @@ def plot(results: dict[str, dict], path: str) -> None:
         ax.bar(range(len(labels)), values, yerr=[lo, hi], capsize=4)
         ax.set_xticks(range(len(labels)), labels, rotation=15, fontsize=7)
         ax.set_title(title)
+    k = max(results[label]["estimates"] for label in labels)
+    axes[2].axhline(k, color="k", ls=":", lw=0.8)
+    axes[2].text(0.02, 0.97, f"dotted: K={k}, its value for a zero-mean gradient", transform=axes[2].transAxes,
+                 va="top", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -241,6 +277,7 @@ def main(args: list[str] | None = None) -> int:
     if not ns.no_plot:
         plot(results, os.path.join(ns.out, "pg_variance.png"))
     keys = ("return_before_update", "return_mean", "return_std", "return_std_ci", "trace_variance",
-            "relative_variance", "relative_variance_ci", "mean_cosine", "mean_cosine_ci", "estimates")
+            "relative_variance", "relative_variance_ci", "relative_variance_unbiased",
+            "relative_variance_unbiased_ci", "mean_cosine", "mean_cosine_ci", "estimates")
     print(json.dumps({"pg_variance": {k: {n: r[n] for n in keys} for k, r in results.items()}}))
     return 0
