@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -132,6 +133,9 @@ def load_sweep(path: str) -> Sweep:
     resources = spec.get("resources") or {}
     if not isinstance(resources, dict) or set(resources) - {"cpus", "gpus"}:
         raise ConfigurationError(f"sweep file {path}: resources takes only cpus and gpus, got {resources!r}")
+    for key, value in resources.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigurationError(f"sweep file {path}: resources.{key}={value!r} is not allowed: expected a number >= 0")
 
     runs = []
     for combination in itertools.product(*[variants for _, variants in axes]):
@@ -274,7 +278,7 @@ def write_run_file(run: Run, args: list[str]) -> None:
     record = {
         "name": run.name, "labels": run.labels, "seed": run.seed, "state": run.state, "error": run.error,
         "returncode": run.returncode, "wall_s": round(run.wall_s, 1), "resumed": run.resumed,
-        "command": ["hyperrl", *args], "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": ["hyperrl", *args], "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **run.extra,
     }  # fmt: skip
     tmp = os.path.join(run.directory, RUN_FILE + ".tmp")
     with open(tmp, "w") as f:
@@ -343,13 +347,15 @@ def _thread_env(threads: int) -> dict:
     return env
 
 
-def _run_fit(args: list[str], log_path: str, env: dict | None = None) -> int:
-    """Run ``python -m hyperrl.cli ARGS`` with its output in ``log_path``; returns its exit status."""
+def _run_fit(args: list[str], log_path: str, env: dict | None = None, cwd: str | None = None) -> int:
+    """Run ``python -m hyperrl.cli ARGS`` with its output in ``log_path``; returns its exit status. The log's header
+    line gives the thread count the fit was started with (``$ OMP_NUM_THREADS=2 hyperrl fit ...``)."""
+    threads = f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} " if env and "OMP_NUM_THREADS" in env else ""
     with open(log_path, "ab") as log:
-        log.write(f"\n$ hyperrl {' '.join(args)}\n".encode())
+        log.write(f"\n$ {threads}hyperrl {' '.join(args)}\n".encode())
         log.flush()
         proc = subprocess.Popen([sys.executable, "-m", "hyperrl.cli", *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, stdin=subprocess.DEVNULL)
+                                env=env, stdin=subprocess.DEVNULL, cwd=cwd)
         try:
             return proc.wait()
         except BaseException:
@@ -401,6 +407,7 @@ def _launch_local(jobs, max_parallel: int, monitor: Monitor, poll: float) -> Non
     def work(job):
         run, args, log_path = job
         run.state = "running"
+        run.extra["threads"] = threads
         start = time.monotonic()
         write_run_file(run, args)
         monitor.line(run, f"running ({threads} thread{'s' if threads > 1 else ''})")
@@ -418,49 +425,158 @@ def _launch_local(jobs, max_parallel: int, monitor: Monitor, poll: float) -> Non
                 time.sleep(poll)
 
 
-def _ray(address: str | None):
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise ConfigurationError(
             "--launcher ray needs Ray, which is not installed: pip install 'hyperrl[ray]'"
         ) from None
-    try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ...: the address is the problem
-        where = f"address {address!r}" if address else "a local Ray instance"
-        raise ConfigurationError(f"--launcher ray: cannot connect to {where}: {' '.join(str(exc).split())[:200]}")
     return ray
+
+
+#: ``host:port`` or ``ray://host:port`` (Ray Client); other addresses (``auto``, ``local``) are left to Ray
+_ADDRESS = re.compile(r"^(?:ray://)?(\[[^\]]+\]|[^:/\s\[\]]+):(\d+)$")
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A TCP connect to a ``host:port`` Ray address, bounded by ``timeout``: Ray itself retries an unreachable
+    address for minutes, printing a warning a second."""
+    match = _ADDRESS.match(address.strip()) if address else None
+    if match is None:
+        return
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+        raise ConfigurationError(
+            f"--launcher ray: cannot reach the Ray cluster at {address!r} ({reason} within {timeout:g} s): "
+            "is the head node up (ray start --head) and its port open?"
+        ) from None
+
+
+def _connect_ray(ray, address: str | None, resources: dict, report: Callable[[str], None] = print):
+    """``ray.init`` (a local instance without ``address`` and ``RAY_ADDRESS``), then check that some node can ever
+    run a task of ``resources``: Ray would otherwise keep such tasks pending forever, silently."""
+    import logging
+
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        context = ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                           logging_level=logging.WARNING)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ...: the address is the problem
+        where = f"address {given!r}" if given else "a local Ray instance"
+        cause, text = exc, ""
+        while cause is not None:  # the innermost error says why (ConnectionError wraps an AuthenticationError)
+            text = _exception_line(cause)
+            if type(cause).__name__ == "AuthenticationError" or "AuthenticationError" in text:  # in Ray's message
+                text = ("the cluster uses token authentication: set RAY_AUTH_MODE=token and give its token "
+                        "(~/.ray/auth_token or RAY_AUTH_TOKEN)")
+                break
+            cause = cause.__cause__
+        raise ConfigurationError(f"--launcher ray: cannot connect to {where}: {text[:300]}") from None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    where = (context.address_info or {}).get("address") or given or "local"
+    report(f"Ray at {where}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs")
+    cpus, gpus = float(resources.get("cpus", 1)), float(resources.get("gpus", 0))
+    fits = [n for n in nodes
+            if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]
+    if not fits:
+        request = f"resources {{cpus: {cpus:g}, gpus: {gpus:g}}}"
+        if given is None:  # the instance this sweep started: it will never grow
+            ray.shutdown()
+            raise ConfigurationError(
+                f"--launcher ray: no node of the local Ray instance can run a task of {request} "
+                f"({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs): lower the sweep file's resources "
+                "or give --address of a cluster that has them"
+            )
+        report(f"Ray: no node has {request} yet; the runs wait until one joins the cluster")
+    return ray
+
+
+def _exception_line(exc: BaseException) -> str:
+    """One line for an exception whose message may hold a whole traceback (Ray's do): its first and last lines."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if any("Traceback (most recent call last)" in line for line in lines):
+        first = lines[0].split("Traceback (most recent call last)")[0].strip()
+        return f"{first} {lines[-1]}".strip()
+    return " ".join(lines)
+
+
+def _mark_running(directory: str, node: str, threads: int) -> None:
+    """The task's own note that it has started (the driver reads it: Ray gives no start event)."""
+    record = read_run_file(directory)
+    record.update(state="running", node=node, threads=threads, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    tmp = os.path.join(directory, f"{RUN_FILE}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, os.path.join(directory, RUN_FILE))
+
+
+def ray_task(args: list[str], directory: str, log_path: str, threads: int, cwd: str) -> tuple[int, float, str]:
+    """What one Ray task does, on whichever node Ray picked: one ``hyperrl fit`` with ``threads`` threads, in the
+    driver's working directory when the node has it (relative paths in ``-- FIT OPTIONS``). A task Ray runs again
+    (its worker or node died) resumes from the run's ``last.ckpt``. Returns (exit status, wall seconds, node)."""
+    node = socket.gethostname()
+    if not os.path.isdir(directory):
+        raise RuntimeError(
+            f"the run folder {directory} does not exist on Ray node {node}: the sweep's --out folder must be on a "
+            "filesystem every node sees"
+        )
+    args = list(args)
+    checkpoint = last_checkpoint(directory)
+    if checkpoint is not None and "--ckpt_path" not in args:
+        args += ["--ckpt_path", checkpoint]
+    _mark_running(directory, node, threads)
+    start = time.monotonic()
+    code = _run_fit(args, log_path, _thread_env(threads), cwd=cwd if os.path.isdir(cwd) else None)
+    return code, time.monotonic() - start, node
 
 
 def _launch_ray(jobs, ray, resources: dict, monitor: Monitor, poll: float) -> None:
     cpus, gpus = float(resources.get("cpus", 1)), float(resources.get("gpus", 0))
-
-    @ray.remote
-    def fit_task(args, log_path, threads):
-        start = time.monotonic()
-        code = _run_fit(args, log_path, _thread_env(threads))
-        return code, time.monotonic() - start
-
+    threads = max(1, int(cpus))
+    task = ray.remote(ray_task).options(num_cpus=cpus, num_gpus=gpus)
     refs = {}
     for run, args, log_path in jobs:
-        run.state = "running"  # submitted: Ray starts it when a node has the resources
-        write_run_file(run, args)
-        ref = fit_task.options(num_cpus=cpus, num_gpus=gpus).remote(args, log_path, max(1, int(cpus)))
+        ref = task.remote(args, run.directory, log_path, threads, os.getcwd())
         refs[ref] = (run, args, log_path)
         monitor.line(run, f"submitted to Ray ({cpus:g} CPU, {gpus:g} GPU)")
-    while refs:
-        ready, _ = ray.wait(list(refs), num_returns=1, timeout=poll)
-        for ref in ready:
-            run, args, log_path = refs.pop(ref)
-            try:
-                code, wall = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - the task itself died (node lost, ...)
-                code, wall = 1, 0.0
-                with open(log_path, "a") as f:
-                    f.write(f"RayTaskError: {' '.join(str(exc).split())[:300]}\n")
-            _finish(run, args, log_path, code, wall, monitor)
-        monitor.tick()
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=poll)
+            for run, _, _ in refs.values():  # started since the last look?
+                if run.state == "queued":
+                    record = read_run_file(run.directory)
+                    if record.get("state") == "running":
+                        run.state = "running"
+                        run.extra.update(node=record.get("node"), threads=record.get("threads", threads))
+                        n = run.extra["threads"]
+                        monitor.line(run, f"running on {record.get('node', '?')} ({n} thread{'s' if n != 1 else ''})")
+            for ref in ready:
+                run, args, log_path = refs.pop(ref)
+                try:
+                    code, wall, node = ray.get(ref)
+                    run.extra.update(node=node, threads=threads)
+                except Exception as exc:  # noqa: BLE001 - the task itself failed (node lost, folder not shared, ...)
+                    cause = getattr(exc, "cause", None) or exc
+                    code, wall = 1, 0.0
+                    text = _exception_line(cause)
+                    with open(log_path, "a") as f:
+                        f.write(f"hyperrl: error: Ray task failed: {type(cause).__name__}: {text[:300]}\n")
+                _finish(run, args, log_path, code, wall, monitor)
+            monitor.tick()
+    except BaseException:  # interrupted: stop the tasks (their fits die with them); the next sweep resumes them
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        raise
 
 
 def _finish(run: Run, args, log_path: str, code: int, wall: float, monitor: Monitor) -> None:
@@ -497,9 +613,23 @@ def run_sweep(
         raise ConfigurationError(f"--max-parallel {max_parallel!r} is not allowed: expected a positive integer")
     sweep = load_sweep(path)
     out = os.path.abspath(out or os.path.join("runs", "sweeps", sweep.name))
-    ray = _ray(address) if launcher == "ray" else None
+    ray = None
+    if launcher == "ray":
+        ray = _import_ray()
+        check_reachable(address or os.environ.get("RAY_ADDRESS"))  # before the check: a bad address fails fast
     if check:
         validate(sweep, out, fit_options)
+    if ray is not None:
+        _connect_ray(ray, address, sweep.resources)
+    try:
+        return _run_jobs(sweep, out, fit_options, ray, max_parallel, progress_every, poll)
+    finally:
+        if ray is not None:
+            ray.shutdown()  # a local instance stops; a cluster only loses this driver
+
+
+def _run_jobs(sweep: Sweep, out: str, fit_options: list[str], ray, max_parallel: int, progress_every: float,
+              poll: float) -> list[Run]:
     monitor = Monitor(sweep.runs, every=progress_every)
     jobs = []
     for run in sweep.runs:
