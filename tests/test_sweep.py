@@ -79,6 +79,9 @@ def test_overrides_fit_would_reject_are_caught_before_any_run(tmp_path):
     bad_critic = sweep_file(tmp_path, "grid: {critic: {x: {model.init_args.critic: resnet_feature}}}", "b.yaml")
     with pytest.raises(ConfigurationError, match="run x-seed0: .*resnet_feature"):
         validate(load_sweep(bad_critic), str(tmp_path / "o"), [], report=lambda _: None)
+    bad_trainer = sweep_file(tmp_path, "grid: {v: {x: {trainer.val_check_interval: 0}}}", "c.yaml")
+    with pytest.raises(ConfigurationError, match="run x-seed0: trainer.val_check_interval=0 is not allowed"):
+        validate(load_sweep(bad_trainer), str(tmp_path / "o"), [], report=lambda _: None)
     assert not (tmp_path / "o").exists()  # nothing ran
 
 
@@ -125,18 +128,18 @@ def test_a_sweep_runs_each_fit_in_its_folder_and_skips_it_next_time(tmp_path, ca
 def test_a_failing_run_does_not_stop_the_others_and_an_interrupted_run_resumes(tmp_path, capsys):
     from hyperrl.experiments.report import read_metrics
 
-    # val_check_interval 0 parses and the model builds (so the check passes), but the fit refuses it: a failing run
+    # a GPU accelerator passes the check (a run may land on a GPU node) and fails on this CPU machine: a failing run
     path = sweep_file(tmp_path, """
         grid:
           variant:
             ok: {}
-            bad: {trainer.val_check_interval: 0}
+            bad: {trainer.accelerator: gpu}
         seeds: [0]
         """)
     out = tmp_path / "out"
     runs = run_sweep(path, str(out), fit_options=["--trainer.max_steps", "60"], poll=0.2)
     assert [r.state for r in runs] == ["done", "failed"]
-    assert "val_check_interval=0 is not allowed" in runs[1].error
+    assert "No supported gpu backend found" in runs[1].error
     assert (out / "bad-seed0" / "fit.log").is_file()
     # mark the finished run as interrupted: the next sweep resumes it from last.ckpt and keeps its first metrics
     record = json.loads((out / "ok-seed0" / "sweep_run.json").read_text())

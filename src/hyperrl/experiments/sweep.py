@@ -222,14 +222,19 @@ def _cli_check(args: list[str]) -> str:
 
 
 def _build_model(config_text: str) -> None:
-    """Instantiate the model of a printed config on the meta device (no memory, no weights): the model's own checks
-    (critic names and options, environment id, sizes) run as in the fit."""
+    """Check the printed config as the fit would before it starts: the trainer settings Lightning only rejects later
+    (``hyperrl.cli``'s own check, e.g. ``val_check_interval 0``), then the model, instantiated on the meta device (no
+    memory, no weights) so its own checks (critic names and options, environment id, sizes) run. What depends on the
+    machine a run lands on (``trainer.accelerator: gpu`` on a CPU node) is left to the run."""
     import importlib
 
     import torch
     import yaml
 
+    from hyperrl.cli import _check_trainer_settings
+
     config = yaml.safe_load(config_text) or {}
+    _check_trainer_settings(config)
     model = config.get("model") or {}
     class_path, init_args = model.get("class_path"), dict(model.get("init_args") or {})
     if not class_path:
