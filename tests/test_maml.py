@@ -77,6 +77,31 @@ def test_rollout_shapes_contexts_and_per_task_actor_equals_shared_actor():
     assert m.data.episodes_sampled == 12
 
 
+def test_a_rollout_after_one_that_ended_mid_episode_starts_every_episode_afresh_in_the_new_task():
+    # a regression: the vector env's plain reset is partial after its autoreset, so rows whose episode had ended
+    # early (and restarted) began the next rollout from their old state, with the old task's context
+    m = ContextMAML(**{**TINY, "policy": "context_mlp"})
+    data = m.make_data()
+    contexts_seen = []
+
+    def factory(context):
+        contexts_seen.append(context.clone())
+        return lambda obs: (torch.full((obs.shape[0], 2), 0.1), torch.full((obs.shape[0], 2), 1e-6))
+
+    near = [{"goal": [0.3, 0.3]}, {"goal": [-0.9, -0.9]}]  # row 0 reaches its goal in 3 steps: mid-episode at the end
+    first = data.rollout(near, 1, factory)
+    assert first["mask"][0, 0].sum() == 3 and first["mask"][1, 0].sum() == 100
+    far = [{"goal": [-0.9, 0.5]}, {"goal": [0.7, -0.8]}]
+    out = data.rollout(far, 1, factory)
+    expected = torch.stack([torch.from_numpy(m.pools.context(t)).float() for t in far])
+    assert torch.allclose(contexts_seen[-1], expected)  # the actor is built from the new tasks' contexts
+    assert torch.allclose(out["context"][:, 0], expected[:, None].expand(2, 100, 2))
+    assert torch.equal(out["observation"][:, 0, 0], torch.zeros(2, 2))  # every episode starts at the origin
+    steps = torch.arange(1, 101, dtype=torch.float32)[:, None] * 0.1
+    assert torch.allclose(out["observation"][1, 0, 1:], steps[:99].expand(99, 2), atol=1e-5)  # and walks on from it
+    assert out["mask"][:, 0].sum(-1).tolist() == [100, 100]
+
+
 # ---------------------------------------------------------------------------------------------- meta-gradient
 def _outer_setup(first_order: bool):
     m = _module(first_order=first_order, fast_lr=0.5)

@@ -65,6 +65,7 @@ class OnPolicyData:
             g.manual_seed(self.seed * 1000 + 7 + i)
             self._generators[stream] = g
         self._envs: dict[tuple[str, int], object] = {}
+        self._stepped: set[tuple[str, int]] = set()  # the envs of self._envs that have been stepped
         self._env_states: dict[str, list] = {}
         self._last: list[dict] | None = None
         self.episodes_sampled = 0
@@ -110,6 +111,7 @@ class OnPolicyData:
                 for sub, state in zip(vec.envs, saved):
                     sub.unwrapped.np_random.bit_generator.state = state
             self._envs[key] = env
+            self._stepped.discard(key)
         return self._envs[key]
 
     def reseed(self, stream: str, seed: int) -> None:
@@ -145,7 +147,15 @@ class OnPolicyData:
         if self.threads is not None:
             torch.set_num_threads(int(self.threads))
         try:
-            td = env.rollout(self.horizon, policy, break_when_any_done=False, auto_reset=True)
+            # an explicit full reset: a plain ``env.reset()`` of TorchRL's gymnasium vector env is only the partial one
+            # its autoreset left (``VecGymEnvTransform``): if the previous rollout ended with some rows mid-episode
+            # (an episode that ended early was auto-reset), those rows would start from their old state and with the
+            # old task's context
+            # (a never-stepped env takes the plain reset: TorchRL refuses a reset mask before the first step)
+            full = TensorDict({"_reset": torch.ones(rows, 1, dtype=torch.bool)}, batch_size=[rows])
+            start = env.reset(full if (stream, rows) in self._stepped else None)
+            self._stepped.add((stream, rows))
+            td = env.rollout(self.horizon, policy, break_when_any_done=False, auto_reset=False, tensordict=start)
         finally:
             torch.set_num_threads(previous)
         done = td.get(("next", "done")).reshape(rows, self.horizon)
@@ -198,3 +208,4 @@ class OnPolicyData:
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+        self._stepped.clear()
