@@ -65,7 +65,7 @@ class OnPolicyData:
             g.manual_seed(self.seed * 1000 + 7 + i)
             self._generators[stream] = g
         self._envs: dict[tuple[str, int], object] = {}
-        self._stepped: set[tuple[str, int]] = set()  # the envs of self._envs that have been stepped
+        self._stepped: set[tuple[str, int]] = set()  # keys of self._envs already rolled out (cleared with them)
         self._env_states: dict[str, list] = {}
         self._last: list[dict] | None = None
         self.episodes_sampled = 0
@@ -111,7 +111,6 @@ class OnPolicyData:
                 for sub, state in zip(vec.envs, saved):
                     sub.unwrapped.np_random.bit_generator.state = state
             self._envs[key] = env
-            self._stepped.discard(key)
         return self._envs[key]
 
     def reseed(self, stream: str, seed: int) -> None:
