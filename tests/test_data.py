@@ -83,3 +83,39 @@ def test_termination_is_stored_as_terminated():
     assert len(ends) and (stored["observation"][ends + 1].abs() <= 0.01).all()
     within = ~terminated[:-1]
     assert torch.equal(next_obs[:-1][within], stored["observation"][1:][within])
+
+
+def test_meta_batches_are_gathered_exactly_as_stacked_replay_buffer_samples():
+    """``sample_buffers`` (the meta-batch hot path) draws the same indices from torch's generator as TorchRL's
+    ``RandomSampler`` and returns the same values, tasks repeated or not; an empty task buffer is refused."""
+    import pytest
+    from tensordict import TensorDict
+    from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+    from hyperrl.data.multitask import sample_buffers
+
+    buffers = []
+    for task, n in enumerate((7, 30, 12)):
+        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(50), batch_size=5)
+        buffer.extend(TensorDict({
+            "observation": torch.randn(n, 3), "action": torch.randn(n, 2),
+            "next": {"reward": torch.randn(n, 1), "terminated": torch.rand(n, 1) > 0.5},
+        }, [n]))  # fmt: skip
+        buffers.append(buffer)
+    buffers[1].extend(TensorDict({"observation": torch.randn(25, 3), "action": torch.randn(25, 2), "next": {
+        "reward": torch.randn(25, 1), "terminated": torch.zeros(25, 1, dtype=torch.bool)}}, [25]))  # wraps around
+    keys = ("observation", "action", ("next", "reward"), ("next", "terminated"))
+    tasks = [1, 0, 1, 2]
+    torch.manual_seed(3)
+    expected = torch.stack([buffers[t].sample() for t in tasks], 0)
+    after_expected = torch.rand(3)
+    torch.manual_seed(3)
+    got = sample_buffers(buffers, tasks, 5, keys)
+    assert torch.equal(torch.rand(3), after_expected)  # the same number of draws from the global generator
+    assert got.batch_size == torch.Size([4, 5])
+    assert set(got.keys(True, True)) == set(keys)
+    for key in keys:
+        assert torch.equal(got.get(key), expected.get(key)), key
+    empty = TensorDictReplayBuffer(storage=LazyTensorStorage(50), batch_size=5)
+    with pytest.raises(RuntimeError, match=r"empty replay buffers of tasks \[1\]"):
+        sample_buffers([buffers[0], empty], [0, 1, 1], 5, keys)

@@ -36,6 +36,28 @@ def _generator_state(rng: np.random.Generator) -> dict:
     return rng.bit_generator.state
 
 
+def sample_buffers(buffers, tasks: list[int], n: int, keys) -> TensorDict:
+    """``n`` transitions of each task in ``tasks`` (repeats allowed), drawn uniformly with replacement from its
+    ``buffers[task]``: a TensorDict ``(len(tasks), n)`` holding ``keys``.
+
+    The same draws and values as ``torch.stack([buffers[t].sample() for t in tasks])`` with TorchRL's default
+    ``RandomSampler`` (one ``torch.randint(len(buffer), (n,))`` per task from torch's global generator, in order),
+    less the buffer's ``"index"`` entry; gathered key by key from the storages' tensors, which skips the
+    TensorDict built per sample and per task (a meta-batch of 16 tasks samples 2-3x faster; it is drawn every
+    update). Reads ``LazyTensorStorage._storage``, the storage's TensorDict (torchrl 0.14 has no public accessor
+    that does not first copy a view of the filled part).
+    """
+    empty = sorted({t for t in tasks if len(buffers[t]) == 0})
+    if empty:
+        raise RuntimeError(f"cannot sample from the empty replay buffers of tasks {empty}")
+    index = [torch.randint(0, len(buffers[t]), (n,)) for t in tasks]
+    storages = [buffers[t].storage._storage for t in tasks]
+    return TensorDict(
+        {key: torch.stack([s.get(key)[i] for s, i in zip(storages, index, strict=True)]) for key in keys},
+        batch_size=[len(tasks), n],
+    )
+
+
 class MultiTaskData:
     """Collection over the train tasks of ``pools`` and meta-batches from their replay buffers.
 
@@ -120,7 +142,7 @@ class MultiTaskData:
     def sample(self) -> TensorDictBase:
         """A meta-batch ``(meta_batch, batch_size)`` from ``meta_batch`` train tasks drawn with replacement."""
         tasks = self.rng.integers(len(self.buffers), size=self.meta_batch).tolist()
-        batch = torch.stack([self.buffers[i].sample() for i in tasks], 0)
+        batch = sample_buffers(self.buffers, tasks, self.batch_size, TASK_TRANSITION_KEYS)
         return batch.to(self.device, non_blocking=True)
 
     def __len__(self) -> int:

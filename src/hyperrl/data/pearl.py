@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from hyperrl.data.multitask import TASK_TRANSITION_KEYS, MultiTaskData
+from hyperrl.data.multitask import TASK_TRANSITION_KEYS, MultiTaskData, sample_buffers
 from hyperrl.data.offpolicy import buffer_state, load_buffer_state
 from hyperrl.envs import TaskPools
 
@@ -112,7 +112,12 @@ class PEARLData(MultiTaskData):
     # ------------------------------------------------------------------------------------------ collection
     def sample_context(self, index: int) -> torch.Tensor:
         """``embedding_batch_size`` context transitions of task ``index`` from its encoder buffer: ``(N, F)``."""
-        return context_features(self.encoder_buffers[index].sample(), self.use_next_obs_in_context)
+        return self.sample_contexts([index])[0]
+
+    def sample_contexts(self, tasks: list[int]) -> torch.Tensor:
+        """``embedding_batch_size`` context transitions of each task in ``tasks``: ``(len(tasks), N, F)``."""
+        transitions = sample_buffers(self.encoder_buffers, tasks, self.embedding_batch_size, ENCODER_KEYS)
+        return context_features(transitions, self.use_next_obs_in_context)
 
     @torch.no_grad()
     def collect_data(self, index: int, steps: int, update_every: int | None, to_encoder: bool) -> TensorDictBase:
@@ -163,11 +168,11 @@ class PEARLData(MultiTaskData):
         slices = self.embedding_batch_size // self.embedding_mini_batch_size
         if self._context is None or self._context["next"] >= slices:
             tasks = self.rng.integers(len(self.buffers), size=self.meta_batch).tolist()
-            features = torch.stack([self.sample_context(i) for i in tasks], 0)
+            features = self.sample_contexts(tasks)
             self._context = {"tasks": tasks, "features": features, "next": 0}
         tasks, k, m = self._context["tasks"], self._context["next"], self.embedding_mini_batch_size
         self._context["next"] = k + 1
-        batch = torch.stack([self.buffers[i].sample() for i in tasks], 0)
+        batch = sample_buffers(self.buffers, tasks, self.batch_size, TASK_TRANSITION_KEYS)
         batch.batch_size = torch.Size([len(tasks)])
         batch.set("encoder_context", self._context["features"][:, k * m : (k + 1) * m])
         return batch.to(self.device, non_blocking=True)
