@@ -216,6 +216,27 @@ def test_buffers_schedule_and_context_batches():
     data.shutdown()
 
 
+@pytest.mark.parametrize("steps, warns", [(100, True), (101, False), (0, False)])
+def test_a_posterior_phase_too_short_to_reach_the_posterior_warns(steps, warns):
+    """Collection re-infers z only after update_post_train episodes: a phase of at most that many 100-step episodes
+    acts with prior draws throughout, which is said at setup."""
+    import warnings
+
+    module = PEARL(**pearl_kwargs(num_steps_posterior=0, num_extra_rl_steps_posterior=steps, update_post_train=1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module.make_data().shutdown()
+    messages = [str(w.message) for w in caught if "num_extra_rl_steps_posterior" in str(w.message)]
+    if warns:
+        assert messages == [
+            "num_extra_rl_steps_posterior=100 with update_post_train=1 and 100-step episodes: PEARL infers the "
+            "posterior only after 1 episode(s), so unless episodes end early this phase acts with z from the prior "
+            "throughout; more than 100 steps collect posterior data"
+        ]
+    else:
+        assert messages == []
+
+
 def test_evaluation_explores_with_the_prior_then_adapts():
     module = PEARL(**pearl_kwargs(num_steps_per_eval=250, num_exp_traj_eval=2))
     calls = []

@@ -177,6 +177,30 @@ class PEARLEncoder(ContextProvider):
 CONTEXT_PROVIDERS["pearl"] = PEARLEncoder
 
 
+def warn_if_no_posterior_data(hp, horizon: int) -> None:
+    """Warn when a posterior phase is too short to act with the posterior at all.
+
+    Every collection starts from the prior and re-infers ``z`` only after ``update_post_train`` episodes (rlkit's
+    ``collect_data``), so a phase of at most ``update_post_train`` full episodes acts with prior draws throughout.
+    That is rlkit's behaviour and kept, but with long episodes it silently turns "posterior" data into more prior
+    data (it did so in this library's own PEARL demo, 100 extra steps of 100-step episodes).
+    """
+    import warnings
+
+    enough = hp.update_post_train * horizon
+    for name in ("num_steps_posterior", "num_extra_rl_steps_posterior"):
+        steps = hp[name]
+        if 0 < steps <= enough:
+            warnings.warn(
+                f"{name}={steps} with update_post_train={hp.update_post_train} and {horizon}-step episodes: "
+                f"PEARL infers the posterior only after {hp.update_post_train} episode(s), so unless episodes end "
+                f"early this phase acts with z from the prior throughout; more than {enough} steps collect "
+                "posterior data",
+                UserWarning,
+                stacklevel=2,
+            )
+
+
 class PEARL(MetaSAC):
     """PEARL: MetaSAC with the learned context encoder, PEARL's data and PEARL's evaluation (module docstring).
 
@@ -255,6 +279,7 @@ class PEARL(MetaSAC):
         hp = self.hparams
         rank = self.global_rank
         env = self._task_env(hp.seed + rank)
+        warn_if_no_posterior_data(hp, self._horizon(env))
         data = PEARLData(
             env, self.acting_policy(), self.pools, self.context_provider, buffer_size=hp.buffer_size,
             batch_size=hp.batch_size, meta_batch=hp.meta_batch, initial_steps=hp.initial_steps,
