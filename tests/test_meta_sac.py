@@ -133,45 +133,6 @@ def test_the_policy_primary_network_runs_once_per_task():
     assert rows == [3]
 
 
-def test_acting_runs_the_primary_network_once_per_task_and_parameter_state():
-    """The acting policy reuses the policy's task-only computation while z and the parameters are unchanged, and
-    its actions always equal recomputing everything (z changed, parameters stepped in place, loaded, or neither)."""
-    from tensordict import TensorDict
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
-
-    module = MetaSAC(**meta_kwargs())
-    acting = module.acting_policy()
-    calls = []
-    module.policy.hyper.primary.register_forward_hook(lambda m, i, o: calls.append(1))
-
-    def act(obs, ctx):
-        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-            return acting(TensorDict({"observation": obs, "context": ctx}, [])).get("action")
-
-    def fresh(obs, ctx):
-        with torch.no_grad():
-            return module.policy.mode(obs, module.policy.condition(ctx))
-
-    c1, c2 = torch.tensor([0.3, 0.9]), torch.tensor([-0.5, 0.2])
-    for _ in range(3):
-        obs = torch.randn(2)
-        assert torch.equal(act(obs, c1), fresh(obs, c1))
-    assert len(calls) == 1 + 3  # acting: once (then cached); fresh(): once per call
-    obs = torch.randn(2)
-    assert torch.equal(act(obs, c2), fresh(obs, c2))  # another task: recomputed
-    with torch.no_grad():
-        before = act(obs, c2)
-        next(module.policy.parameters()).add_(0.5)  # an optimizer step changes parameters in place
-        after = act(obs, c2)
-    assert not torch.equal(before, after) and torch.equal(after, fresh(obs, c2))
-    state = {k: v + 0.1 for k, v in module.policy.state_dict().items()}
-    module.policy.load_state_dict(state)
-    assert torch.equal(act(obs, c2), fresh(obs, c2))
-    with set_exploration_type(ExplorationType.DETERMINISTIC):  # with gradients on, nothing is cached
-        action = acting(TensorDict({"observation": obs, "context": c2}, [])).get("action")
-    assert action.requires_grad and torch.allclose(action, fresh(obs, c2))
-
-
 def test_interrupted_and_resumed_meta_run_equals_an_uninterrupted_one(tmp_path):
     """Stop mid-iteration, resume: every task's buffer, the task-sampling RNG, the env and the networks continue
     exactly (bit-identical parameters at the end)."""

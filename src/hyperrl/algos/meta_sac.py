@@ -55,32 +55,11 @@ DEFAULT_LR = 3e-4
 
 class MetaActingPolicy(nn.Module):
     """``(observation, context) -> action`` for acting: the provider turns the env's context into ``z``; the policy
-    samples (collection) or takes its mode (under a deterministic interaction type: evaluation).
-
-    The policy's task-only computation (:meth:`~hyperrl.nn.policies.MetaPolicy.condition`: for ``hyper`` the
-    primary network and the weight heads) runs once per ``z`` and is reused while ``z`` and the policy's parameters
-    are unchanged (``z`` compared by value, the parameters by their in-place version counters, which every
-    optimizer step and ``load_state_dict`` advance), so an episode acts with one primary-network pass instead of
-    one per step. The actions are the same as recomputing it at every step; with gradients enabled nothing is
-    cached.
-    """
+    samples (collection) or takes its mode (under a deterministic interaction type: evaluation)."""
 
     def __init__(self, policy: nn.Module, provider: nn.Module) -> None:
         super().__init__()
         self.policy, self.provider = policy, provider
-        self._cache: tuple[Tensor, tuple[int, ...], Any] | None = None
-
-    def _condition(self, z: Tensor):
-        if torch.is_grad_enabled():
-            self._cache = None
-            return self.policy.condition(z)
-        versions = tuple(p._version for p in self.policy.parameters())
-        cache = self._cache
-        if cache is not None and cache[1] == versions and cache[0].shape == z.shape and torch.equal(cache[0], z):
-            return cache[2]
-        condition = self.policy.condition(z)
-        self._cache = (z.clone(), versions, condition)
-        return condition
 
     def forward(self, observation: Tensor, context: Tensor) -> Tensor:
         from tensordict.nn.probabilistic import interaction_type
@@ -89,11 +68,10 @@ class MetaActingPolicy(nn.Module):
 
         device = next(self.policy.parameters()).device
         obs, z = observation.to(device), self.provider.acting(context.to(device))
-        condition = self._condition(z)
         if interaction_type() in _DETERMINISTIC:
-            action = self.policy.mode(obs, condition)
+            action = self.policy.mode(obs, z)
         else:
-            action = self.policy.sample(obs, condition)[0]
+            action = self.policy.sample(obs, z)[0]
         return action.to(observation.device)
 
 
