@@ -42,10 +42,10 @@ def sample_buffers(buffers, tasks: list[int], n: int, keys) -> TensorDict:
 
     The same draws and values as ``torch.stack([buffers[t].sample() for t in tasks])`` with TorchRL's default
     ``RandomSampler`` (one ``torch.randint(len(buffer), (n,))`` per task from torch's global generator, in order),
-    less the buffer's ``"index"`` entry; gathered key by key from the storages' tensors, which skips the
-    TensorDict built per sample and per task (a meta-batch of 16 tasks samples 2-3x faster; it is drawn every
-    update). Reads ``LazyTensorStorage._storage``, the storage's TensorDict (torchrl 0.14 has no public accessor
-    that does not first copy a view of the filled part).
+    less the buffer's ``"index"`` entry. It gathers key by key from the storages' tensors and skips the TensorDict
+    built per sample and per task: a meta-batch of 16 × 128, drawn every update, comes about 3× faster
+    (``benchmarks/meta_batch_sampling.py``). It reads ``LazyTensorStorage._storage``, the storage's TensorDict:
+    torchrl 0.14 has no public accessor that does not first build a view of the filled part.
     """
     empty = sorted({t for t in tasks if len(buffers[t]) == 0})
     if empty:
