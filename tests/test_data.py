@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from conftest import tiny_kwargs
 
@@ -88,7 +89,6 @@ def test_termination_is_stored_as_terminated():
 def test_meta_batches_are_gathered_exactly_as_stacked_replay_buffer_samples():
     """``sample_buffers`` (the meta-batch hot path) draws the same indices from torch's generator as TorchRL's
     ``RandomSampler`` and returns the same values, tasks repeated or not; an empty task buffer is refused."""
-    import pytest
     from tensordict import TensorDict
     from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
