@@ -56,18 +56,27 @@ def _checkpoint(tmp_path):
     return m, path
 
 
+def _strict_loads(text: str):
+    """JSON as every other reader parses it: ``Infinity`` / ``NaN`` are errors."""
+    def reject(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=reject)
+
+
 def test_command_with_a_zero_step_has_no_return_spread(tmp_path, capsys):
     _, path = _checkpoint(tmp_path)
     out = tmp_path / "out"
     code = main(["--ckpt", str(path), "--estimates", "2", "--update", "sgd", "--lr", "0", "--episodes", "2",
                  "--eval-episodes", "2", "--bootstrap", "20", "--out", str(out)])
     assert code == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    last = _strict_loads(capsys.readouterr().out.strip().splitlines()[-1])
     figures = last["pg_variance"]["mlp@7"]
     # every "updated" policy is θ₀ and the evaluation uses common random numbers: identical returns
     assert figures["return_std"] == 0.0 and figures["return_mean"] == pytest.approx(figures["return_before_update"])
     assert figures["estimates"] == 2 and -1.0 <= figures["mean_cosine"] <= 1.0 and figures["trace_variance"] > 0
-    saved = json.loads((out / "pg_variance.json").read_text())
+    saved = _strict_loads((out / "pg_variance.json").read_text())
+    # two estimates: a bootstrap resample's signal can reach zero, the unbounded CI end is written as null
+    assert all(b is None or np.isfinite(b) for b in figures["relative_variance_unbiased_ci"])
     assert saved["mlp@7"]["parameters"] == sum(p.numel() for p in _checkpoint(tmp_path)[0].parameters())
     assert (out / "pg_variance.png").stat().st_size > 0
 
@@ -130,3 +139,20 @@ def test_a_lightning_cli_context_maml_checkpoint_loads_and_its_evaluation_skips_
     assert module.eval_adaptation_steps == 1
     before, after = module.evaluate_tasks(module.pools.test, 2, reseed=100)
     assert r["return_before_update"] == before and before != after
+
+
+def test_an_unbounded_ratio_is_written_as_null_not_infinity(tmp_path):
+    """Two opposite estimates have a negative signal estimate: the debiased ratio is unbounded. The result file is
+    still JSON (``null``), which ``json.dump`` alone would not give (``Infinity``)."""
+    from hyperrl.jsonio import write_json
+
+    g = np.array([[1.0, 2.0, 0.5], [-1.0, -2.0, -0.5]])
+    out = summarize(g @ g.T, np.zeros(2), 0.0, resamples=20, seed=0)
+    assert out["relative_variance_unbiased"] == float("inf")
+    with pytest.raises(ValueError):
+        _strict_loads(json.dumps(out))
+    write_json(str(tmp_path / "r.json"), {"run": out})
+    saved = _strict_loads((tmp_path / "r.json").read_text())["run"]
+    assert saved["relative_variance_unbiased"] is None
+    assert saved["mean_cosine"] == pytest.approx(out["mean_cosine"]) and saved["estimates"] == 2
+    assert not list(tmp_path.glob("*.tmp"))

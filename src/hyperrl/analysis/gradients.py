@@ -29,7 +29,6 @@ with the per-run means.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from hyperrl.errors import ConfigurationError, require_positive
+from hyperrl.jsonio import dumps, write_json
 
 
 # --------------------------------------------------------------------------------------------- estimators
@@ -464,8 +464,7 @@ def main(argv: list[str]) -> int:
                      max_snapshots=args.max_snapshots)
     out = args.out or os.path.join(args.folder, "gradients")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "gradients.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(out, "gradients.json"), result)
     plot_cosine(result, os.path.join(out, "cosine.png"))
     summary = {"gradients": os.path.join(out, "gradients.json"), "figure": os.path.join(out, "cosine.png"),
                "settings": result["settings"],
@@ -473,5 +472,5 @@ def main(argv: list[str]) -> int:
                                     "final_cosine": r["final_cosine"], "snapshots": len(r["snapshots"]),
                                     "q_minus_mc_mean": float(np.mean([s["q_minus_mc_mean"] for s in r["snapshots"]]))}
                         for r in result["runs"]}}
-    print(json.dumps(summary))
+    print(dumps(summary))
     return 0

@@ -28,7 +28,6 @@ Memory: the K gradient vectors are kept (``K × P × 4`` bytes: 1.5 GB for 50 pa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from hyperrl.errors import ConfigurationError, require_positive
+from hyperrl.jsonio import dumps, write_json
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -272,12 +272,11 @@ def main(args: list[str] | None = None) -> int:
             label += "'"
         results[label] = r
     os.makedirs(ns.out, exist_ok=True)
-    with open(os.path.join(ns.out, "pg_variance.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(os.path.join(ns.out, "pg_variance.json"), results)
     if not ns.no_plot:
         plot(results, os.path.join(ns.out, "pg_variance.png"))
     keys = ("return_before_update", "return_mean", "return_std", "return_std_ci", "trace_variance",
             "relative_variance", "relative_variance_ci", "relative_variance_unbiased",
             "relative_variance_unbiased_ci", "mean_cosine", "mean_cosine_ci", "estimates")
-    print(json.dumps({"pg_variance": {k: {n: r[n] for n in keys} for k, r in results.items()}}))
+    print(dumps({"pg_variance": {k: {n: r[n] for n in keys} for k, r in results.items()}}))
     return 0

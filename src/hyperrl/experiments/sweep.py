@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hyperrl.errors import ConfigurationError
+from hyperrl.jsonio import write_json
 
 SWEEP_KEYS = ("name", "description", "configs", "overrides", "grid", "seeds", "seed_key", "resources")
 RUN_FILE = "sweep_run.json"
@@ -285,10 +286,7 @@ def write_run_file(run: Run, args: list[str]) -> None:
         "returncode": run.returncode, "wall_s": round(run.wall_s, 1), "resumed": run.resumed,
         "command": ["hyperrl", *args], "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **run.extra,
     }  # fmt: skip
-    tmp = os.path.join(run.directory, RUN_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(run.directory, RUN_FILE))
+    write_json(os.path.join(run.directory, RUN_FILE), record)
 
 
 def fit_folder(directory: str) -> str | None:
@@ -518,10 +516,7 @@ def _mark_running(directory: str, node: str, threads: int) -> None:
     """The task's own note that it has started (the driver reads it: Ray gives no start event)."""
     record = read_run_file(directory)
     record.update(state="running", node=node, threads=threads, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    tmp = os.path.join(directory, f"{RUN_FILE}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(directory, RUN_FILE))
+    write_json(os.path.join(directory, RUN_FILE), record)
 
 
 def ray_task(args: list[str], directory: str, log_path: str, threads: int, cwd: str) -> tuple[int, float, str]:
