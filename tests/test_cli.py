@@ -161,6 +161,22 @@ def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
     assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60)] + ["last.ckpt"]
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
 
+    # resumed from an older checkpoint than its last: the steps it recomputes replace the old rows of metrics.csv
+    def rows(version):
+        with open(runs / version / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+
+    before = rows("version_1")
+    assert max(int(r["step"]) for r in before) == 59
+    older = runs / "version_1" / "checkpoints" / "epoch=0-step=20.ckpt"
+    code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "40", *keep_all, "--ckpt_path", str(older)], capsys)
+    assert code == 0, err
+    after = rows("version_1")
+    steps = [int(r["step"]) for r in after]
+    assert steps == sorted(steps) and max(steps) == 39, "one history: no rows of the abandoned steps 40-59"
+    kept = [r for r in before if int(r["step"]) < 20]
+    assert after[: len(kept)] == kept and len(after) > len(kept)
+
 
 def test_resume_refuses_model_options_it_would_ignore(capsys, tmp_path, monkeypatch):
     """Resuming keeps the checkpoint's model settings: a --model option asking for something else is refused in one

@@ -194,7 +194,9 @@ def _number(value, rate: bool = False) -> str:
 
 class CSVLogger(_LightningCSVLogger):
     """Lightning's ``CSVLogger``, except that an existing ``metrics.csv`` in the log folder is continued (a resumed
-    run appends its rows; new columns rewrite the header with the old rows kept) instead of being deleted."""
+    run appends its rows; new columns rewrite the header with the old rows kept) instead of being deleted. Rows at
+    or after the first step the resumed run logs are dropped first: a run resumed from an older checkpoint than its
+    last recomputes those steps, and the file keeps one history, not two."""
 
     @property
     def experiment(self):
@@ -207,6 +209,33 @@ class CSVLogger(_LightningCSVLogger):
 class _AppendingExperimentWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         # Lightning's writer deletes an existing metrics.csv here; this one reads its columns and appends below them
-        if self._fs.isfile(self.metrics_file_path):
+        self._continued = self._fs.isfile(self.metrics_file_path)
+        if self._continued:
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = list(next(csv.reader(f), []))
+
+    def log_metrics(self, metrics_dict, step=None) -> None:
+        if self._continued and step is not None:
+            self._continued = False
+            self._drop_rows_from(int(step))
+        super().log_metrics(metrics_dict, step)
+
+    def _drop_rows_from(self, step: int) -> None:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            rows = list(csv.DictReader(f))
+
+        def kept(row: dict) -> bool:
+            try:
+                return float(row["step"]) < step
+            except (KeyError, TypeError, ValueError):  # a row without a step is not a recomputed one
+                return True
+
+        keep = [r for r in rows if kept(r)]
+        if len(keep) == len(rows):
+            return
+        tmp = f"{self.metrics_file_path}.tmp"
+        with self._fs.open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(keep)
+        os.replace(tmp, self.metrics_file_path)
