@@ -122,6 +122,7 @@ def test_a_sweep_runs_each_fit_in_its_folder_and_skips_it_next_time(tmp_path, ca
     assert [r.state for r in again] == ["skipped"]
     text = capsys.readouterr().out
     assert "seed0: done in" in text and "done before: skipped" in text and "1 done, 0 skipped" in text
+    assert "0 frames" not in text, "40 steps log no training row (log_every_n_steps 50): no frame count, not 0"
 
 
 @pytest.mark.slow

@@ -584,8 +584,10 @@ def _finish(run: Run, args, log_path: str, code: int, wall: float, monitor: Moni
     if code == 0:
         run.state = "done"
         frames, ret = progress(run.directory)
-        tail = f", eval/return {ret:.1f}" if ret is not None else ""
-        monitor.line(run, f"done in {wall:.0f} s ({int(frames or 0)} frames{tail})")
+        # a run shorter than log_every_n_steps logged no training row: say nothing rather than "0 frames"
+        parts = ([f"{int(frames)} frames"] if frames is not None else []) + (
+            [f"eval/return {ret:.1f}"] if ret is not None else [])
+        monitor.line(run, f"done in {wall:.0f} s" + (f" ({', '.join(parts)})" if parts else ""))
     else:
         run.state = "failed"
         run.error = error_line(log_path)
