@@ -368,3 +368,35 @@ def test_pearl_configs_load_through_the_cli(name, capsys):
     model = yaml.safe_load(capsys.readouterr().out)["model"]
     assert model["class_path"] == "hyperrl.algos.pearl.PEARL" and model["init_args"]["policy"] == "mlp"
     assert "steps_per_task" not in model["init_args"] and "context" not in model["init_args"]
+
+
+def test_the_encoder_capacity_check_builds_contexts_as_the_demo_sees_them():
+    """``benchmarks/pearl_encoder_capacity.py`` makes synthetic contexts: they must have the layout and the values of
+    real Navigation2D context transitions (``context_features`` of a rollout with rescaled actions)."""
+    import os
+    import sys
+
+    from hyperrl.data.pearl import context_features
+    from hyperrl.envs import make_task_env
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from pearl_encoder_capacity import contexts
+
+    c, goal = contexts(3, 50, (40.0, 145.0), torch.Generator().manual_seed(0))
+    assert c.shape == (3, 50, 7) and goal.shape == (3, 2)
+    assert torch.allclose(goal.norm(dim=-1), torch.ones(3)) and (goal[:, 1] >= 0).all()
+    s, a, r, s_next = c[..., :2], c[..., 2:4], c[..., 4], c[..., 5:]
+    assert a.abs().max() <= 1 + 1e-5 and torch.allclose(s + 0.1 * a, s_next, atol=1e-6)
+    assert torch.allclose(r, -(s_next - goal[:, None]).norm(dim=-1), atol=1e-6)
+
+    # one step of the real env from the origin, action (1, 0.5) in the networks' [-1, 1]: the same layout
+    g = tuple(goal[0].tolist())
+    env = make_task_env("hyperrl/Navigation2D-v0", seed=0, task={"goal": g}, rescale_actions=True)
+    td = env.reset()
+    td["action"] = torch.tensor([1.0, 0.5])
+    step = env.step(td)
+    real = context_features(step, use_next_obs=True)
+    expected_next = torch.tensor([0.1, 0.05])
+    expected = torch.cat([torch.zeros(2), torch.tensor([1.0, 0.5]),
+                          -(expected_next - goal[0]).norm().reshape(1), expected_next])
+    assert torch.allclose(real, expected, atol=1e-5)
