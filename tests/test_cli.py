@@ -295,8 +295,11 @@ def test_fit_resume_and_validate(capsys, tmp_path, monkeypatch):
     assert torch.load(last, weights_only=True)["global_step"] == 120
 
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(["validate", *TINY, "--ckpt_path", str(last)], capsys)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(["validate", *TINY, "--ckpt_path", str(last)], capsys)
     assert code == 0, err
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)], "validate saves no checkpoints"
     assert "eval/return" in out
     assert sorted(p.name for p in runs.iterdir()) == ["version_0"]
     with open(run / "validate-last" / "metrics.csv") as f:
