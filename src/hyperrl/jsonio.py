@@ -12,8 +12,6 @@ import math
 import os
 from typing import Any
 
-import numpy as np
-
 __all__ = ["dumps", "strict", "write_json"]
 
 
@@ -24,7 +22,7 @@ def strict(value: Any) -> Any:
         return {k: strict(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [strict(v) for v in value]
-    if isinstance(value, np.generic):
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:  # a numpy scalar; numpy not imported
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
