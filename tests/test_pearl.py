@@ -191,7 +191,8 @@ def test_buffers_schedule_and_context_batches():
     data = module.make_data()
     calls = []
     real_infer = data.encoder.infer_posterior
-    data.encoder.infer_posterior = lambda c, g=None: (calls.append(tuple(c.shape)), real_infer(c, g))
+    data.encoder.infer_posterior = lambda c, g=None, rows=None: (calls.append((tuple(c.shape), rows)),
+                                                                 real_infer(c, g, rows))
     draws = data.rng.bit_generator.state
     data.collect()
     data.rng.bit_generator.state = draws
@@ -202,7 +203,9 @@ def test_buffers_schedule_and_context_batches():
         k = sampled.count(i)
         assert rl[i] == 15 + k * (6 + 4 + 10)
         assert enc[i] == (15 if k == 0 else 6 + 4)
-    assert calls == [(1, 6, FEATURES)] * 4  # one posterior episode + one extra episode per sampled task
+    # one posterior episode + one extra episode per sampled task; distinct tasks side by side (one call for both)
+    per_call = 1 if sampled[0] == sampled[1] else 2
+    assert calls == [((per_call, 6, FEATURES), list(range(per_call)))] * (4 // per_call)
     batch = data.sample()
     assert batch.batch_size == (3,) and batch.get("observation").shape == (3, 8, OBS)
     assert batch.get("encoder_context").shape == (3, 3, FEATURES)
@@ -242,19 +245,37 @@ def test_evaluation_explores_with_the_prior_then_adapts():
     calls = []
     encoder = module.context_provider
     real = encoder.infer_posterior
-    encoder.infer_posterior = lambda c, g=None: (calls.append(c.shape[1]), real(c, g))
+    encoder.infer_posterior = lambda c, g=None, rows=None: (calls.append(([len(x) for x in c], rows)),
+                                                            real(c, g, rows))
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
     env = module._eval_env()
     with set_exploration_type(ExplorationType.DETERMINISTIC):
-        returns = module.adapt_on_task(env, module.acting_policy(), module.pools.test[0], torch.Generator())
-    assert len(returns) == 3  # whole episodes of 100 until 250 steps: the third ends at 300
-    assert calls == [200, 300]  # after the 2nd and 3rd episodes, from everything seen on the task
+        returns = module.adapt_on_tasks(env, module.acting_policy(), module.pools.test[:1], torch.Generator())
+    assert len(returns) == 1 and len(returns[0]) == 3  # whole episodes of 100 until 250 steps: the third ends at 300
+    assert calls == [([200], [0]), ([300], [0])]  # after the 2nd and 3rd episodes, from everything seen on the task
     module.hparams.num_steps_per_eval = 50  # one episode per task: the first is also the last
     results = module.evaluate_pools()
     assert results["test"]["return"] == results["test"]["prior_return"]
     assert set(results) == {"train", "test"} and set(results["test"]) == {"return", "prior_return"}
     assert results == module.evaluate_pools(), "evaluation draws z from its own seeded generator"
+    env.close()
+
+
+def test_tasks_side_by_side_adapt_as_they_do_one_at_a_time():
+    """With the deterministic encoder and deterministic actions nothing is random: evaluating two tasks in the rows
+    of one env gives each the episodes it gets alone (its own context, its own posterior)."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    module = PEARL(**pearl_kwargs(use_information_bottleneck=False, num_steps_per_eval=300, num_exp_traj_eval=1))
+    env = module._eval_env()
+    assert env.batch_size == (2,)
+    policy, tasks = module.acting_policy(), module.pools.test[:2]
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        together = module.adapt_on_tasks(env, policy, tasks, torch.Generator())
+        alone = [module.adapt_on_tasks(env, policy, [task], torch.Generator())[0] for task in tasks]
+    assert together == alone and len(together[0]) == 3
+    assert together[0] != together[1], "each row acts on its own task"
     env.close()
 
 

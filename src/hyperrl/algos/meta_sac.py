@@ -42,8 +42,15 @@ from torch import Tensor, nn
 
 from hyperrl.algos.base import Algorithm, detach_condition, frozen, polyak_update
 from hyperrl.algos.context import CONTEXT_PROVIDERS
-from hyperrl.data.multitask import MultiTaskData
-from hyperrl.envs import check_context_dim, check_task_env_id, make_task_env, make_task_pools, unwrap_task_env
+from hyperrl.data.multitask import MultiTaskData, task_episodes
+from hyperrl.envs import (
+    check_context_dim,
+    check_task_env_id,
+    env_rows,
+    episode_horizon,
+    make_task_env,
+    make_task_pools,
+)
 from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
 from hyperrl.nn import CriticEnsemble, make_meta_critic, make_meta_value, make_policy
 
@@ -51,6 +58,8 @@ from hyperrl.nn import CriticEnsemble, make_meta_critic, make_meta_value, make_p
 HYPER_CRITIC_LR = 5e-5
 HYPER_POLICY_LR = 1e-4
 DEFAULT_LR = 3e-4
+#: at most this many evaluated tasks are stepped side by side (the eval env's rows)
+EVAL_ROWS = 32
 
 
 class MetaActingPolicy(nn.Module):
@@ -232,15 +241,20 @@ class MetaSAC(Algorithm):
             MetaActingPolicy(self.policy, self.context_provider), in_keys=["observation", "context"], out_keys=["action"]
         )
 
-    def _task_env(self, seed: int):
+    def _task_env(self, seed: int, rows: int):
+        """A task env of ``rows`` rows (tasks side by side, :func:`~hyperrl.envs.make_task_env` ``num_envs``)."""
         # the networks act in [-1, 1], the env maps that onto its bounds: as rlkit's NormalizedBoxEnv under PEARL
         return make_task_env(self.hparams.env, seed=seed, context_bounds=self.pools, rescale_actions=True,
-                             **(self.hparams.env_kwargs or {}))
+                             num_envs=rows, **(self.hparams.env_kwargs or {}))
+
+    def _collection_rows(self) -> int:
+        """Rows of the collection env: an iteration's tasks side by side."""
+        return max(1, int(self.hparams.tasks_per_iteration))
 
     def make_data(self) -> MultiTaskData:
         hp = self.hparams
         rank = self.global_rank
-        env = self._task_env(hp.seed + rank)
+        env = self._task_env(hp.seed + rank, self._collection_rows())
         data = MultiTaskData(
             env, self.acting_policy(), self.pools, buffer_size=hp.buffer_size, batch_size=hp.batch_size,
             meta_batch=hp.meta_batch, initial_steps=hp.initial_steps, tasks_per_iteration=hp.tasks_per_iteration,
@@ -252,10 +266,7 @@ class MetaSAC(Algorithm):
 
     @staticmethod
     def _horizon(env) -> int:
-        from hyperrl.envs.factory import _gym_env, _time_limit
-
-        limit = _time_limit(_gym_env(env))
-        return int(limit._max_episode_steps) if limit is not None else 1000
+        return episode_horizon(env)
 
     # ------------------------------------------------------------------ the math
     def losses(self, batch: TensorDictBase) -> dict[str, Tensor]:
@@ -330,8 +341,9 @@ class MetaSAC(Algorithm):
 
     def _eval_env(self):
         """The evaluation env (built once), reseeded so every evaluation sees the same episodes' randomness."""
-        if "eval" not in self._envs:
-            self._envs["eval"] = self._task_env(None)
+        if "eval" not in self._envs:  # every evaluated task of a pool side by side (at most EVAL_ROWS)
+            rows = min(EVAL_ROWS, max(len(tasks) for tasks in self.eval_tasks().values()))
+            self._envs["eval"] = self._task_env(None, rows)
         env = self._envs["eval"]
         env.set_seed(self.hparams.seed + 100 + self.global_rank)
         return env
@@ -350,18 +362,16 @@ class MetaSAC(Algorithm):
         env = self._eval_env()
         policy = self.acting_policy()
         horizon = self._horizon(env)
-        task_env = unwrap_task_env(env)
+        rows = env_rows(env)
         results: dict[str, dict[str, list[float]]] = {}
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             for pool, tasks in self.eval_tasks().items():
                 returns = []
-                for task in tasks:
-                    task_env.set_task(task)
-                    episodes = [
-                        env.rollout(horizon, policy, break_when_any_done=True).get(("next", "reward")).sum().item()
-                        for _ in range(self.hparams.eval_episodes)
-                    ]
-                    returns.append(float(np.mean(episodes)))
+                for start in range(0, len(tasks), rows):
+                    per_task = task_episodes(env, policy, tasks[start : start + rows], horizon,
+                                             episodes=self.hparams.eval_episodes)
+                    returns += [float(np.mean([e.get(("next", "reward")).sum().item() for e in episodes]))
+                                for episodes in per_task]
                 results[pool] = {"return": returns}
         return results
 

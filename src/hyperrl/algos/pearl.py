@@ -67,10 +67,11 @@ class PEARLEncoder(ContextProvider):
         use_next_obs_in_context: include ``s'`` in the context transition.
         kl_lambda: the weight of the KL term.
 
-    Acting: :meth:`clear_z` (``q`` := the prior ``N(0, I)``, draw ``z``), :meth:`infer_posterior` (``q`` := the
-    posterior of a context ``(1, N, F)``, draw ``z``), :meth:`sample_z` (draw ``z`` from the current ``q``);
-    :meth:`acting` returns that ``z`` whatever the env's context. Not part of the ``state_dict``: every collection
-    and evaluation starts with :meth:`clear_z`.
+    Acting, one ``q`` and one ``z`` per row of the env acted in (rows side by side, one task each):
+    :meth:`clear_z` (``q`` := the prior ``N(0, I)`` on ``rows`` rows, draw ``z``), :meth:`infer_posterior` (``q``
+    of some rows := the posterior of their contexts, draw ``z`` on every row), :meth:`sample_z` (draw ``z`` from the
+    current ``q``); :meth:`acting` returns the rows' ``z`` whatever the env's context. Not part of the
+    ``state_dict``: every collection and evaluation starts with :meth:`clear_z`.
     """
 
     algorithm = "PEARL"
@@ -144,21 +145,38 @@ class PEARLEncoder(ContextProvider):
     def _device(self) -> torch.device:
         return self.net[0].weight.device
 
-    def clear_z(self, generator: torch.Generator | None = None) -> None:
-        """Reset ``q`` to the prior ``N(0, I)`` (deterministic variant: ``z = 0``) and draw ``z``."""
+    def clear_z(self, generator: torch.Generator | None = None, rows: int = 1) -> None:
+        """Reset ``q`` to the prior ``N(0, I)`` (deterministic variant: ``z = 0``) on ``rows`` rows and draw ``z``."""
         device = self._device()
-        self._mu = torch.zeros(1, self.output_dim, device=device)
-        self._var = torch.ones(1, self.output_dim, device=device) if self.use_information_bottleneck else None
+        self._mu = torch.zeros(rows, self.output_dim, device=device)
+        self._var = torch.ones(rows, self.output_dim, device=device) if self.use_information_bottleneck else None
         self.sample_z(generator)
 
     @torch.no_grad()
-    def infer_posterior(self, context: Tensor, generator: torch.Generator | None = None) -> None:
-        """``q`` := the posterior of ``context (1, N, F)``; draw ``z``."""
-        self._mu, self._var = self.posterior(context.to(self._device()))
+    def infer_posterior(self, context, generator: torch.Generator | None = None, rows: Sequence[int] | None = None):
+        """``q`` of ``rows`` (default: every row, in order) := the posterior of their contexts, then draw ``z`` on
+        every row (the other rows from their current ``q``). ``context``: ``(len(rows), N, F)``, or one ``(N_r, F)``
+        per row when their lengths differ."""
+        if self._mu is None:
+            self.clear_z(rows=len(context) if rows is None else max(rows) + 1)
+        rows = list(range(self._mu.shape[0])) if rows is None else list(rows)
+        if len(context) != len(rows):
+            raise ValueError(f"{len(context)} contexts for {len(rows)} rows")
+        if torch.is_tensor(context):
+            mu, var = self.posterior(context.to(self._device()))
+        else:
+            parts = [self.posterior(c.to(self._device()).unsqueeze(0)) for c in context]
+            mu = torch.cat([p[0] for p in parts], 0)
+            var = None if parts[0][1] is None else torch.cat([p[1] for p in parts], 0)
+        self._mu = self._mu.clone()
+        self._mu[rows] = mu
+        if var is not None:
+            self._var = self._var.clone()
+            self._var[rows] = var
         self.sample_z(generator)
 
     def sample_z(self, generator: torch.Generator | None = None) -> None:
-        """Draw ``z`` from the current ``q`` (its mean without the bottleneck)."""
+        """Draw ``z`` from the current ``q`` of every row (its mean without the bottleneck)."""
         if self._mu is None:
             self.clear_z(generator)
             return
@@ -169,9 +187,19 @@ class PEARLEncoder(ContextProvider):
             self._z = self._mu + self._var.sqrt() * noise
 
     def acting(self, context: Tensor) -> Tensor:
+        """The rows' ``z``: ``(R, L)`` for a batched env's context ``(R, c)``, ``(L,)`` for one row's ``(c,)``."""
         if self._z is None:
-            self.clear_z()
-        return self._z[0].to(context.device).expand(*context.shape[:-1], self.output_dim)
+            self.clear_z(rows=context.shape[0] if context.dim() > 1 else 1)
+        z = self._z.to(context.device)
+        if context.dim() == 1:
+            if z.shape[0] != 1:
+                raise ValueError(f"one context for {z.shape[0]} rows of z")
+            return z[0]
+        if context.shape[:-1] != z.shape[:1]:
+            if z.shape[0] == 1:
+                return z[0].expand(*context.shape[:-1], self.output_dim)
+            raise ValueError(f"contexts of batch {tuple(context.shape[:-1])} for {z.shape[0]} rows of z")
+        return z
 
 
 CONTEXT_PROVIDERS["pearl"] = PEARLEncoder
@@ -278,7 +306,7 @@ class PEARL(MetaSAC):
 
         hp = self.hparams
         rank = self.global_rank
-        env = self._task_env(hp.seed + rank)
+        env = self._task_env(hp.seed + rank, self._collection_rows())
         warn_if_no_posterior_data(hp, self._horizon(env))
         data = PEARLData(
             env, self.acting_policy(), self.pools, self.context_provider, buffer_size=hp.buffer_size,
@@ -295,27 +323,30 @@ class PEARL(MetaSAC):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def adapt_on_task(self, env, policy, task: dict, generator: torch.Generator) -> list[float]:
-        """One evaluation run on ``task``: the returns of its episodes, in order (module docstring)."""
+    def adapt_on_tasks(self, env, policy, tasks: list[dict], generator: torch.Generator) -> list[list[float]]:
+        """One evaluation run on each of ``tasks``, side by side in the rows of ``env``: per task, the returns of its
+        episodes, in order (module docstring)."""
+        from hyperrl.data.multitask import task_episodes
         from hyperrl.data.pearl import context_features
-        from hyperrl.envs import unwrap_task_env
+        from hyperrl.envs import env_rows
 
         hp = self.hparams
         encoder: PEARLEncoder = self.context_provider
-        unwrap_task_env(env).set_task(task)
-        horizon = self._horizon(env)
-        encoder.clear_z(generator)
-        returns, seen, steps = [], [], 0
-        while steps < hp.num_steps_per_eval:
-            episode = env.rollout(horizon, policy, break_when_any_done=True)
-            returns.append(episode.get(("next", "reward")).sum().item())
-            steps += episode.numel()
-            seen.append(context_features(episode, hp.use_next_obs_in_context))
-            if len(returns) >= hp.num_exp_traj_eval:
-                encoder.infer_posterior(torch.cat(seen, 0).unsqueeze(0), generator)
+        encoder.clear_z(generator, rows=env_rows(env))
+        seen: list[list[Tensor]] = [[] for _ in tasks]
+
+        def after_round(k: int, episodes: list) -> None:
+            live = [i for i, episode in enumerate(episodes) if episode is not None]
+            for i in live:
+                seen[i].append(context_features(episodes[i], hp.use_next_obs_in_context))
+            if k + 1 >= hp.num_exp_traj_eval and live:
+                encoder.infer_posterior([torch.cat(seen[i], 0) for i in live], generator, rows=live)
             else:
                 encoder.sample_z(generator)
-        return returns
+
+        per_task = task_episodes(env, policy, tasks, self._horizon(env), steps=hp.num_steps_per_eval, cut=False,
+                                 after_round=after_round)
+        return [[e.get(("next", "reward")).sum().item() for e in episodes] for episodes in per_task]
 
     @torch.no_grad()
     def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
@@ -324,16 +355,21 @@ class PEARL(MetaSAC):
         changes neither the training's random stream nor its own results between identical states."""
         from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+        from hyperrl.envs import env_rows
+
         env = self._eval_env()
         policy = self.acting_policy()
+        rows = env_rows(env)
         generator = torch.Generator().manual_seed(self.hparams.seed + 100 + self.global_rank)
         results: dict[str, dict[str, list[float]]] = {}
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             for pool, tasks in self.eval_tasks().items():
                 final, prior = [], []
-                for task in tasks:
-                    runs = [self.adapt_on_task(env, policy, task, generator) for _ in range(self.hparams.num_evals)]
-                    final.append(float(np.mean([r[-1] for r in runs])))
-                    prior.append(float(np.mean([r[0] for r in runs])))
+                for start in range(0, len(tasks), rows):
+                    chunk = tasks[start : start + rows]
+                    runs = [self.adapt_on_tasks(env, policy, chunk, generator) for _ in range(self.hparams.num_evals)]
+                    for i in range(len(chunk)):
+                        final.append(float(np.mean([run[i][-1] for run in runs])))
+                        prior.append(float(np.mean([run[i][0] for run in runs])))
                 results[pool] = {"return": final, "prior_return": prior}
         return results

@@ -16,7 +16,10 @@ One iteration (:meth:`PEARLData.collect`), as rlkit's ``MetaRLAlgorithm.train``:
     - ``extra_rl_steps_posterior`` transitions likewise, into the RL buffer only.
 
 Each collection starts from the prior (rlkit's ``clear_z``) and runs whole episodes, the last one cut at the budget
-(:meth:`~hyperrl.data.multitask.MultiTaskData.rollout_task`).
+(:meth:`~hyperrl.data.multitask.MultiTaskData.rollout_tasks`). The tasks drawn in an iteration are collected side by
+side, one row of the batched env each, with one ``z`` per row; a task drawn twice is collected twice, one run after
+the other (:func:`~hyperrl.data.multitask.unique_runs`), so each run sees only its own encoder data, as rlkit's
+one-task-at-a-time loop does.
 
 A training batch (:meth:`PEARLData.sample`) is a TensorDict of batch size ``(T,)`` holding the RL transitions
 ``(T, batch_size, ·)`` of ``T = meta_batch`` train tasks (drawn with replacement) and ``"encoder_context"``
@@ -25,8 +28,9 @@ A context batch of ``embedding_batch_size`` transitions per task serves ``embedd
 embedding_mini_batch_size`` consecutive updates, one slice each (rlkit's ``_do_training``), each update with the
 same tasks and a fresh RL batch; the authors' configs use one slice (mini = full).
 
-The encoder is duck-typed (``clear_z()``, ``sample_z()``, ``infer_posterior(context (1, N, F))``; its current ``z``
-is what ``policy`` acts with), so this module needs no import from :mod:`hyperrl.algos`.
+The encoder is duck-typed (``clear_z(rows=R)``, ``sample_z()``, ``infer_posterior(context (R', N, F), rows=...)``;
+its current ``z``, one per row, is what ``policy`` acts with), so this module needs no import from
+:mod:`hyperrl.algos`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from hyperrl.data.multitask import TASK_TRANSITION_KEYS, MultiTaskData, sample_buffers
+from hyperrl.data.multitask import TASK_TRANSITION_KEYS, MultiTaskData, sample_buffers, unique_runs
 from hyperrl.data.offpolicy import buffer_state, load_buffer_state
 from hyperrl.envs import TaskPools
 
@@ -120,26 +124,29 @@ class PEARLData(MultiTaskData):
         return context_features(transitions, self.use_next_obs_in_context)
 
     @torch.no_grad()
-    def collect_data(self, index: int, steps: int, update_every: int | None, to_encoder: bool) -> TensorDictBase:
-        """rlkit's ``collect_data``: ``steps`` transitions on task ``index`` starting from the prior; ``z``
-        resampled after every episode, the posterior re-inferred every ``update_every`` episodes (``None``:
-        never); each episode goes into the RL buffer and, with ``to_encoder``, into the encoder buffer."""
-        self.encoder.clear_z()
-        episodes = 0
+    def collect_data(self, indices: list[int], steps: int, update_every: int | None, to_encoder: bool) -> list:
+        """rlkit's ``collect_data`` on each task of ``indices`` (distinct, side by side in the env's rows):
+        ``steps`` transitions starting from the prior; ``z`` resampled after every episode, the posterior
+        re-inferred every ``update_every`` episodes (``None``: never) from a context batch of the task's encoder
+        buffer; each episode goes into the task's RL buffer and, with ``to_encoder``, its encoder buffer."""
+        self.encoder.clear_z(rows=self.rows)
 
-        def after_episode(episode: TensorDictBase) -> None:
-            nonlocal episodes
-            episodes += 1
-            self.buffers[index].extend(episode.select(*TASK_TRANSITION_KEYS))
-            if to_encoder:
-                self.encoder_buffers[index].extend(episode.select(*ENCODER_KEYS))
-            if update_every is not None and episodes % update_every == 0 and len(self.encoder_buffers[index]):
-                context = self.sample_context(index).to(self._encoder_device())
-                self.encoder.infer_posterior(context.unsqueeze(0))
-            else:
-                self.encoder.sample_z()
+        def after_round(k: int, episodes: list) -> None:
+            for index, episode in zip(indices, episodes, strict=True):
+                if episode is None:
+                    continue
+                self.buffers[index].extend(episode.select(*TASK_TRANSITION_KEYS))
+                if to_encoder:
+                    self.encoder_buffers[index].extend(episode.select(*ENCODER_KEYS))
+            if update_every is not None and (k + 1) % update_every == 0:
+                rows = [r for r, i in enumerate(indices) if len(self.encoder_buffers[i])]
+                if rows:  # the others draw again from the prior
+                    context = self.sample_contexts([indices[r] for r in rows]).to(self._encoder_device())
+                    self.encoder.infer_posterior(context, rows=rows)
+                    return
+            self.encoder.sample_z()
 
-        return self.rollout_task(index, steps, after_episode)
+        return self.rollout_tasks(indices, steps, after_round)
 
     def _encoder_device(self) -> torch.device:
         parameter = next(iter(self.encoder.parameters()), None)
@@ -149,16 +156,18 @@ class PEARLData(MultiTaskData):
         """One iteration of PEARL's schedule (module docstring); returns everything collected."""
         pieces = []
         if self.iterations == 0:
-            for index in range(len(self.buffers)):
-                pieces.append(self.collect_data(index, self.initial_steps, None, True))
-        for index in self.rng.integers(len(self.buffers), size=self.tasks_per_iteration).tolist():
-            self.encoder_buffers[index].empty()
+            for run in unique_runs(list(range(len(self.buffers))), self.rows):
+                pieces.extend(self.collect_data(run, self.initial_steps, None, True))
+        drawn = self.rng.integers(len(self.buffers), size=self.tasks_per_iteration).tolist()
+        for run in unique_runs(drawn, self.rows):
+            for index in run:
+                self.encoder_buffers[index].empty()
             if self.steps_prior > 0:
-                pieces.append(self.collect_data(index, self.steps_prior, None, True))
+                pieces.extend(self.collect_data(run, self.steps_prior, None, True))
             if self.steps_posterior > 0:
-                pieces.append(self.collect_data(index, self.steps_posterior, self.update_post_train, True))
+                pieces.extend(self.collect_data(run, self.steps_posterior, self.update_post_train, True))
             if self.extra_rl_steps_posterior > 0:
-                pieces.append(self.collect_data(index, self.extra_rl_steps_posterior, self.update_post_train, False))
+                pieces.extend(self.collect_data(run, self.extra_rl_steps_posterior, self.update_post_train, False))
         self.iterations += 1
         return torch.cat(pieces, 0) if pieces else TensorDict({}, [0])
 

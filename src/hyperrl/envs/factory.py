@@ -125,10 +125,17 @@ def make_task_env(
     device: str | torch.device = "cpu",
     task: dict | None = None,
     rescale_actions: bool = False,
+    num_envs: int | None = None,
     **env_kwargs,
 ):
     """A seeded TorchRL ``TransformedEnv(GymEnv(env_id), DoubleToFloat + RewardSum)`` of a task family, with the
     context read from ``info["context"]`` into the entry ``"context"`` (``(context_dim,)`` float32).
+
+    ``num_envs``: a batched env instead, ``R = num_envs`` rows, one task env each (a gymnasium ``SyncVectorEnv``
+    without auto-reset, stepped in-process, under one TorchRL ``GymWrapper`` of batch size ``[R]``): one TorchRL
+    step serves every row, so stepping ``R`` tasks side by side costs little more than stepping one. Each row has its
+    own task (:func:`task_envs` lists the rows' task envs); ``env.rollout(..., break_when_any_done=False)`` resets a
+    row whose episode ended and goes on. Row ``r`` is seeded with ``seed + r``.
 
     ``context_bounds``: ``(low, high)`` in task units or a :class:`~hyperrl.envs.tasks.TaskPools` (its train-pool
     bounds); default: the family's nominal train range. ``task``: the initial task (default: the family's).
@@ -140,6 +147,9 @@ def make_task_env(
     from torchrl.envs import Compose, DoubleToFloat, GymEnv, RewardSum, TransformedEnv, default_info_dict_reader
 
     spec = check_task_env_id(env_id)
+    if num_envs is not None:
+        return _make_batched_task_env(env_id, spec, num_envs, seed, context_bounds, device, task, rescale_actions,
+                                      env_kwargs)
     if rescale_actions:
         # the networks act in [-1, 1] and the env sees its own bounds (rlkit's NormalizedBoxEnv, which PEARL wraps
         # every env in): a critic on navigation's ±0.1 actions would otherwise see a tenth of their range
@@ -155,15 +165,7 @@ def make_task_env(
         base = GymEnv(env_id, device=device, **env_kwargs)
     unwrapped = base._env.unwrapped
     if context_bounds is not None:
-        if hasattr(context_bounds, "context_bounds"):
-            context_bounds = context_bounds.context_bounds
-        try:
-            low, high = context_bounds
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"context_bounds={context_bounds!r} is not allowed: expected (low, high) or TaskPools"
-            ) from None
-        unwrapped.set_context_bounds(low, high)
+        unwrapped.set_context_bounds(*_context_bounds(context_bounds))
     if task is not None:
         unwrapped.set_task(task)
     context_spec = Unbounded(shape=(spec.context_dim,), dtype=torch.float32, device=device)
@@ -172,6 +174,74 @@ def make_task_env(
     if seed is not None:
         env.set_seed(int(seed))
     return env
+
+
+def _context_bounds(context_bounds):
+    if hasattr(context_bounds, "context_bounds"):
+        context_bounds = context_bounds.context_bounds
+    try:
+        low, high = context_bounds
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"context_bounds={context_bounds!r} is not allowed: expected (low, high) or TaskPools"
+        ) from None
+    return low, high
+
+
+def _make_batched_task_env(env_id, spec, num_envs, seed, context_bounds, device, task, rescale_actions, env_kwargs):
+    import numpy as np
+    from torchrl.data import Unbounded
+    from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, TransformedEnv, default_info_dict_reader
+
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ConfigurationError(f"num_envs={num_envs!r} is not allowed: a positive integer (the rows) is required")
+    bounds = _context_bounds(context_bounds) if context_bounds is not None else None
+
+    def make():
+        made = gym.make(env_id, **env_kwargs)
+        if bounds is not None:
+            made.unwrapped.set_context_bounds(*bounds)
+        if task is not None:
+            made.unwrapped.set_task(task)
+        if rescale_actions:  # as the single env: the networks act in [-1, 1]
+            unit = np.ones(made.action_space.shape, dtype=made.action_space.dtype)
+            made = gym.wrappers.RescaleAction(made, -unit, unit)
+        return made
+
+    vec = gym.vector.SyncVectorEnv([make] * num_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    base = GymWrapper(vec, device=device)
+    context_spec = Unbounded(shape=(num_envs, spec.context_dim), dtype=torch.float32, device=device)
+    base.set_info_dict_reader(default_info_dict_reader(["context"], spec=[context_spec]))
+    env = TransformedEnv(base, Compose(DoubleToFloat(), RewardSum()))
+    if seed is not None:
+        env.set_seed(int(seed))
+    return env
+
+
+def _sub_envs(env) -> list:
+    """The gymnasium envs of a TorchRL task env: its rows for a batched one, else the one env."""
+    gym_env = _gym_env(env) if not isinstance(env, gym.Env) else env
+    return list(gym_env.envs) if isinstance(gym_env, gym.vector.VectorEnv) else [gym_env]
+
+
+def task_envs(env) -> list:
+    """The task envs (task API: ``set_task``, ...) of a TorchRL task env, one per row (one for an env built without
+    ``num_envs``)."""
+    envs = [getattr(sub, "unwrapped", None) for sub in _sub_envs(env)]
+    if not all(_has_task_api(u) for u in envs):
+        raise ConfigurationError(f"env {env!r} has no task API (sample_tasks/set_task)")
+    return envs
+
+
+def env_rows(env) -> int:
+    """The rows of a batched TorchRL env (:func:`make_task_env` ``num_envs``); 1 for an unbatched one."""
+    return int(env.batch_size[0]) if len(env.batch_size) else 1
+
+
+def episode_horizon(env, default: int = 1000) -> int:
+    """The time limit of a TorchRL-wrapped gymnasium env (of its first row when batched), else ``default``."""
+    limit = _time_limit(_sub_envs(env)[0])
+    return int(limit._max_episode_steps) if limit is not None else default
 
 
 def unwrap_task_env(env):
@@ -202,8 +272,16 @@ def env_state(env) -> dict | None:
     """The simulator state of a TorchRL-wrapped gymnasium env mid-episode, as plain tensors/ints/lists: the full
     MuJoCo physics state (``"physics"``), or a non-MuJoCo task env's own state (``"sim"``, e.g. the navigation
     point), the time-limit counter and the env's RNG; for a task env also ``"task_state"`` (task and context
-    bounds). ``None`` for other simulators (their episode then restarts on resume)."""
+    bounds). ``None`` for other simulators (their episode then restarts on resume). A batched env
+    (:func:`make_task_env` ``num_envs``) gives ``{"rows": [the state of each row]}``."""
     gym_env = _gym_env(env)
+    if isinstance(gym_env, gym.vector.VectorEnv):
+        rows = [_gym_state(sub) for sub in gym_env.envs]
+        return None if any(r is None for r in rows) else {"rows": rows}
+    return _gym_state(gym_env)
+
+
+def _gym_state(gym_env) -> dict | None:
     unwrapped = getattr(gym_env, "unwrapped", None)
     if unwrapped is None:
         return None
@@ -232,6 +310,19 @@ def load_env_state(env, state: dict | None) -> bool:
     if state is None:
         return False
     gym_env = _gym_env(env)
+    if isinstance(gym_env, gym.vector.VectorEnv):
+        if "rows" not in state or len(state["rows"]) != len(gym_env.envs):
+            raise ValueError("the saved env state does not match this env's rows")
+        for sub, saved in zip(gym_env.envs, state["rows"], strict=True):
+            _load_gym_state(sub, saved)
+        return True
+    if "rows" in state:
+        raise ValueError("the saved env state is a batched env's; this env is not batched")
+    _load_gym_state(gym_env, state)
+    return True
+
+
+def _load_gym_state(gym_env, state: dict) -> None:
     unwrapped = gym_env.unwrapped
     if "physics" in state:
         import mujoco
@@ -248,4 +339,3 @@ def load_env_state(env, state: dict | None) -> bool:
     unwrapped.np_random.bit_generator.state = state["np_random"]
     if "task_state" in state:
         unwrapped.set_task_state(state["task_state"])
-    return True
