@@ -71,6 +71,39 @@ def test_collection_schedule_per_task_buffers_and_evaluation_metrics(tmp_path):
     assert per_task["returns"]["test"][0]["task"] == module.pools.test[0]
 
 
+def test_evaluation_side_by_side_equals_one_task_at_a_time():
+    """Deterministic actions with the oracle context: the evaluated tasks stepped in the rows of one env give the
+    returns each gets in an env of its own."""
+    module = MetaSAC(**meta_kwargs(eval_episodes=2))
+    together = module.evaluate_pools()
+    assert module._eval_env().batch_size == (2,)  # the larger pool's size
+    module._envs["eval"] = module._task_env(None, 1)
+    assert together == module.evaluate_pools()
+    assert len(set(together["test"]["return"])) == 2, "each row acts on its own task"
+
+
+def test_collection_side_by_side_fills_the_same_buffers_as_one_task_at_a_time():
+    """Collected side by side or one task at a time, each task's buffer gets the same number of transitions, from
+    its own task, its episodes starting at the reset state."""
+    sizes = {}
+    for rows in (None, 1):
+        module = MetaSAC(**meta_kwargs())
+        if rows is not None:
+            module._collection_rows = lambda: rows
+        data = module.make_data()
+        assert data.rows == (rows or 2)
+        torch.manual_seed(0)
+        for _ in range(3):
+            data.collect()
+        sizes[rows] = [len(b) for b in data.buffers]
+        contexts = torch.as_tensor(module.pools.contexts("train"))
+        for i, buffer in enumerate(data.buffers):
+            stored = buffer.storage._storage.get("context")[: len(buffer)]
+            assert torch.allclose(stored, contexts[i].expand_as(stored))
+        data.shutdown()
+    assert sizes[None] == sizes[1]
+
+
 def test_each_loss_term_moves_only_its_own_network():
     """The one backward pass of the summed loss gives each network exactly the gradient of its own term: Q from L_Q,
     V from L_V, the policy from L_pi (+ its regulariser); the Q target reads the target V only."""
