@@ -29,7 +29,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from hyperrl.data.offpolicy import TRANSITION_KEYS, buffer_state, load_buffer_state
-from hyperrl.envs import TaskPools, env_rows, env_state, load_env_state
+from hyperrl.envs import TaskPools, env_rows, env_state, load_env_state, task_envs
 
 #: what a meta-RL transition keeps: the off-policy keys plus the oracle context of its task
 TASK_TRANSITION_KEYS = (*TRANSITION_KEYS, "context", ("next", "context"))
@@ -95,8 +95,6 @@ def task_episodes(
     per-task state (PEARL's ``z``) updates it there. Same data as collecting the tasks one at a time, except for the
     order of the policy's random draws.
     """
-    from hyperrl.envs import env_rows, task_envs
-
     if steps is None and episodes is None:
         raise ValueError("task_episodes needs steps or episodes")
     rows = task_envs(env)
@@ -105,7 +103,7 @@ def task_episodes(
     for r, task_env in enumerate(rows):
         task_env.set_task(tasks[r] if r < len(tasks) else tasks[0])
     out: list[list[TensorDictBase]] = [[] for _ in tasks]
-    remaining = [steps if steps is not None else None for _ in tasks]
+    remaining: list[int | None] = [steps] * len(tasks)
 
     def running(i: int) -> bool:
         return (episodes is None or len(out[i]) < episodes) and (remaining[i] is None or remaining[i] > 0)
