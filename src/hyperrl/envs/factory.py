@@ -143,8 +143,7 @@ def make_task_env(
     actions in ``[-1, 1]`` and maps them linearly onto its own bounds (gymnasium's ``RescaleAction``). Change the task later with
     ``unwrap_task_env(env).set_task(task)`` and reset: the ``"context"`` entry of the reset follows the new task.
     """
-    from torchrl.data import Unbounded
-    from torchrl.envs import Compose, DoubleToFloat, GymEnv, RewardSum, TransformedEnv, default_info_dict_reader
+    from torchrl.envs import GymEnv
 
     spec = check_task_env_id(env_id)
     if num_envs is not None:
@@ -155,12 +154,7 @@ def make_task_env(
         # every env in): a critic on navigation's ±0.1 actions would otherwise see a tenth of their range
         from torchrl.envs import GymWrapper
 
-        import numpy as np
-
-        made = gym.make(env_id, **env_kwargs)
-        unit = np.ones(made.action_space.shape, dtype=made.action_space.dtype)  # float32 bounds: no precision warning
-        inner = gym.wrappers.RescaleAction(made, -unit, unit)
-        base = GymWrapper(inner, device=device)
+        base = GymWrapper(_rescaled(gym.make(env_id, **env_kwargs)), device=device)
     else:
         base = GymEnv(env_id, device=device, **env_kwargs)
     unwrapped = base._env.unwrapped
@@ -168,7 +162,23 @@ def make_task_env(
         unwrapped.set_context_bounds(*_context_bounds(context_bounds))
     if task is not None:
         unwrapped.set_task(task)
-    context_spec = Unbounded(shape=(spec.context_dim,), dtype=torch.float32, device=device)
+    return _finish_task_env(base, (spec.context_dim,), device, seed)
+
+
+def _rescaled(made):
+    """``made`` taking actions in ``[-1, 1]`` (float32 bounds: no precision warning)."""
+    import numpy as np
+
+    unit = np.ones(made.action_space.shape, dtype=made.action_space.dtype)
+    return gym.wrappers.RescaleAction(made, -unit, unit)
+
+
+def _finish_task_env(base, context_shape: tuple[int, ...], device, seed):
+    """The context entry read from ``info``, the transforms and the seed, on a TorchRL gym env of a task family."""
+    from torchrl.data import Unbounded
+    from torchrl.envs import Compose, DoubleToFloat, RewardSum, TransformedEnv, default_info_dict_reader
+
+    context_spec = Unbounded(shape=context_shape, dtype=torch.float32, device=device)
     base.set_info_dict_reader(default_info_dict_reader(["context"], spec=[context_spec]))
     env = TransformedEnv(base, Compose(DoubleToFloat(), RewardSum()))
     if seed is not None:
@@ -189,9 +199,7 @@ def _context_bounds(context_bounds):
 
 
 def _make_batched_task_env(env_id, spec, num_envs, seed, context_bounds, device, task, rescale_actions, env_kwargs):
-    import numpy as np
-    from torchrl.data import Unbounded
-    from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, TransformedEnv, default_info_dict_reader
+    from torchrl.envs import GymWrapper
 
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ConfigurationError(f"num_envs={num_envs!r} is not allowed: a positive integer (the rows) is required")
@@ -203,19 +211,10 @@ def _make_batched_task_env(env_id, spec, num_envs, seed, context_bounds, device,
             made.unwrapped.set_context_bounds(*bounds)
         if task is not None:
             made.unwrapped.set_task(task)
-        if rescale_actions:  # as the single env: the networks act in [-1, 1]
-            unit = np.ones(made.action_space.shape, dtype=made.action_space.dtype)
-            made = gym.wrappers.RescaleAction(made, -unit, unit)
-        return made
+        return _rescaled(made) if rescale_actions else made
 
     vec = gym.vector.SyncVectorEnv([make] * num_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
-    base = GymWrapper(vec, device=device)
-    context_spec = Unbounded(shape=(num_envs, spec.context_dim), dtype=torch.float32, device=device)
-    base.set_info_dict_reader(default_info_dict_reader(["context"], spec=[context_spec]))
-    env = TransformedEnv(base, Compose(DoubleToFloat(), RewardSum()))
-    if seed is not None:
-        env.set_seed(int(seed))
-    return env
+    return _finish_task_env(GymWrapper(vec, device=device), (num_envs, spec.context_dim), device, seed)
 
 
 def _sub_envs(env) -> list:
