@@ -73,6 +73,8 @@ def error_lines(err: str) -> list[str]:
         (["--model.critic_kwargs", '{"dynamic_hidden": null}'], "dynamic_hidden=None"),
         (["--model.critic", "mlp", "--model.critic_kwargs", '{"hidden": 256}'], "hidden=256"),
         (["--model.critic_kwargs", '{"head_bounds": 0.05}'], "head_bounds=0.05"),
+        (["--torch_threads", "0"], "torch_threads=0 is not allowed: expected a positive integer or null"),
+        (["--torch_threads", "two"], "two"),
     ],
 )
 def test_user_mistakes_get_one_line_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
@@ -83,6 +85,23 @@ def test_user_mistakes_get_one_line_and_exit_2(args, needle, capsys, tmp_path, m
     assert "Traceback" not in err
     lines = error_lines(err)
     assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_torch_threads_sets_the_thread_count(capsys, tmp_path, monkeypatch):
+    """``--torch_threads N`` (or ``torch_threads: N`` in a config) runs with N torch threads; null leaves them."""
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2", "--torch_threads", "1"], capsys)
+        assert code == 0, err
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2"], capsys)
+        assert code == 0, err
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

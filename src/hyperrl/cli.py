@@ -10,7 +10,8 @@ that resumes it). Every run writes to one folder, decided in :func:`resolve_run_
 ``<trainer.default_root_dir>/version_<n>`` (default root ``runs/<config name>``); a resumed run continues in the
 folder of its checkpoint. Checkpoints: every 5000 steps, keeping only the newest one and ``last.ckpt``
 (``--trainer.callbacks.save_top_k -1`` keeps them all). ``--verbose`` shows Lightning's and TorchRL's info lines and
-the model summary. ``hyperrl --help`` imports nothing heavy (``benchmarks/cli_startup.py`` measures it).
+the model summary. ``torch_threads: N`` (top level of a config, or ``--torch_threads N``) sets how many CPU threads
+torch uses. ``hyperrl --help`` imports nothing heavy (``benchmarks/cli_startup.py`` measures it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import Optional
 
 from hyperrl.errors import ConfigurationError, NonFiniteLossError, require_positive
 
@@ -94,6 +96,13 @@ def one_line(message: str) -> str:
     for line in lines:
         if any(marker in line for marker in ours):
             return line.lstrip("- ")
+    keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "')]
+    given = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")]
+    subtypes = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Subtypes:")]
+    if keys and given and subtypes:  # a value none of an optional/union setting's types accepts
+        names = re.findall(r"<class '(?:\w+\.)*(\w+)'>", subtypes[0])
+        allowed = " or ".join("null" if n == "NoneType" else f"an {n}" if n[0] in "aeiou" else f"a {n}" for n in names)
+        return f"{keys[-1]}={given[0]} is not allowed: expected {allowed}"
     for i, line in enumerate(lines):
         if line.startswith("Expected a <class") and "NoneType" not in line:
             keys = [m for m in lines[:i] if m.startswith('Parser key "')]
@@ -141,6 +150,11 @@ def _cli_class():
             super().__init__(*args, **kwargs)
 
         def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument(
+                "--torch_threads", type=Optional[int], default=None,
+                help="CPU threads torch computes with in this run (torch.set_num_threads); null: torch's default "
+                     "(one per core). One thread is faster for small networks on a CPU",
+            )
             parser.set_defaults({"seed_everything": False, **{f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()}})
 
         def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
@@ -160,6 +174,7 @@ def _cli_class():
         def before_instantiate_classes(self) -> None:
             config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
             _check_trainer_settings(config)
+            set_torch_threads(config.get("torch_threads"))
             run = resolve_run_folder(config, self.subcommand)
             for path, what in [(run, "run folder"), *_checkpoint_dirs(config)]:
                 check_writable(path, what)
@@ -242,6 +257,17 @@ def _is_progress_bar(callback) -> bool:
 
 #: numpy's seed range, which Lightning's seed_everything passes its seed to.
 SEED_RANGE = (0, 2**32 - 1)
+
+
+def set_torch_threads(threads) -> None:
+    """``torch_threads``: ``None`` leaves torch's thread count alone, a positive integer sets it."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigurationError(f"torch_threads={threads!r} is not allowed: expected a positive integer or null")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _check_seed(seed) -> None:
