@@ -1,12 +1,13 @@
 """Can PEARL's encoder tell the navigation goal from two prior episodes at all? A supervised check (not a speed test).
 
-The PEARL demo (``conf/meta/pearl_quickstart.yaml``) stops short of the goal because its posterior ``z`` does not
+The PEARL demo (``conf/meta/pearl_quickstart.yaml``) falls short of its target because its posterior ``z`` does not
 pin the goal down (``docs/benchmarks.md``). This script separates the encoder's capacity from its training signal:
-it trains :class:`hyperrl.algos.pearl.PEARLEncoder` (the demo's 3×32 MLP, latent 5, the product of Gaussians; or
-the deterministic mean with ``--deterministic``) together with a 2×64 decoder ``z -> goal`` by regression on the
-goal itself, on fresh synthetic contexts every step. So it has what PEARL's encoder lacks: a direct target and
-unlimited distinct contexts (PEARL's demo sees about 260 distinct prior collections in a run, and learns only
-through the critic's TD error).
+it trains :class:`hyperrl.algos.pearl.PEARLEncoder` (a 3×32 MLP by default, the demo's until session 6; the
+demo's 3×64 is ``--hidden 64 64 64``; latent 5, the product of Gaussians, or the deterministic mean with
+``--deterministic``) together with a 2×64 decoder ``z -> goal`` by regression on the goal itself, on fresh
+synthetic contexts every step. So it has what PEARL's encoder lacks: a direct target and unlimited distinct
+contexts (PEARL's demo sees about 420 distinct prior collections in a run, and learns only through the critic's TD
+error).
 
 A context imitates the demo's evaluation: two episodes from the origin, each walking straight out along an angle
 drawn from ``--angles`` (the demo's prior episodes end between about 40° and 145°) at 0.1 per step to a radius
@@ -67,11 +68,12 @@ def main() -> None:
     parser.add_argument("--kl-lambda", type=float, default=0.0, help="weight of KL(q(z|c) || N(0, I)) in the loss")
     parser.add_argument("--deterministic", action="store_true", help="PEARL's deterministic encoder (a mean)")
     parser.add_argument("--latent", type=int, default=5)
+    parser.add_argument("--hidden", type=int, nargs="+", default=(32, 32, 32), help="the encoder's hidden widths")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    encoder = PEARLEncoder(2, 2, latent_dim=args.latent, hidden=(32, 32, 32),
+    encoder = PEARLEncoder(2, 2, latent_dim=args.latent, hidden=tuple(args.hidden),
                            use_information_bottleneck=not args.deterministic, use_next_obs_in_context=True)
     decoder = nn.Sequential(nn.Linear(args.latent, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3)
