@@ -178,6 +178,23 @@ def test_sample_log_prob_matches_log_prob_of_the_sampled_action(name, distributi
     torch.testing.assert_close(policy.log_prob(obs, action, ctx), log_prob, rtol=1e-7, atol=1e-7)
 
 
+@pytest.mark.parametrize(("name", "distribution"), POLICY_CASES)
+def test_sample_with_params_is_sample_plus_the_gaussian_it_drew_from(name, distribution):
+    """sample_with_params: the same action and log-density as sample() from the same random state, and (μ, log σ)
+    equal to loc_and_log_std (MetaSAC's losses read all four from one pass)."""
+    policy = small_policy(name, distribution)
+    obs, ctx = randn(6, OBS), randn(6, CTX, seed=1)
+    torch.manual_seed(5)
+    action, log_prob = policy.sample(obs, ctx)
+    torch.manual_seed(5)
+    action2, log_prob2, loc, log_std = policy.sample_with_params(obs, ctx)
+    torch.testing.assert_close(action2, action, rtol=0, atol=0)
+    torch.testing.assert_close(log_prob2, log_prob, rtol=0, atol=0)
+    mu, expected_log_std = policy.loc_and_log_std(obs, ctx)
+    torch.testing.assert_close(loc, mu, rtol=0, atol=0)
+    torch.testing.assert_close(log_std, expected_log_std, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_tanh_normal_log_prob_equals_torch_distributions(name):
     """tanh_normal with bounds [low, high]: log π equals TransformedDistribution(Normal, [Tanh, Affine]) summed."""

@@ -284,8 +284,7 @@ class MetaSAC(Algorithm):
         critic_loss = (q - q_target).square().flatten(1).mean(1).sum()
 
         policy_condition = self.policy.condition(z_fixed)  # the primary network once per task
-        new_action, log_prob = self.policy.sample(obs, policy_condition)
-        loc, log_std = self.policy.loc_and_log_std(obs, policy_condition)
+        new_action, log_prob, loc, log_std = self.policy.sample_with_params(obs, policy_condition)
         # the min-Q term reuses the critics' action-independent part, detached: its values are those of
         # condition(obs, z̄) (a ``combine`` or MLP meta-Q reads z there), and no gradient reaches z or the critics
         with frozen(self.critics):

@@ -22,7 +22,8 @@ Interface of every policy (any leading batch shape ``...``; ``context`` is ``(..
 * ``policy(observation, context) -> (loc, scale)``: the Gaussian before any squashing, each ``(..., A)``;
 * ``policy.loc_and_log_std(observation, context) -> (loc, log_std)`` (clamped; PEARL's 1e-3·(μ² + log σ²)
   regulariser reads these);
-* ``policy.sample(observation, context) -> (action (..., A), log_prob (..., 1))``, reparameterised;
+* ``policy.sample(observation, context) -> (action (..., A), log_prob (..., 1))``, reparameterised
+  (``sample_with_params`` also returns the ``(loc, log_std)`` drawn from);
 * ``policy.log_prob(observation, action, context) -> (..., 1)`` for given actions (MAML's REINFORCE/TRPO);
 * ``policy.mode(observation, context) -> (..., A)``, the deterministic action;
 * ``policy.condition(context) -> TaskCondition``: the task-only computation, to be passed in place of the context.
@@ -154,12 +155,20 @@ class MetaPolicy(BoundedActions, nn.Module):
 
     def sample(self, observation: Tensor, context: Tensor | TaskCondition | None = None) -> tuple[Tensor, Tensor]:
         """A reparameterised action and its log-density: ``(..., A)`` and ``(..., 1)``."""
-        loc, scale = self(observation, context)
+        return self.sample_with_params(observation, context)[:2]
+
+    def sample_with_params(
+        self, observation: Tensor, context: Tensor | TaskCondition | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`sample`'s action and log-density, and the ``(μ, log σ)`` of :meth:`loc_and_log_std` they were drawn
+        from: one pass of the network for a loss that needs both (SAC's policy loss and its regulariser)."""
+        loc, log_std = self.loc_and_log_std(observation, context)
+        scale = log_std.exp()
         if self.distribution == "tanh_normal":
             u, log_prob = tanh_normal_rsample(loc, scale, self.action_radius)
-            return self.squash(u), log_prob
+            return self.squash(u), log_prob, loc, log_std
         action = loc + scale * torch.randn_like(loc)
-        return action, _normal_log_prob(action, loc, scale)
+        return action, _normal_log_prob(action, loc, scale), loc, log_std
 
     def log_prob(self, observation: Tensor, action: Tensor, context: Tensor | TaskCondition | None = None) -> Tensor:
         """``log π(action | observation, context)``, summed over action dims: ``(..., 1)``.
