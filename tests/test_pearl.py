@@ -262,6 +262,37 @@ def test_evaluation_explores_with_the_prior_then_adapts():
     env.close()
 
 
+def test_sampled_exploration_samples_the_exploration_episodes_only_and_keeps_the_random_stream():
+    """``eval_sample_exploration``: the ``num_exp_traj_eval`` exploration episodes act under RANDOM exploration, the
+    episodes after adaptation under the evaluation's DETERMINISTIC; evaluating reseeds a fork of torch's generator,
+    so it repeats itself and leaves the training's random stream where it was."""
+    from torchrl.envs.utils import ExplorationType, exploration_type, set_exploration_type
+
+    types = {}
+    for sample in (False, True):
+        module = PEARL(**pearl_kwargs(num_steps_per_eval=300, num_exp_traj_eval=2, eval_sample_exploration=sample))
+        policy, seen = module.acting_policy(), []
+
+        def recording(td, policy=policy, seen=seen):
+            seen.append(exploration_type())
+            return policy(td)
+
+        env = module._eval_env()
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            module.adapt_on_tasks(env, recording, module.pools.test[:1], torch.Generator())
+        env.close()
+        types[sample] = seen
+        before = torch.random.get_rng_state()
+        results = module.evaluate_pools()
+        assert torch.equal(torch.random.get_rng_state(), before), "evaluation leaves torch's generator as it was"
+        assert results == module.evaluate_pools(), "evaluation repeats itself"
+        types[sample, "results"] = results
+    assert types[False] == [ExplorationType.DETERMINISTIC] * 300  # 3 episodes of 100 steps, one call per step
+    assert types[True] == [ExplorationType.RANDOM] * 200 + [ExplorationType.DETERMINISTIC] * 100
+    # same weights (same seed), so only the sampled actions make the exploration episodes differ
+    assert types[True, "results"]["test"]["prior_return"] != types[False, "results"]["test"]["prior_return"]
+
+
 def test_tasks_side_by_side_adapt_as_they_do_one_at_a_time():
     """With the deterministic encoder and deterministic actions nothing is random: evaluating two tasks in the rows
     of one env gives each the episodes it gets alone (its own context, its own posterior)."""
@@ -326,6 +357,7 @@ def test_meta_sac_refuses_the_pearl_provider():
         ({"steps_per_task": 3}, "steps_per_task is not allowed with PEARL"),
         ({"critic": "nope"}, "unknown meta-critic 'nope'"),
         ({"context_lr": 0.0}, "context_lr=0.0 is not allowed"),
+        ({"eval_sample_exploration": "yes"}, "eval_sample_exploration='yes' is not allowed: expected true or false"),
     ],
 )
 def test_bad_pearl_settings_are_one_line_errors(overrides, message):

@@ -19,7 +19,9 @@ evaluated tasks side by side, one row each of the evaluation env, one ``q`` and 
 ``num_exp_traj_eval`` exploration episodes with ``z`` from the prior (resampled each episode), then episodes
 with ``z`` from the posterior of everything collected on the task so far (re-inferred after each episode), until
 ``num_steps_per_eval`` steps have been taken (whole episodes, as rlkit's ``collect_paths``); actions
-deterministic, ``z`` sampled. ``eval/{pool}_tasks_return`` is the return of the last episode (after adaptation),
+deterministic (rlkit's ``eval_deterministic``), ``z`` sampled. With ``eval_sample_exploration`` the exploration
+episodes sample their actions from the policy, as the training collection does whose contexts the encoder learns
+from; the episodes after adaptation stay deterministic (a deviation from rlkit, ``docs/deviations.md``). ``eval/{pool}_tasks_return`` is the return of the last episode (after adaptation),
 ``eval/{pool}_tasks_prior_return`` that of the first (prior ``z``), each averaged over ``num_evals`` runs and the
 tasks.
 """
@@ -244,6 +246,8 @@ class PEARL(MetaSAC):
             ``updates_per_iteration`` are MetaSAC's (rlkit's ``num_initial_steps``, ``num_tasks_sample``,
             ``num_train_steps_per_itr``).
         num_exp_traj_eval, num_steps_per_eval, num_evals: the evaluation (module docstring).
+        eval_sample_exploration: sample the exploration episodes' actions in evaluation (default: deterministic,
+            rlkit's); the episodes after adaptation are deterministic either way.
 
     The networks and learning rates are MetaSAC's (``policy``/``critic``/``value``: ``hyper`` or PEARL's 3×300
     MLPs, §6.2), with ``z`` of size ``latent_dim``.
@@ -266,6 +270,7 @@ class PEARL(MetaSAC):
         num_exp_traj_eval: int = 2,
         num_steps_per_eval: int = 600,
         num_evals: int = 1,
+        eval_sample_exploration: bool = False,
         **kwargs: Any,
     ) -> None:
         fixed = {
@@ -289,6 +294,9 @@ class PEARL(MetaSAC):
                             ("num_exp_traj_eval", num_exp_traj_eval)):
             require_non_negative_int(name, value)
         require_positive("context_lr", context_lr)
+        if not isinstance(eval_sample_exploration, bool):
+            raise ConfigurationError(f"eval_sample_exploration={eval_sample_exploration!r} is not allowed: expected "
+                                     "true or false")
         if embedding_batch_size % embedding_mini_batch_size:
             raise ConfigurationError(
                 f"embedding_mini_batch_size={embedding_mini_batch_size} is not allowed: it must divide "
@@ -326,7 +334,10 @@ class PEARL(MetaSAC):
     @torch.no_grad()
     def adapt_on_tasks(self, env, policy, tasks: list[dict], generator: torch.Generator) -> list[list[float]]:
         """One evaluation run on each of ``tasks``, side by side in the rows of ``env``: per task, the returns of its
-        episodes, in order (module docstring)."""
+        episodes, in order (module docstring). Actions as the current exploration type says, except that with
+        ``eval_sample_exploration`` the first ``num_exp_traj_eval`` episodes sample theirs."""
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
         from hyperrl.data.multitask import task_episodes
         from hyperrl.data.pearl import context_features
         from hyperrl.envs import env_rows
@@ -335,8 +346,16 @@ class PEARL(MetaSAC):
         encoder: PEARLEncoder = self.context_provider
         encoder.clear_z(generator, rows=env_rows(env))
         seen: list[list[Tensor]] = [[] for _ in tasks]
+        episode = [0]  # the round being collected
+
+        def act(td: TensorDictBase) -> TensorDictBase:
+            if hp.eval_sample_exploration and episode[0] < hp.num_exp_traj_eval:
+                with set_exploration_type(ExplorationType.RANDOM):
+                    return policy(td)
+            return policy(td)
 
         def after_round(k: int, episodes: list) -> None:
+            episode[0] = k + 1
             live = [i for i, episode in enumerate(episodes) if episode is not None]
             for i in live:
                 seen[i].append(context_features(episodes[i], hp.use_next_obs_in_context))
@@ -345,15 +364,16 @@ class PEARL(MetaSAC):
             else:
                 encoder.sample_z(generator)
 
-        per_task = task_episodes(env, policy, tasks, self._horizon(env), steps=hp.num_steps_per_eval, cut=False,
+        per_task = task_episodes(env, act, tasks, self._horizon(env), steps=hp.num_steps_per_eval, cut=False,
                                  after_round=after_round)
         return [[e.get(("next", "reward")).sum().item() for e in episodes] for episodes in per_task]
 
     @torch.no_grad()
     def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
         """Per pool and task: ``return`` (the last episode's, after adaptation) and ``prior_return`` (the first's),
-        each the mean over ``num_evals`` runs. ``z`` draws come from their own seeded generator, so evaluating
-        changes neither the training's random stream nor its own results between identical states."""
+        each the mean over ``num_evals`` runs. ``z`` draws come from their own seeded generator, and sampled actions
+        (``eval_sample_exploration``) from torch's generator reseeded inside a fork of it, so evaluating changes
+        neither the training's random stream nor its own results between identical states."""
         from torchrl.envs.utils import ExplorationType, set_exploration_type
 
         from hyperrl.envs import env_rows
@@ -363,7 +383,12 @@ class PEARL(MetaSAC):
         rows = env_rows(env)
         generator = torch.Generator().manual_seed(self.hparams.seed + 100 + self.global_rank)
         results: dict[str, dict[str, list[float]]] = {}
-        with set_exploration_type(ExplorationType.DETERMINISTIC):
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), set_exploration_type(ExplorationType.DETERMINISTIC):
+            seed = self.hparams.seed + 200 + self.global_rank
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed(seed)
             for pool, tasks in self.eval_tasks().items():
                 final, prior = [], []
                 for start in range(0, len(tasks), rows):
