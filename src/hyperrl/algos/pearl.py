@@ -21,8 +21,7 @@ with ``z`` from the posterior of everything collected on the task so far (re-inf
 ``num_steps_per_eval`` steps have been taken (whole episodes, as rlkit's ``collect_paths``); actions
 deterministic (rlkit's ``eval_deterministic``), ``z`` sampled. With ``eval_sample_exploration`` the exploration
 episodes sample their actions from the policy, as the training collection does whose contexts the encoder learns
-from; the episodes after adaptation stay deterministic (a deviation from rlkit, ``docs/deviations.md``).
-``eval/{pool}_tasks_return`` is the return of the last episode (after adaptation),
+from; the episodes after adaptation stay deterministic (a deviation from rlkit, ``docs/deviations.md``). ``eval/{pool}_tasks_return`` is the return of the last episode (after adaptation),
 ``eval/{pool}_tasks_prior_return`` that of the first (prior ``z``), each averaged over ``num_evals`` runs and the
 tasks.
 """
@@ -347,16 +346,16 @@ class PEARL(MetaSAC):
         encoder: PEARLEncoder = self.context_provider
         encoder.clear_z(generator, rows=env_rows(env))
         seen: list[list[Tensor]] = [[] for _ in tasks]
-        collecting = [0]  # the round (episode of each task) being collected
+        episode = [0]  # the round being collected
 
-        def sampling_exploration(td: TensorDictBase) -> TensorDictBase:
-            if collecting[0] < hp.num_exp_traj_eval:
+        def act(td: TensorDictBase) -> TensorDictBase:
+            if hp.eval_sample_exploration and episode[0] < hp.num_exp_traj_eval:
                 with set_exploration_type(ExplorationType.RANDOM):
                     return policy(td)
             return policy(td)
 
         def after_round(k: int, episodes: list) -> None:
-            collecting[0] = k + 1
+            episode[0] = k + 1
             live = [i for i, episode in enumerate(episodes) if episode is not None]
             for i in live:
                 seen[i].append(context_features(episodes[i], hp.use_next_obs_in_context))
@@ -365,7 +364,6 @@ class PEARL(MetaSAC):
             else:
                 encoder.sample_z(generator)
 
-        act = sampling_exploration if hp.eval_sample_exploration else policy
         per_task = task_episodes(env, act, tasks, self._horizon(env), steps=hp.num_steps_per_eval, cut=False,
                                  after_round=after_round)
         return [[e.get(("next", "reward")).sum().item() for e in episodes] for episodes in per_task]
