@@ -9,11 +9,13 @@ and ``--trainer.max_steps N`` means N training steps, for every algorithm.
 
 Also here: the NaN guard (every rank stops at the same update), step logging only when Lightning writes it, the
 environment-frame counter, RNG and data-source state in checkpoints (exact resume), and small helpers the losses
-share (:func:`frozen`, :func:`detach_condition`, :func:`polyak_update`).
+share (:func:`frozen`, :func:`detach_condition`, :func:`polyak_update`), and the optional cosine decay of every
+learning rate (:func:`cosine_decay`, :meth:`Algorithm.scale_learning_rates`).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -56,6 +58,32 @@ def detach_condition(condition: Any) -> Any:
     if isinstance(condition, (list, tuple)):
         return type(condition)(detach_condition(c) for c in condition)
     return condition
+
+
+def check_lr_decay(updates: Any, final: Any) -> tuple[int, int] | None:
+    """Validate ``lr_decay_updates`` (``None`` or ``[start, end]`` update counts, ``0 <= start < end``) and
+    ``lr_decay_final`` (a factor in ``[0, 1]``); returns the window as a tuple."""
+    if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0.0 <= final <= 1.0:
+        raise ConfigurationError(f"lr_decay_final={final!r} is not allowed: expected a number in [0, 1]")
+    if updates is None:
+        return None
+    ok = (isinstance(updates, (list, tuple)) and len(updates) == 2
+          and all(isinstance(u, int) and not isinstance(u, bool) for u in updates)
+          and 0 <= updates[0] < updates[1])  # fmt: skip
+    if not ok:
+        raise ConfigurationError(f"lr_decay_updates={updates!r} is not allowed: expected null or [start, end], "
+                                 "update counts with 0 <= start < end")
+    return int(updates[0]), int(updates[1])
+
+
+def cosine_decay(update: int, start: int, end: int, final: float) -> float:
+    """The learning-rate factor at ``update``: 1 up to ``start``, a half cosine from 1 down to ``final`` over
+    ``[start, end]``, ``final`` from ``end`` on."""
+    if update <= start:
+        return 1.0
+    if update >= end:
+        return float(final)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * (update - start) / (end - start)))
 
 
 @torch.no_grad()
@@ -183,6 +211,12 @@ class Algorithm(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(losses["loss"])
         optimizer.step()
+
+    def scale_learning_rates(self, factor: float) -> None:
+        """Set every param group's ``lr`` to ``factor`` × its configured rate (kept in the group as ``base_lr``, so
+        it travels with the optimizer's state in a checkpoint)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
 
     @property
     def frames(self) -> int:

@@ -40,7 +40,14 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from hyperrl.algos.base import Algorithm, detach_condition, frozen, polyak_update
+from hyperrl.algos.base import (
+    Algorithm,
+    check_lr_decay,
+    cosine_decay,
+    detach_condition,
+    frozen,
+    polyak_update,
+)
 from hyperrl.algos.context import CONTEXT_PROVIDERS
 from hyperrl.data.multitask import MultiTaskData, task_episodes
 from hyperrl.envs import (
@@ -104,6 +111,9 @@ class MetaSAC(Algorithm):
             ``num_train_steps_per_itr``).
         eval_train_tasks: how many train tasks to evaluate (``None``: as many as test tasks, as PEARL);
             eval_episodes: deterministic episodes per task.
+        lr_decay_updates, lr_decay_final: ``[start, end]`` update counts over which every learning rate decays along
+            a half cosine to ``lr_decay_final`` × itself, and stays there (``None``, the default and the authors':
+            constant rates). The factor is a function of the update count, so a resumed run continues it exactly.
     """
 
     def __init__(
@@ -142,6 +152,8 @@ class MetaSAC(Algorithm):
         eval_episodes: int = 1,
         seed: int = 0,
         fused_adam: bool | None = None,
+        lr_decay_updates: tuple[int, int] | None = None,
+        lr_decay_final: float = 0.0,
     ) -> None:
         arguments = dict(locals())
         super().__init__()
@@ -184,6 +196,7 @@ class MetaSAC(Algorithm):
                 f"context={context!r} is not allowed with {type(self).__name__}: it needs its own data and "
                 f"evaluation, use class_path hyperrl.algos.pearl.{required}"
             )
+        self._lr_decay = check_lr_decay(hp.lr_decay_updates, hp.lr_decay_final)
         if batch_size > buffer_size:
             raise ConfigurationError(
                 f"batch_size={batch_size} is not allowed: it must not exceed buffer_size={buffer_size}"
@@ -315,6 +328,8 @@ class MetaSAC(Algorithm):
             if collected.numel():
                 self.record_episodes(collected)
         losses = self.losses(self.data.sample())
+        if self._lr_decay is not None:
+            self.scale_learning_rates(cosine_decay(self._updates_done, *self._lr_decay, self.hparams.lr_decay_final))
         self.backward_and_step(losses)
         self.after_update()
         self._updates_done += 1
