@@ -300,7 +300,7 @@ def test_tasks_side_by_side_adapt_as_they_do_one_at_a_time():
 
     module = PEARL(**pearl_kwargs(use_information_bottleneck=False, num_steps_per_eval=300, num_exp_traj_eval=1))
     env = module._eval_env()
-    assert env.batch_size == (2,)
+    assert env.batch_size == (4,)  # 2 train + 2 test tasks, one run each
     policy, tasks = module.acting_policy(), module.pools.test[:2]
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         together = module.adapt_on_tasks(env, policy, tasks, torch.Generator())
@@ -309,6 +309,24 @@ def test_tasks_side_by_side_adapt_as_they_do_one_at_a_time():
     assert together[0] != together[1], "each row acts on its own task"
     env.close()
 
+
+def test_evaluation_runs_side_by_side_equal_runs_one_at_a_time():
+    """The ``num_evals`` runs of every evaluated task share one env (one row each); with the deterministic encoder
+    and deterministic actions every run is the same, so the per-task means equal a single run's, task by task."""
+    one = PEARL(**pearl_kwargs(use_information_bottleneck=False, num_steps_per_eval=200, num_exp_traj_eval=1))
+    three = PEARL(**pearl_kwargs(use_information_bottleneck=False, num_steps_per_eval=200, num_exp_traj_eval=1,
+                                 num_evals=3))
+    three.load_state_dict(one.state_dict())
+    assert one._eval_env().batch_size == (4,)  # 2 train + 2 test tasks
+    assert three._eval_env().batch_size == (12,)  # 3 runs of each
+    assert three.evaluate_pools() == one.evaluate_pools()
+    three._envs["eval"] = three._task_env(None, 5)  # chunks of 5, 5 and 2 runs
+    assert three.evaluate_pools() == one.evaluate_pools()
+
+
+def test_evaluation_runs_are_cut_into_equal_chunks():
+    module = PEARL(**pearl_kwargs(n_test_tasks=30, eval_train_tasks=3, num_evals=5))  # 165 runs
+    assert module._eval_rows() == 83  # two chunks of at most 128
 
 # ---------------------------------------------------------------------------------------------- resume and errors
 def test_interrupted_and_resumed_pearl_run_equals_an_uninterrupted_one(tmp_path):

@@ -355,12 +355,15 @@ class MetaSAC(Algorithm):
 
     def _eval_env(self):
         """The evaluation env (built once), reseeded so every evaluation sees the same episodes' randomness."""
-        if "eval" not in self._envs:  # every evaluated task of a pool side by side (at most EVAL_ROWS)
-            rows = min(EVAL_ROWS, max(len(tasks) for tasks in self.eval_tasks().values()))
-            self._envs["eval"] = self._task_env(None, rows)
+        if "eval" not in self._envs:
+            self._envs["eval"] = self._task_env(None, self._eval_rows())
         env = self._envs["eval"]
         env.set_seed(self.hparams.seed + 100 + self.global_rank)
         return env
+
+    def _eval_rows(self) -> int:
+        """The eval env's rows: every evaluated task of a pool side by side (at most ``EVAL_ROWS``)."""
+        return min(EVAL_ROWS, max(len(tasks) for tasks in self.eval_tasks().values()))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, list[float]]:

@@ -14,8 +14,8 @@ Gradients (:meth:`~hyperrl.algos.meta_sac.MetaSAC.losses`, whose SAC terms are u
 through ``L_Q`` only, plus the KL term; the policy, ``V`` and the min-Q term see ``z̄ = z.detach()``.
 
 :class:`PEARL` is MetaSAC with this provider, PEARL's data (:class:`~hyperrl.data.pearl.PEARLData`: per-task RL
-and encoder buffers, collection with ``z`` from the prior or the posterior) and PEARL's evaluation: on each task (the
-evaluated tasks side by side, one row each of the evaluation env, one ``q`` and ``z`` per row),
+and encoder buffers, collection with ``z`` from the prior or the posterior) and PEARL's evaluation: on each task (every run of
+every evaluated task side by side, one row each of the evaluation env, one ``q`` and ``z`` per row),
 ``num_exp_traj_eval`` exploration episodes with ``z`` from the prior (resampled each episode), then episodes
 with ``z`` from the posterior of everything collected on the task so far (re-inferred after each episode), until
 ``num_steps_per_eval`` steps have been taken (whole episodes, as rlkit's ``collect_paths``); actions
@@ -28,6 +28,7 @@ tasks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,8 @@ from hyperrl.nn.meta_critics import pearl_last_layer, pearl_trunk
 
 #: the lower clamp of each factor's variance (rlkit's ``product_of_gaussians``)
 MIN_VARIANCE = 1e-7
+#: at most this many evaluation runs are stepped side by side (the eval env's rows, :meth:`PEARL._eval_rows`)
+EVAL_RUN_ROWS = 128
 
 
 def product_of_gaussians(mu: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
@@ -368,10 +371,17 @@ class PEARL(MetaSAC):
                                  after_round=after_round)
         return [[e.get(("next", "reward")).sum().item() for e in episodes] for episodes in per_task]
 
+    def _eval_rows(self) -> int:
+        """Every evaluation run of every evaluated task side by side: ``num_evals`` × the tasks of all pools, in as
+        few equal chunks of at most ``EVAL_RUN_ROWS`` rows as fit."""
+        total = self.hparams.num_evals * sum(len(tasks) for tasks in self.eval_tasks().values())
+        return math.ceil(total / math.ceil(total / EVAL_RUN_ROWS))
+
     @torch.no_grad()
     def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
         """Per pool and task: ``return`` (the last episode's, after adaptation) and ``prior_return`` (the first's),
-        each the mean over ``num_evals`` runs. ``z`` draws come from their own seeded generator, and sampled actions
+        each the mean over ``num_evals`` runs. The runs of all tasks and pools are stepped side by side, in the rows
+        of one env (:meth:`_eval_rows`). ``z`` draws come from their own seeded generator, and sampled actions
         (``eval_sample_exploration``) from torch's generator reseeded inside a fork of it, so evaluating changes
         neither the training's random stream nor its own results between identical states."""
         from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -382,20 +392,25 @@ class PEARL(MetaSAC):
         policy = self.acting_policy()
         rows = env_rows(env)
         generator = torch.Generator().manual_seed(self.hparams.seed + 100 + self.global_rank)
-        results: dict[str, dict[str, list[float]]] = {}
+        pools = self.eval_tasks()
+        runs = [(pool, i) for _ in range(self.hparams.num_evals) for pool, tasks in pools.items()
+                for i in range(len(tasks))]
+        episodes: dict[tuple[str, int], list[list[float]]] = {key: [] for key in runs}
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), set_exploration_type(ExplorationType.DETERMINISTIC):
             seed = self.hparams.seed + 200 + self.global_rank
             torch.random.default_generator.manual_seed(seed)
             if cuda:
                 torch.cuda.manual_seed(seed)
-            for pool, tasks in self.eval_tasks().items():
-                final, prior = [], []
-                for start in range(0, len(tasks), rows):
-                    chunk = tasks[start : start + rows]
-                    runs = [self.adapt_on_tasks(env, policy, chunk, generator) for _ in range(self.hparams.num_evals)]
-                    for i in range(len(chunk)):
-                        final.append(float(np.mean([run[i][-1] for run in runs])))
-                        prior.append(float(np.mean([run[i][0] for run in runs])))
-                results[pool] = {"return": final, "prior_return": prior}
-        return results
+            for start in range(0, len(runs), rows):
+                chunk = runs[start : start + rows]
+                returns = self.adapt_on_tasks(env, policy, [pools[pool][i] for pool, i in chunk], generator)
+                for key, run in zip(chunk, returns, strict=True):
+                    episodes[key].append(run)
+        return {
+            pool: {
+                "return": [float(np.mean([run[-1] for run in episodes[pool, i]])) for i in range(len(tasks))],
+                "prior_return": [float(np.mean([run[0] for run in episodes[pool, i]])) for i in range(len(tasks))],
+            }
+            for pool, tasks in pools.items()
+        }
