@@ -471,3 +471,27 @@ def test_the_encoder_capacity_check_builds_contexts_as_the_demo_sees_them():
     expected = torch.cat([torch.zeros(2), torch.tensor([1.0, 0.5]),
                           -(expected_next - goal[0]).norm().reshape(1), expected_next])
     assert torch.allclose(real, expected, atol=1e-5)
+
+
+def test_the_eval_spread_script_repeats_the_logged_evaluation_then_draws_new_ones(tmp_path):
+    """``benchmarks/eval_spread.py``: its first repeat is the module's own evaluation (the checkpoint's seed), the
+    others use other evaluation seeds and differ; the module's seed is restored."""
+    import os
+    import sys
+
+    import lightning
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from eval_spread import spread
+
+    module = PEARL(**pearl_kwargs(num_steps_per_eval=200, num_exp_traj_eval=1))
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 7,
+                "pytorch-lightning_version": lightning.__version__}, path)
+    result = spread(str(path), "PEARL", 3)
+    assert result["step"] == 7 and len(result["test_returns"]) == 3
+    assert result["test_returns"][0] == pytest.approx(float(np.mean(module.evaluate_pools()["test"]["return"])),
+                                                      abs=1e-3)
+    assert len(set(result["test_returns"])) == 3, "other evaluation seeds give other draws"
+    assert result["mean"] == pytest.approx(float(np.mean(result["test_returns"])), abs=1e-3)

@@ -1,0 +1,72 @@
+"""How much does one evaluation of a meta-RL checkpoint vary? Re-evaluate it with other evaluation seeds (not a speed test).
+
+A PEARL evaluation is itself random: the prior draws of ``z`` in the exploration episodes, their sampled actions
+(``eval_sample_exploration``) and the posterior draw after adaptation all come from generators seeded by the
+module's ``seed``. So the ``eval/test_tasks_return`` logged at one step is one draw around the policy's level. This
+script loads each checkpoint, runs ``evaluate_pools()`` ``--repeats`` times with the module's ``seed`` set to
+``seed + 1000 k`` (k = 0 reproduces the logged evaluation; the weights and the tasks are the checkpoint's), and
+prints one JSON line per checkpoint: the mean test-task return after adaptation of each repeat, their mean and
+standard deviation.
+
+    python benchmarks/eval_spread.py RUN/version_0/checkpoints/last.ckpt [MORE.ckpt ...] --repeats 8
+    python benchmarks/eval_spread.py CKPT --algo MetaSAC     # an oracle-context run
+
+``docs/benchmarks.md`` (PEARL demo, session 11) reports it for the demo's final checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # noqa: E402 (shared machines: no spinning OpenMP threads)
+
+import torch  # noqa: E402
+
+ALGOS = ("PEARL", "MetaSAC")
+
+
+def spread(path: str, algo: str, repeats: int) -> dict:
+    """``repeats`` evaluations of the checkpoint at ``path`` (module docstring)."""
+    import numpy as np
+
+    from hyperrl import algos
+
+    module = getattr(algos, algo).load_from_checkpoint(path, map_location="cpu")
+    base = module.hparams.seed
+    returns = []
+    for k in range(repeats):
+        module.hparams.seed = base + 1000 * k
+        returns.append(float(np.mean(module.evaluate_pools()["test"]["return"])))
+    module.hparams.seed = base
+    step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", -1))
+    return {
+        "checkpoint": path,
+        "step": step,
+        "test_returns": [round(r, 3) for r in returns],
+        "mean": round(statistics.fmean(returns), 3),
+        "sd": round(statistics.stdev(returns), 3) if repeats > 1 else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--algo", choices=ALGOS, default="PEARL")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats} is not allowed: expected at least 1")
+    for path in args.checkpoints:
+        if not os.path.isfile(path):
+            parser.error(f"checkpoint {path!r} does not exist")
+    torch.set_num_threads(args.threads)
+    for path in args.checkpoints:
+        print(json.dumps(spread(path, args.algo, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()
