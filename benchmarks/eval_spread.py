@@ -1,4 +1,4 @@
-"""How much does one evaluation of a meta-RL checkpoint vary? Re-evaluate it with other evaluation seeds (not a speed test).
+"""How much does one evaluation of a meta-RL checkpoint vary? Re-evaluate it with other seeds (not a speed test).
 
 A PEARL evaluation is itself random: the prior draws of ``z`` in the exploration episodes, their sampled actions
 (``eval_sample_exploration``) and the posterior draw after adaptation all come from generators seeded by the

@@ -14,8 +14,8 @@ Gradients (:meth:`~hyperrl.algos.meta_sac.MetaSAC.losses`, whose SAC terms are u
 through ``L_Q`` only, plus the KL term; the policy, ``V`` and the min-Q term see ``z̄ = z.detach()``.
 
 :class:`PEARL` is MetaSAC with this provider, PEARL's data (:class:`~hyperrl.data.pearl.PEARLData`: per-task RL
-and encoder buffers, collection with ``z`` from the prior or the posterior) and PEARL's evaluation: on each task (every run of
-every evaluated task side by side, one row each of the evaluation env, one ``q`` and ``z`` per row),
+and encoder buffers, collection with ``z`` from the prior or the posterior) and PEARL's evaluation: on each task
+(every run of every evaluated task side by side, one row each of the evaluation env, one ``q`` and ``z`` per row),
 ``num_exp_traj_eval`` exploration episodes with ``z`` from the prior (resampled each episode), then episodes
 with ``z`` from the posterior of everything collected on the task so far (re-inferred after each episode), until
 ``num_steps_per_eval`` steps have been taken (whole episodes, as rlkit's ``collect_paths``); actions
