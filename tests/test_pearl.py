@@ -441,6 +441,32 @@ def test_pearl_configs_load_through_the_cli(name, capsys):
     assert "steps_per_task" not in model["init_args"] and "context" not in model["init_args"]
 
 
+def test_the_demo_train_goals_leave_no_gap_wider_than_10_degrees_and_keep_the_test_goals():
+    """The demo's 40 train goals (``docs/benchmarks.md``, session 12): consecutive train angles at most 10° apart
+    (20 goals leave two gaps over 25°), the 20 goals of the 20-goal pool among them, and the same 20 test goals."""
+    import math
+
+    import yaml
+
+    from hyperrl.envs import make_task_pools
+
+    args = yaml.safe_load((CONF / "pearl_quickstart.yaml").read_text())["model"]["init_args"]
+    key = (args["env"], args["task_seed"], args["split"])
+
+    def angles(tasks):
+        return sorted(math.degrees(math.atan2(t["goal"][1], t["goal"][0])) for t in tasks)
+
+    demo = make_task_pools(*key, args["n_train_tasks"], args["n_test_tasks"])
+    twenty = make_task_pools(*key, 20, args["n_test_tasks"])
+    assert len(demo.train) == 40 and len(demo.test) == 20
+    def widest_gap(tasks):
+        a = angles(tasks)
+        return max(y - x for x, y in zip(a, a[1:]))
+
+    assert widest_gap(demo.train) <= 10.0 and widest_gap(twenty.train) > 25.0
+    assert set(angles(twenty.train)) <= set(angles(demo.train)) and angles(twenty.test) == angles(demo.test)
+
+
 def test_the_encoder_capacity_check_builds_contexts_as_the_demo_sees_them():
     """``benchmarks/pearl_encoder_capacity.py`` makes synthetic contexts: they must have the layout and the values of
     real Navigation2D context transitions (``context_features`` of a rollout with rescaled actions)."""
