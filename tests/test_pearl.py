@@ -456,13 +456,13 @@ def test_the_demo_train_goals_leave_no_gap_wider_than_10_degrees_and_keep_the_te
     def angles(tasks):
         return sorted(math.degrees(math.atan2(t["goal"][1], t["goal"][0])) for t in tasks)
 
-    demo = make_task_pools(*key, args["n_train_tasks"], args["n_test_tasks"])
-    twenty = make_task_pools(*key, 20, args["n_test_tasks"])
-    assert len(demo.train) == 40 and len(demo.test) == 20
     def widest_gap(tasks):
         a = angles(tasks)
         return max(y - x for x, y in zip(a, a[1:]))
 
+    demo = make_task_pools(*key, args["n_train_tasks"], args["n_test_tasks"])
+    twenty = make_task_pools(*key, 20, args["n_test_tasks"])
+    assert len(demo.train) == 40 and len(demo.test) == 20
     assert widest_gap(demo.train) <= 10.0 and widest_gap(twenty.train) > 25.0
     assert set(angles(twenty.train)) <= set(angles(demo.train)) and angles(twenty.test) == angles(demo.test)
 
