@@ -33,6 +33,7 @@ DIMS = {  # env id -> (observation, action, context, horizon)
     "hyperrl/AntDir-v0": (27, 8, 1, 200),
     "hyperrl/AntDirAngle-v0": (27, 8, 1, 200),
     "hyperrl/AntGoal-v0": (27, 8, 2, 200),
+    "hyperrl/PearlAntGoal-v0": (113, 8, 2, 200),
     "hyperrl/Navigation2D-v0": (2, 2, 2, 100),
     "hyperrl/SparseNavigation2D-v0": (2, 2, 2, 100),
 }
@@ -146,6 +147,56 @@ def test_ant_rewards_equal_their_formulas(env_id, task):
         if terminated:
             break
     assert max(contact) > 0  # contact forces are computed once the legs touch the floor
+
+
+def test_pearl_ant_goal_reward_observation_and_no_termination():
+    """PEARL's ant-goal: ``-||xy - goal||_1 + 0.05 - costs`` (no +4); observation qpos + qvel + clipped contact
+    forces of every body; never terminates, even with the torso outside the healthy range."""
+    env = gym.make("hyperrl/PearlAntGoal-v0")
+    u = env.unwrapped
+    goal = [-2.0, 1.0]
+    u.set_task({"goal": goal})
+    env.reset(seed=2)
+    rng = np.random.default_rng(2)
+    contact = []
+    for _ in range(20):
+        a = rng.uniform(-1, 1, 8).astype(np.float32)
+        obs, reward, terminated, _, _ = env.step(a)
+        a = a.astype(np.float64)
+        xy = u.data.body("torso").xpos[:2]
+        forces = np.clip(u.data.cfrc_ext, -1.0, 1.0)
+        ctrl, contact_cost = 0.005 * np.sum(np.square(a)), 5e-4 * np.sum(np.square(forces))
+        assert reward == -float(np.sum(np.abs(xy - np.array(goal)))) + 0.05 - ctrl - contact_cost
+        np.testing.assert_array_equal(obs, np.concatenate([u.data.qpos, u.data.qvel, forces.ravel()]))
+        assert not terminated
+        contact.append(np.abs(obs[29:]).max())
+    assert max(contact) > 0  # the contact forces do reach the observation
+    qpos = u.data.qpos.copy()
+    qpos[2] = 1.5  # torso far above the healthy range: MAML's AntGoal would end the episode here
+    u.set_state(qpos, u.data.qvel.copy())
+    assert not u.is_healthy and env.step(np.zeros(8, np.float32))[2] is False
+    # PEARL's original costs are one kwarg away
+    orig = gym.make("hyperrl/PearlAntGoal-v0", ctrl_cost_weight=0.1, survive_bonus=0.0).unwrapped
+    orig.reset(seed=0)
+    info = orig.step(np.ones(8, np.float32))[4]
+    assert info["reward_ctrl"] == pytest.approx(-0.8) and info["reward_survive"] == 0.0
+
+
+def test_pearl_ant_goal_goals_uniform_in_the_disc_of_radius_3():
+    from scipy import stats
+
+    u = gym.make("hyperrl/PearlAntGoal-v0").unwrapped
+    g = np.array([t["goal"] for t in u.sample_tasks(4000, 0)])
+    r, angle = np.linalg.norm(g, axis=1), np.arctan2(g[:, 1], g[:, 0])
+    assert r.max() <= 3.0 and (g < 0).any(axis=0).all()  # the whole disc, not the upper half
+    # uniform in area: (r / 3)^2 ~ U[0, 1] and the angle ~ U[-pi, pi]
+    assert stats.kstest((r / 3.0) ** 2, "uniform").pvalue > 1e-3
+    assert stats.kstest((angle + np.pi) / (2 * np.pi), "uniform").pvalue > 1e-3
+    assert stats.kstest(r / 3.0, "uniform").pvalue < 1e-6  # r = 3 U would crowd the centre
+    # the pools: the authors' 150 train / 30 test, normalised by the train range
+    p = make_task_pools("hyperrl/PearlAntGoal-v0", seed=0)
+    assert (len(p.train), len(p.test), len(p.ood)) == (150, 30, 0)
+    assert (np.abs(p.contexts("train")) <= 1).all()
 
 
 def test_ant_terminates_when_unhealthy():

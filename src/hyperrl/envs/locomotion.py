@@ -15,11 +15,18 @@ Rewards, computed in float64 and returned as Python floats (``a`` the action as 
 * AntVel: ``-|v_x - v_goal| + 1.0 + 0.05 - 0.005 ||a||^2 - 5e-4 ||f||^2``;
 * AntDir: ``dir * v_x + 0.05 - costs`` (forward/backward), or with ``direction_as_angle=True`` the authors'
   ``v_xy . (cos dir, sin dir) + 0.05 - costs`` (``dir = +-1`` read as an angle in radians);
-* AntGoal: ``-||xy - goal||_1 + 4.0 + 0.05 - costs``.
+* AntGoal (MAML's AntPos): ``-||xy - goal||_1 + 4.0 + 0.05 - costs``.
 
 The Ant constants are the MAML envs' (pytorch-maml-rl ``AntVelEnv``/``AntDirEnv``/``AntPosEnv``; the action scale
 ``(high - low) / 2`` is 1 for the v5 Ant); the survive bonus is paid on every step, as theirs. Ant episodes
 terminate when the torso leaves ``z in [0.2, 1.0]`` or the state is not finite (MAML/PEARL and gymnasium alike).
+
+PearlAntGoal (``hyperrl/PearlAntGoal-v0``) is PEARL's ``ant_goal.py`` as the authors ship it
+(``PEARL/torch/envs/mojoco/ant_goal.py``), a family of its own: ``-||xy - goal||_1 + 0.05 - costs`` (no +4), never
+terminates, goals uniform in the disc of radius 3, and the observation PEARL's: ``qpos`` (15, the x-y position
+included) + ``qvel`` (14) + ``clip(cfrc_ext, -1, 1)`` of all 14 bodies (84) = 113 dims. The costs are the authors'
+(``0.005 ||a||^2``, ``5e-4 ||f||^2``, survive 0.05); PEARL's original (oyster) charges ``0.1 ||a||^2`` and pays no
+survive bonus, reachable with ``ctrl_cost_weight=0.1`` and ``survive_bonus=0.0``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.spaces import Box
 
-from hyperrl.envs.tasks import ANT_GOAL, DIRECTION, VELOCITY, TaskEnvMixin
+from hyperrl.envs.tasks import ANT_GOAL, DIRECTION, PEARL_ANT_GOAL, VELOCITY, TaskEnvMixin
 
 
 class HalfCheetahTaskEnv(TaskEnvMixin, HalfCheetahEnv):
@@ -160,6 +167,29 @@ class AntGoalEnv(AntTaskEnv):
 
     task_family = ANT_GOAL
     survive_bonus = 4.0 + 0.05
+
+    def _task_reward(self, xy_position, xy_velocity):
+        return -float(np.sum(np.abs(xy_position - self._task_value)))
+
+
+class PearlAntGoalEnv(AntTaskEnv):
+    """``hyperrl/PearlAntGoal-v0``: PEARL's ant-goal; ``-||xy - goal||_1 + 0.05 - costs``, never terminates,
+    goals uniform in the disc of radius 3, contact forces in the 113-dim observation (module docstring)."""
+
+    task_family = PEARL_ANT_GOAL
+
+    def __init__(self, task=None, survive_bonus: float = 0.05, terminate_when_unhealthy: bool = False, **kwargs):
+        self.survive_bonus = float(survive_bonus)
+        super().__init__(task=task, terminate_when_unhealthy=terminate_when_unhealthy, **kwargs)
+        utils.EzPickle.__init__(self, task=task, survive_bonus=survive_bonus,
+                                terminate_when_unhealthy=terminate_when_unhealthy, **kwargs)
+        n = self.data.qpos.size + self.data.qvel.size + self.data.cfrc_ext.size
+        self.observation_space = Box(low=-np.inf, high=np.inf, shape=(n,), dtype=np.float64)
+        self.observation_structure = {"qpos": self.data.qpos.size, "qvel": self.data.qvel.size,
+                                      "cfrc_ext": self.data.cfrc_ext.size}
+
+    def _get_obs(self):
+        return np.concatenate((self.data.qpos, self.data.qvel, self.contact_forces.ravel())).ravel()
 
     def _task_reward(self, xy_position, xy_velocity):
         return -float(np.sum(np.abs(xy_position - self._task_value)))

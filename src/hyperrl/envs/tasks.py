@@ -60,6 +60,19 @@ def _upper_half_circle(rng: np.random.Generator, n: int) -> np.ndarray:
 _upper_half_circle.description = "unit circle, angle U[0, pi]"
 
 
+def _disc(radius: float) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """Uniform in the disc of ``radius``: angle ``U[0, 2 pi]``, radius ``radius * sqrt(U[0, 1])`` (PEARL's
+    ``ant_goal.py``; the square root makes the density uniform in area)."""
+
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        angle = rng.uniform(0.0, 2.0 * math.pi, size=n)
+        r = radius * np.sqrt(rng.uniform(0.0, 1.0, size=n))
+        return np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
+
+    draw.description = f"uniform in the disc of radius {radius:g}"
+    return draw
+
+
 def _square(half: float) -> Callable[[np.random.Generator, int], np.ndarray]:
     def draw(rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.uniform(-half, half, size=(n, 2))
@@ -250,6 +263,21 @@ ANT_GOAL = TaskFamily(
 )
 
 
+# PEARL's ant-goal (its own family, not MAML's AntPos): goals uniform in the disc of radius 3; the authors' PEARL
+# config (PEARL/configs/ant-goal.json) splits 150 train / 30 test.
+PEARL_ANT_GOAL = TaskFamily(
+    name="PEARL ant goal",
+    key="goal",
+    context_dim=2,
+    context_range=(-1.0, 1.0),
+    nominal_low=-3.0,
+    nominal_high=3.0,
+    default_value=(1.5, 1.5),
+    distributions={"train": _disc(3.0)},
+    splits={"default": Split("train", "train", None, 150, 30)},
+)
+
+
 @dataclass(frozen=True)
 class TaskEnvEntry:
     """A registered task env: its gymnasium entry point, horizon, constructor kwargs and task family."""
@@ -269,6 +297,7 @@ TASK_ENVS: dict[str, TaskEnvEntry] = {
         "hyperrl.envs.locomotion:AntDirEnv", 200, DIRECTION, {"direction_as_angle": True}
     ),
     "hyperrl/AntGoal-v0": TaskEnvEntry("hyperrl.envs.locomotion:AntGoalEnv", 200, ANT_GOAL),
+    "hyperrl/PearlAntGoal-v0": TaskEnvEntry("hyperrl.envs.locomotion:PearlAntGoalEnv", 200, PEARL_ANT_GOAL),
     "hyperrl/Navigation2D-v0": TaskEnvEntry("hyperrl.envs.navigation:Navigation2DEnv", 100, NAVIGATION_GOAL),
     "hyperrl/SparseNavigation2D-v0": TaskEnvEntry(
         "hyperrl.envs.navigation:Navigation2DEnv", 100, NAVIGATION_GOAL, {"sparse": True}
@@ -504,7 +533,8 @@ def make_task_pools(
     Each pool has its own child stream of ``SeedSequence(seed)``, so changing ``n_test`` leaves the train pool
     unchanged. Test and OOD tasks exclude exact duplicates of earlier draws (velocity/goal families); direction
     families have the fixed pools train = test = ``[-1, +1]``. Sizes ``None`` take the split's defaults (100/30
-    velocity and ant goal, 80/20 navigation; ``medium`` adds 30 OOD). The bounds are the train pool's min/max.
+    velocity and ant goal, 150/30 PEARL's ant goal, 80/20 navigation; ``medium`` adds 30 OOD). The bounds are the
+    train pool's min/max.
     """
     family = task_family(env_id)
     if split not in family.splits:
