@@ -13,6 +13,7 @@ the observation. :func:`check_env_id` (plain SAC/TD3) refuses them; :func:`check
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -43,7 +44,55 @@ def _has_task_api(unwrapped) -> bool:
     return callable(getattr(unwrapped, "sample_tasks", None)) and callable(getattr(unwrapped, "set_task", None))
 
 
-def _inspect(env_id: str, allowed: str) -> tuple[EnvSpec, int | None]:
+def _accepted_kwargs(env_id: str) -> set[str] | None:
+    """The keyword arguments ``gymnasium.make(env_id, ...)`` passes on to the env's constructor: the named
+    parameters of its ``__init__`` and of the base-class ``__init__`` its ``**kwargs`` go to, plus ``make``'s own.
+    ``None`` when that cannot be told (a constructor that takes ``**kwargs`` and no base class to follow)."""
+    import inspect
+
+    from gymnasium.envs.registration import load_env_creator
+
+    entry = gym.envs.registry[env_id].entry_point
+    try:
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    except Exception:  # noqa: BLE001 - missing dependencies are reported by gymnasium.make itself
+        return None
+    names = {"max_episode_steps", "disable_env_checker"}
+    inits = [c.__dict__["__init__"] for c in creator.__mro__ if "__init__" in c.__dict__] if inspect.isclass(
+        creator) else [creator]
+    for init in inits:
+        try:
+            params = list(inspect.signature(init).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def check_env_kwargs(env_id: str, env_kwargs) -> dict:
+    """``env_kwargs`` as a plain dict of ``gymnasium.make`` keyword arguments for ``env_id`` (``None``: ``{}``);
+    ConfigurationError naming a key the env does not take."""
+    if env_kwargs is None:
+        return {}
+    if not isinstance(env_kwargs, Mapping) or not all(isinstance(k, str) for k in env_kwargs):
+        raise ConfigurationError(
+            f"env_kwargs={env_kwargs!r} is not allowed: expected a mapping of gymnasium.make keyword arguments, "
+            'e.g. {"ctrl_cost_weight": 0}'
+        )
+    accepted = _accepted_kwargs(env_id)
+    unknown = [k for k in env_kwargs if accepted is not None and k not in accepted]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigurationError(
+            f"env_kwargs key {unknown[0]!r} is not accepted by {env_id!r}{hint} (it takes: {', '.join(sorted(accepted))})"
+        )
+    return dict(env_kwargs)
+
+
+def _inspect(env_id: str, allowed: str, env_kwargs=None) -> tuple[EnvSpec, int | None]:
     """Validate ``env_id`` as :func:`check_env_id` documents; also the context_dim of a task env (else None)."""
     if not isinstance(env_id, str) or env_id not in gym.envs.registry:
         close = difflib.get_close_matches(str(env_id), list(gym.envs.registry), n=3)
@@ -51,10 +100,13 @@ def _inspect(env_id: str, allowed: str) -> tuple[EnvSpec, int | None]:
         raise ConfigurationError(
             f"unknown environment id {env_id!r}: it is not registered with gymnasium{hint} ({allowed})"
         )
+    kwargs = check_env_kwargs(env_id, env_kwargs)
     try:
-        env = gym.make(env_id)
-    except Exception as exc:  # a registered id whose dependencies are missing
-        raise ConfigurationError(f"environment {env_id!r} cannot be created: {exc}") from None
+        env = gym.make(env_id, **kwargs)
+    except Exception as exc:  # a registered id whose dependencies are missing, or a kwarg value it refuses
+        with_kwargs = f" with env_kwargs {kwargs}" if kwargs else ""
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigurationError(f"environment {env_id!r} cannot be created{with_kwargs}: {first}") from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
         unwrapped = env.unwrapped
@@ -82,11 +134,15 @@ def _task_ids_text() -> str:
     return ", ".join(repr(i) for i in TASK_ENV_IDS)
 
 
-def check_env_id(env_id: str) -> EnvSpec:
+def check_env_id(env_id: str, env_kwargs: Mapping | None = None) -> EnvSpec:
     """Validate ``env_id`` (registered, flat continuous observations, bounded continuous actions, no task API) and
-    describe it. A meta-RL task family is refused: plain SAC/TD3 would silently ignore its task context."""
+    describe it, as ``gymnasium.make(env_id, **env_kwargs)`` builds it (``env_kwargs``: keyword arguments of the
+    env's constructor, e.g. ``{"ctrl_cost_weight": 0}`` for the authors' ``MyAnt-v0`` from ``Ant-v5``; a key the
+    env does not take is refused). A meta-RL task family is refused: plain SAC/TD3 would silently ignore its task
+    context."""
     spec, context_dim = _inspect(
-        env_id, "continuous-control ids such as 'HalfCheetah-v5', 'InvertedPendulum-v5', 'Pendulum-v1' are allowed"
+        env_id, "continuous-control ids such as 'HalfCheetah-v5', 'InvertedPendulum-v5', 'Pendulum-v1' are allowed",
+        env_kwargs,
     )
     if context_dim is not None:
         raise ConfigurationError(
@@ -107,12 +163,15 @@ def check_task_env_id(env_id: str) -> TaskEnvSpec:
     return TaskEnvSpec(**vars(spec), context_dim=context_dim)
 
 
-def make_env(env_id: str, seed: int | None = None, device: str | torch.device = "cpu"):
-    """A seeded TorchRL ``TransformedEnv(GymEnv(env_id), DoubleToFloat + RewardSum)``."""
+def make_env(env_id: str, seed: int | None = None, device: str | torch.device = "cpu",
+             env_kwargs: Mapping | None = None):
+    """A seeded TorchRL ``TransformedEnv(GymEnv(env_id, **env_kwargs), DoubleToFloat + RewardSum)``;
+    ``env_kwargs`` as :func:`check_env_id` takes them."""
     from torchrl.envs import Compose, DoubleToFloat, GymEnv, RewardSum, TransformedEnv
 
-    check_env_id(env_id)
-    env = TransformedEnv(GymEnv(env_id, device=device), Compose(DoubleToFloat(), RewardSum()))
+    check_env_id(env_id, env_kwargs)
+    kwargs = dict(env_kwargs or {})
+    env = TransformedEnv(GymEnv(env_id, device=device, **kwargs), Compose(DoubleToFloat(), RewardSum()))
     if seed is not None:
         env.set_seed(int(seed))
     return env
@@ -146,6 +205,7 @@ def make_task_env(
     from torchrl.envs import GymEnv
 
     spec = check_task_env_id(env_id)
+    env_kwargs = check_env_kwargs(env_id, env_kwargs)
     if num_envs is not None:
         return _make_batched_task_env(env_id, spec, num_envs, seed, context_bounds, device, task, rescale_actions,
                                       env_kwargs)
