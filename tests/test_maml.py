@@ -102,6 +102,29 @@ def test_a_rollout_after_one_that_ended_mid_episode_starts_every_episode_afresh_
     assert out["mask"][:, 0].sum(-1).tolist() == [100, 100]
 
 
+def test_mujoco_actions_are_clipped_before_the_env_and_stored_unclipped():
+    """pytorch-maml-rl's NormalizedActionWrapper: the env is stepped with the action clipped to [-1, 1], so a
+    constant action of 3 costs (control cost included) exactly what a constant 1 costs; the episode keeps the
+    sampled 3, whose log-probability the losses use. Observations reach the actor as float32."""
+    m = MAML(**{**TINY, "env": "hyperrl/HalfCheetahVel-v0", "n_test_tasks": 1})
+    task = [m.pools.train[0]]
+    seen = []
+
+    def constant(value):
+        def factory(context):
+            def actor(obs):
+                seen.append(obs.dtype)
+                return torch.full((obs.shape[0], 6), value), torch.zeros(obs.shape[0], 6)
+            return actor
+        return factory
+
+    big, one = (m.make_data().rollout(task, 1, constant(v)) for v in (3.0, 1.0))
+    assert torch.equal(big["action"], torch.full_like(big["action"], 3.0))
+    assert torch.equal(big["reward"], one["reward"])  # unclipped, each step would cost 0.05 * 6 * (9 - 1) = 2.4 more
+    assert torch.equal(big["observation"], one["observation"])
+    assert set(seen) == {torch.float32}
+
+
 # ---------------------------------------------------------------------------------------------- meta-gradient
 def _outer_setup(first_order: bool):
     m = _module(first_order=first_order, fast_lr=0.5)

@@ -127,6 +127,9 @@ class PEARLEncoder(ContextProvider):
             raise ValueError(f"context transitions have {context.shape[-1]} features, the encoder expects "
                              f"{self.input_dim}")
         out = self.net(context)
+        # the factors and their product in fp32 at least: under bf16 autocast the linears run in bf16, and a product
+        # over many transitions (a sum of precisions) needs fp32's mantissa; ``q`` is kept in fp32 between calls
+        out = out.to(torch.promote_types(out.dtype, torch.float32))
         if not self.use_information_bottleneck:
             return out, None
         mu, raw = out.split(self.output_dim, dim=-1)

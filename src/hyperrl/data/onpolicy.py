@@ -15,7 +15,14 @@ small, and on a few shared cores two threads made them ~9x slower than one (meas
 
 Actions: the sampler draws ``a = loc + scale·ε`` with its own ``torch.Generator`` per stream (``"train"``,
 ``"eval"``), so evaluation never moves the training noise, and a checkpoint holds every RNG that sampling uses
-(generators, each sub-env's ``np_random``, the task-sampling generator).
+(generators, each sub-env's ``np_random``, the task-sampling generator). The env receives ``a`` clipped to its action
+bounds (``[-1, 1]`` on the MuJoCo families), as pytorch-maml-rl's ``NormalizedActionWrapper`` does before ``step``:
+the control cost is charged on the action the simulator applies. The clip is TorchRL's ``ClipTransform`` on the way
+into the env, so the rollout keeps the unclipped sample ``a``, whose log-probability the losses use.
+
+Dtypes: this sampler decides what the networks see: observations, contexts and actions are float32 whatever the
+simulator computes in (MuJoCo's state is float64; TorchRL's ``DoubleToFloat`` casts it on the way out of the env),
+and the actor's ``loc``/``scale`` are taken in float32 (under bf16 autocast its linears run in bf16).
 """
 
 from __future__ import annotations
@@ -93,7 +100,7 @@ class OnPolicyData:
         key = (stream, rows)
         if key not in self._envs:
             import gymnasium as gym
-            from torchrl.envs import GymWrapper
+            from torchrl.envs import Compose, DoubleToFloat, GymWrapper, TransformedEnv
 
             low, high = self.pools.context_bounds
 
@@ -104,7 +111,8 @@ class OnPolicyData:
 
             vec = gym.vector.SyncVectorEnv([make for _ in range(rows)],
                                            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-            env = GymWrapper(vec, device="cpu")
+            env = TransformedEnv(GymWrapper(vec, device="cpu"),
+                                 Compose(DoubleToFloat(), self._action_clip(vec.envs[0].action_space)))
             env.set_seed(self.seed * 1000 + 17 * (1 + STREAMS.index(stream)) + rows)
             saved = self._env_states.pop(f"{stream}:{rows}", None)
             if saved is not None:
@@ -112,6 +120,22 @@ class OnPolicyData:
                     sub.unwrapped.np_random.bit_generator.state = state
             self._envs[key] = env
         return self._envs[key]
+
+    def _action_clip(self, space):
+        """``ClipTransform`` of the actions going into the env, to the bounds of ``space`` (one value each, as every
+        task family has)."""
+        from torchrl.envs import ClipTransform
+
+        low, high = np.unique(space.low), np.unique(space.high)
+        if len(low) != 1 or len(high) != 1:
+            raise ConfigurationError(f"env {self.env_id!r} has per-dimension action bounds {space}: the on-policy "
+                                     "sampler clips actions to one [low, high] for every dimension")
+        return ClipTransform(in_keys_inv=["action"], low=float(low[0]), high=float(high[0]))
+
+    @staticmethod
+    def _sub_envs(env) -> list:
+        """The gymnasium envs of the rows of one of this sampler's TorchRL envs."""
+        return env.base_env._env.envs
 
     def reseed(self, stream: str, seed: int) -> None:
         """Reseed a stream's action generator and its envs (evaluation: the same noise at every evaluation)."""
@@ -128,7 +152,7 @@ class OnPolicyData:
         m, e = len(tasks), int(episodes)
         rows = m * e
         env = self._env(stream, rows)
-        for r, sub in enumerate(env._env.envs):
+        for r, sub in enumerate(self._sub_envs(env)):
             sub.unwrapped.set_task(tasks[r // e])
         generator = self._generators[stream]
         state: dict = {}
@@ -137,8 +161,8 @@ class OnPolicyData:
             obs = td.get("observation").to(self.device)
             if "actor" not in state:
                 state["actor"] = make_actor(td.get("context").to(self.device))
-            loc, scale = state["actor"](obs)
-            noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype).to(loc.device)
+            loc, scale = (t.to(torch.float32) for t in state["actor"](obs))
+            noise = torch.randn(loc.shape, generator=generator, dtype=torch.float32).to(loc.device)
             td.set("action", (loc + scale * noise).to(td.device, env.action_spec.dtype))
             return td
 
@@ -179,7 +203,7 @@ class OnPolicyData:
     def state_dict(self) -> dict:
         envs = dict(self._env_states)
         for (stream, rows), env in self._envs.items():
-            envs[f"{stream}:{rows}"] = [sub.unwrapped.np_random.bit_generator.state for sub in env._env.envs]
+            envs[f"{stream}:{rows}"] = [sub.unwrapped.np_random.bit_generator.state for sub in self._sub_envs(env)]
         return {
             "task_rng": self._task_rng.bit_generator.state,
             "generators": {k: g.get_state() for k, g in self._generators.items()},
@@ -197,7 +221,7 @@ class OnPolicyData:
         for (stream, rows), env in self._envs.items():
             saved = self._env_states.pop(f"{stream}:{rows}", None)
             if saved is not None:
-                for sub, s in zip(env._env.envs, saved):
+                for sub, s in zip(self._sub_envs(env), saved):
                     sub.unwrapped.np_random.bit_generator.state = s
         self._last = state["last"]
         self.episodes_sampled = int(state["episodes_sampled"])
