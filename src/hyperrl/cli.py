@@ -93,6 +93,12 @@ def one_line(message: str) -> str:
     """Condense jsonargparse's nested, multi-line report to the line that names the bad value."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     ours = ("is not allowed", "unknown critic", "unknown environment", "environment '", "unknown option")
+    unknown = next((re.search(r"Option '(\w+)' is not accepted", line) for line in lines
+                    if "is not accepted" in line), None)
+    classes = [re.search(r"class_path '([\w.]+)'", line) for line in lines]
+    classes = [m.group(1) for m in classes if m]
+    if unknown and classes:
+        return _unknown_option(unknown.group(1), classes[-1])
     for line in lines:
         if any(marker in line for marker in ours):
             return line.lstrip("- ")
@@ -111,6 +117,23 @@ def one_line(message: str) -> str:
         if line.startswith(("Option '", "Key '")) or "unrecognized arguments" in line or "does not exist" in line:
             return line
     return lines[0] if lines else "invalid arguments"
+
+
+def _unknown_option(key: str, class_path: str) -> str:
+    """``unknown option 'critc' for hyperrl.algos.SAC: closest critic, critic_kwargs``, from the options
+    jsonargparse reads off the class's signature."""
+    import difflib
+    import importlib
+
+    from jsonargparse import ArgumentParser
+
+    module, name = class_path.rsplit(".", 1)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(getattr(importlib.import_module(module), name), fail_untyped=False)
+    valid = [k for k in parser.get_defaults().keys() if "." not in k]
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else f"expected one of {', '.join(valid)}"
+    return f"unknown option {key!r} for {class_path}: {hint} (hyperrl fit --model.help {name} lists them)"
 
 
 def _configuration_error_in(exc: BaseException, kinds: tuple[type[BaseException], ...] = ()) -> BaseException | None:
@@ -138,9 +161,11 @@ def _cli_class():
 
         def dump(self, cfg, *args, **kwargs):
             # --print_config and the run's config.yaml both come through here: show the folder the run writes to
+            # and the settings of the networks the command line chose
             if "trainer" in cfg and getattr(self, "subcommand", None):
                 cfg = cfg.clone()
                 resolve_run_folder(cfg, self.subcommand)
+                drop_switched_network_settings(cfg, getattr(_cli_class.last, "_model_options", []))
             return super().dump(cfg, *args, **kwargs)
 
     class HyperRLCLI(LightningCLI):
@@ -196,11 +221,13 @@ def _cli_class():
 
         def parse_arguments(self, parser, args) -> None:
             self._args = args
-            super().parse_arguments(parser, args)
             self._model_options = _model_options_given(sys.argv[1:] if args is None else args)
+            super().parse_arguments(parser, args)
             # read --ckpt_path first: Lightning's own first look at it (_parse_ckpt_path) raises a traceback
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if path is None and subcommand:
+                drop_switched_network_settings(self.config[subcommand], self._model_options)
             if path == "best":  # Lightning's ValueError: a fresh process has no best_model_path to resolve it to
                 raise ConfigurationError("--ckpt_path best is not allowed: expected a checkpoint file")
             if path is not None and _is_checkpoint_file(str(path)):
@@ -294,6 +321,20 @@ def _model_options_given(args) -> list[str]:
             name = name[len("init_args."):] if name.startswith("init_args.") else name
             names.append(name.split(".", 1)[0])
     return list(dict.fromkeys(names))
+
+
+def drop_switched_network_settings(config, options: list[str]) -> None:
+    """A network chosen on the command line (``--model.critic mlp``) is built with its own defaults: the
+    ``<network>_kwargs`` of the config file belong to the network it replaces (``blocks_per_stage`` means nothing
+    to an MLP). Settings given on the command line with it (``--model.critic_kwargs ...``) stay."""
+    model = config.get("model") if config is not None else None
+    init = model.get("init_args") if model is not None and hasattr(model, "get") else None
+    if init is None:
+        return
+    for name in options:
+        settings = f"{name}_kwargs"
+        if settings in init and settings not in options:
+            init[settings] = None
 
 
 def _refuse_changed_model_settings(path: str, options: list[str], asked, resumed, config_files: list[str]) -> None:
