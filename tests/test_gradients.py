@@ -220,3 +220,76 @@ def test_analyze_gradients_on_a_real_sac_snapshot(sac_run, tmp_path, capsys):
     state = result["runs"][0]["snapshots"][0]["states"][0]
     assert len(state["actions"]) == 4 and len(state["grad_q"]) == 1 and len(state["q_minus_mc"]) == 4
     assert os.path.getsize(out / "cosine.png") > 1000
+    assert "| from the 2nd snapshot: 40–50 |" in open(out / "gradients.md").read()
+    assert line["variants"][0]["variants"][0]["states"] == 6  # 3 snapshots x 2 states
+
+
+def _synthetic_result(per_run_offsets, states=15, steps=(1000, 2000, 3000, 4000), seed=0):
+    """A gradients.json-like result: variant ``a`` runs with the given offsets, variant ``mlp`` runs around 0."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for variant, offsets in (("a", per_run_offsets), ("mlp", [0.0] * len(per_run_offsets))):
+        for i, off in enumerate(offsets):
+            snaps = []
+            for step in steps:
+                cos = np.clip(off + 0.1 * rng.standard_normal(states), -1, 1)
+                snaps.append({"step": step, "frames": step, "cosine_per_state": cos.tolist(),
+                              "cosine_mean": float(cos.mean()), "cosine_ci": list(bootstrap_mean_ci(cos)[1:]),
+                              "q_minus_mc_mean": 1.0})
+            runs.append({"name": f"{variant}-seed{i}", "variant": variant, "env": "E-v0", "snapshots": snaps})
+    return {"settings": {"states": states, "actions": 15, "sigma": 0.3, "hold": 3}, "runs": runs}
+
+
+def test_aggregate_pools_runs_and_its_two_level_ci_sees_the_spread_between_runs():
+    from hyperrl.analysis.gradients import aggregate, default_windows
+
+    assert [w[0] for w in default_windows([1000, 2000, 3000, 4000])] == [
+        "all: 1k–4k", "from the 2nd snapshot: 2k–4k", "second half: 3k–4k", "last: 4k"]
+    # runs of one variant far apart: the states-only CI is narrow, the two-level CI spans the run means
+    result = _synthetic_result([0.1, 0.5, 0.9])
+    windows = aggregate(result, reps=2000, seed=0)
+    first = {v["variant"]: v for v in windows[0]["variants"]}
+    a = first["a"]
+    values = np.concatenate([s["cosine_per_state"] for r in result["runs"][:3] for s in r["snapshots"]])
+    assert a["mean"] == pytest.approx(values.mean()) and a["states"] == 180 and a["runs"] == 3
+    assert a["run_means"] == pytest.approx([0.1, 0.5, 0.9], abs=0.05)
+    states_width = a["ci_states_only"][1] - a["ci_states_only"][0]
+    two_width = a["ci_runs_and_states"][1] - a["ci_runs_and_states"][0]
+    assert states_width < 0.05 and two_width > 0.3
+    assert a["ci_runs_and_states"][0] < a["mean"] < a["ci_runs_and_states"][1]
+    assert a["snapshot_cis_above_0"] == 12 and first["mlp"]["snapshot_cis_above_0"] <= 2
+    (diff,) = windows[0]["differences"]
+    assert (diff["variant"], diff["reference"]) == ("a", "mlp")
+    assert diff["mean"] == pytest.approx(a["mean"] - first["mlp"]["mean"]) and diff["ci"][0] < diff["mean"] < diff["ci"][1]
+    # the last window holds one snapshot per run; seeded: the same numbers twice
+    assert windows[-1]["variants"][0]["states"] == 45
+    assert aggregate(result, reps=2000, seed=0) == windows
+
+
+def test_from_json_recomputes_the_tables_and_figure_without_rollouts(tmp_path, capsys):
+    from hyperrl.commands import main
+
+    path = tmp_path / "gradients.json"
+    path.write_text(json.dumps(_synthetic_result([0.3, 0.4])))
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "gradients", "--from-json", str(path), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 0
+    captured = capsys.readouterr()
+    line = json.loads(captured.out.strip().splitlines()[-1])
+    assert line["variants"][0]["window"] == "all: 1k–4k" and "| a − mlp |" in captured.err
+    assert os.path.getsize(tmp_path / "o" / "cosine.png") > 1000
+    assert (tmp_path / "o" / "gradients.md").read_text().startswith("Per environment and variant")
+    for argv, message in ((["--from-json", str(tmp_path / "none.json")], "No such file"),
+                          (["--from-json", str(tmp_path / "o" / "gradients.md")], "not a gradients.json"),
+                          ([], "give a run or sweep folder, or --from-json")):
+        with pytest.raises(SystemExit) as exc:
+            main(["analyze", "gradients", *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_gradient_envs_take_the_runs_env_kwargs():
+    env = MujocoStateEnv("Ant-v5", {"ctrl_cost_weight": 0})
+    assert env.env.unwrapped._ctrl_cost_weight == 0
+    with pytest.raises(ConfigurationError, match="'ctrl_cost' is not accepted"):
+        MujocoStateEnv("Ant-v5", {"ctrl_cost": 0})

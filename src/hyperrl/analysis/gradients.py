@@ -21,9 +21,14 @@ fixed or made options. For every analysis snapshot of a run (:mod:`hyperrl.analy
    state; per snapshot the mean over states with a percentile-bootstrap 95% CI (resampling states).
 6. **Critic vs MC value** at the same ``(s, a_k)``: ``Q_1(s, a_k) − R_k`` (over- or under-estimation).
 
-Output in ``--out`` (default ``<folder>/gradients``): ``gradients.json`` (every number above), ``cosine.png``
-(mean cosine similarity over training frames, one line per run, coloured by critic), and on stdout one JSON line
-with the per-run means.
+7. **Per variant** (:func:`aggregate`), over windows of snapshots (all; from the second; the second half; the last):
+   the cosine pooled over runs, snapshots and states with a two-level bootstrap CI (runs, then states) and a
+   states-only CI, and each variant minus ``mlp`` with a two-level CI.
+
+Output in ``--out`` (default ``<folder>/gradients``): ``gradients.json`` (every number above), ``gradients.md`` (the
+per-variant tables), ``cosine.png`` (mean cosine similarity over training frames, one line per run, coloured by
+critic), and on stdout one JSON line with the per-run means and the per-variant aggregates. ``--from-json
+gradients.json`` recomputes only the per-variant aggregates of an earlier analysis (no rollouts).
 """
 
 from __future__ import annotations
@@ -97,13 +102,13 @@ class RestorableEnv(Protocol):
 class MujocoStateEnv:
     """A gymnasium MuJoCo env with :func:`hyperrl.envs.env_state` / :func:`hyperrl.envs.load_env_state`."""
 
-    def __init__(self, env_id: str) -> None:
+    def __init__(self, env_id: str, env_kwargs: dict | None = None) -> None:
         import gymnasium as gym
 
-        from hyperrl.envs import env_state
+        from hyperrl.envs import check_env_kwargs, env_state
 
         self.env_id = env_id
-        self.env = gym.make(env_id)
+        self.env = gym.make(env_id, **check_env_kwargs(env_id, env_kwargs))
         self._shim = type("Wrapped", (), {"_env": self.env})()  # what env_state expects: a TorchRL env's _env
         self.env.reset(seed=0)
         if env_state(self._shim) is None:
@@ -355,15 +360,17 @@ def analyse(
         env_id = first.get("env")
         if not isinstance(env_id, str):
             raise ConfigurationError(f"{snaps[0][1]}: the snapshot names no environment (hparams.env)")
+        env_kwargs = dict(first["hparams"].get("env_kwargs") or {})
+        env_key = env_id + (dumps(env_kwargs) if env_kwargs else "")
         name, variant = run_label(run_dir, first)
-        entry = {"run": run_dir, "name": name, "variant": variant, "env": env_id,
+        entry = {"run": run_dir, "name": name, "variant": variant, "env": env_id, "env_kwargs": env_kwargs,
                  "critic": first["hparams"].get("critic"), "class_path": first["class_path"], "snapshots": []}
         for step, path in snaps:
             module, snapshot = load_snapshot(path)
             model = SnapshotModel(module)
-            pool = envs_by_id.setdefault(env_id, [])
+            pool = envs_by_id.setdefault(env_key, [])
             while len(pool) < actions * rollouts + 1:
-                pool.append(MujocoStateEnv(env_id))
+                pool.append(MujocoStateEnv(env_id, env_kwargs))
             sampler, workers = pool[0], pool[1:]
             spec = module.env_spec
             discount = float(module.hparams.get("gamma", 0.99)) if gamma is None else gamma
@@ -390,7 +397,11 @@ def analyse(
                 "step": int(snapshot["step"]), "frames": int(snapshot["frames"]), "path": path,
                 "cosine_mean": mean, "cosine_ci": [low, high], "cosine_per_state": cos,
                 "q_minus_mc_mean": float(np.mean(bias)), "q_mc_correlation": corr,
-                "mc_return_mean": float(mc_all.mean()), "states": per_state,
+                "mc_return_mean": float(mc_all.mean()),
+                "grad_q_norm_median": float(np.median([np.linalg.norm(r["grad_q"]) for r in per_state])),
+                "grad_mc_norm_median": float(np.median([np.linalg.norm(r["grad_mc"]) for r in per_state])),
+                "mc_spread_median": float(np.median([np.std(r["mc_returns"]) for r in per_state])),
+                "states": per_state,
             })  # fmt: skip
         means = [s["cosine_mean"] for s in entry["snapshots"] if np.isfinite(s["cosine_mean"])]
         entry["mean_cosine"] = float(np.mean(means)) if means else float("nan")
@@ -403,36 +414,204 @@ def analyse(
     settings = {"states": states, "actions": actions, "rollouts": rollouts, "rollouts_effective": effective_rollouts,
                 "sigma": sigma, "hold": hold, "gamma": gamma, "horizon": horizon, "bootstrap": bootstrap,
                 "seed": seed, "wall_s": round(time.perf_counter() - started, 1)}
-    return {"folder": os.path.abspath(folder), "settings": settings, "runs": result_runs}
+    result = {"folder": os.path.abspath(folder), "settings": settings, "runs": result_runs}
+    result["variants"] = aggregate(result, seed=seed)
+    return result
 
 
-def plot_cosine(result: dict, path: str) -> None:
-    """Mean cosine similarity (with its 95% CI) over training frames, one line per run, one colour per variant."""
+# --------------------------------------------------------------------------------------------- per-variant aggregates
+def _replicates(runs: list[list[np.ndarray]], reps: int, rng: np.random.Generator, resample_runs: bool) -> np.ndarray:
+    """``(reps,)`` bootstrap replicates of the pooled mean of ``runs`` (per run, per snapshot, the per-state values).
+
+    Two levels (``resample_runs``): draw the runs with replacement, then, in each drawn run, the states of each
+    snapshot with replacement; the replicate is the mean over every drawn state. States only: the runs stay fixed."""
+    runs = [[np.asarray(s, float) for s in snaps if len(s)] for snaps in runs]
+    runs = [snaps for snaps in runs if snaps]
+    n = len(runs)
+    if n == 0:
+        return np.full(reps, np.nan)
+    chosen = rng.integers(0, n, size=(reps, n)) if resample_runs else np.tile(np.arange(n), (reps, 1))
+    sums, counts = np.zeros(reps), np.zeros(reps)
+    for r, snaps in enumerate(runs):
+        values = np.concatenate(snaps)
+        sizes = np.concatenate([np.full(len(x), len(x)) for x in snaps])
+        starts = np.repeat(np.cumsum([0] + [len(x) for x in snaps[:-1]]), [len(x) for x in snaps])
+        rows = np.nonzero(chosen == r)[0]
+        step = max(1, 2_000_000 // len(values))
+        for i in range(0, len(rows), step):
+            block = rows[i : i + step]
+            idx = starts + (rng.random((len(block), len(values))) * sizes).astype(np.int64)
+            np.add.at(sums, block, values[idx].sum(1))
+            np.add.at(counts, block, len(values))
+    return sums / counts
+
+
+def _ci(replicates: np.ndarray, confidence: float = 0.95) -> list[float]:
+    tail = (1 - confidence) / 2 * 100
+    finite = replicates[np.isfinite(replicates)]
+    if not len(finite):
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]
+
+
+def _k(step: int) -> str:
+    return f"{step / 1000:g}k" if step >= 1000 else str(step)
+
+
+def default_windows(steps: Sequence[int]) -> list[tuple[str, int, int]]:
+    """``(label, first step, last step)``: every snapshot; from the second one on (the first is taken as learning
+    starts, with critics near their initialisation); the second half of training; the last snapshot."""
+    steps = sorted(set(int(s) for s in steps))
+    if not steps:
+        return []
+    last = steps[-1]
+    later = [s for s in steps if s > last / 2] or [last]
+    windows = [("all", steps[0], last)]
+    if len(steps) > 1:
+        windows.append(("from the 2nd snapshot", steps[1], last))
+    windows += [("second half", later[0], last), ("last", last, last)]
+    out, seen = [], set()
+    for label, lo, hi in windows:
+        if (lo, hi) not in seen:
+            seen.add((lo, hi))
+            out.append((f"{label}: {_k(lo)}–{_k(hi)}" if lo != hi else f"{label}: {_k(hi)}", lo, hi))
+    return out
+
+
+def aggregate(result: dict, reps: int = 5000, seed: int = 0, reference: str | None = None) -> list[dict]:
+    """Per environment and variant, over each window of :func:`default_windows`: the mean cosine pooled over runs,
+    snapshots and states, its two-level bootstrap 95% CI (runs, then states within each run and snapshot: the runs
+    are the real sample size) and its states-only CI (the runs held fixed), the run means, how many snapshot CIs
+    lie above / below 0, the mean ``Q1 − MC``; and each variant minus ``reference`` (default: the variant ``mlp``
+    when there is one) with a two-level CI. Every replicate stream is seeded from ``seed``, so the numbers repeat."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in result["runs"]:
+        groups.setdefault((run["env"], run["variant"]), []).append(run)
+    steps = [s["step"] for run in result["runs"] for s in run["snapshots"]]
+    variants = sorted({v for _, v in groups})
+    ref = reference if reference is not None else ("mlp" if "mlp" in variants else None)
+    out = []
+    for w, (label, lo, hi) in enumerate(default_windows(steps)):
+        window = {"window": label, "steps": [lo, hi], "variants": [], "differences": []}
+        replicates = {}
+        for g, ((env, variant), runs) in enumerate(sorted(groups.items())):
+            per_run = [[np.asarray([c for c in s["cosine_per_state"] if c is not None and np.isfinite(c)])
+                        for s in run["snapshots"] if lo <= s["step"] <= hi] for run in runs]
+            snaps = [s for run in runs for s in run["snapshots"] if lo <= s["step"] <= hi]
+            if not snaps:
+                continue
+            two = _replicates(per_run, reps, np.random.default_rng([seed, w, g, 0]), True)
+            fixed = _replicates(per_run, reps, np.random.default_rng([seed, w, g, 1]), False)
+            replicates[(env, variant)] = two
+            values = np.concatenate([x for r in per_run for x in r]) if per_run else np.zeros(0)
+            window["variants"].append({
+                "env": env, "variant": variant, "runs": len(runs), "snapshots": len(snaps), "states": int(len(values)),
+                "mean": float(values.mean()) if len(values) else float("nan"),
+                "ci_runs_and_states": _ci(two), "ci_states_only": _ci(fixed),
+                "run_means": [float(np.concatenate(r).mean()) if sum(map(len, r)) else float("nan") for r in per_run],
+                "snapshot_cis_above_0": sum(1 for s in snaps if s["cosine_ci"][0] > 0),
+                "snapshot_cis_below_0": sum(1 for s in snaps if s["cosine_ci"][1] < 0),
+                "q_minus_mc_mean": float(np.mean([s["q_minus_mc_mean"] for s in snaps])),
+            })  # fmt: skip
+        for (env, variant), two in replicates.items():
+            if ref is None or variant == ref or (env, ref) not in replicates:
+                continue
+            a = next(v for v in window["variants"] if (v["env"], v["variant"]) == (env, variant))
+            b = next(v for v in window["variants"] if (v["env"], v["variant"]) == (env, ref))
+            window["differences"].append({"env": env, "variant": variant, "reference": ref,
+                                          "mean": a["mean"] - b["mean"], "ci": _ci(two - replicates[(env, ref)])})
+        out.append(window)
+    return out
+
+
+def _signed(x: float, digits: int = 3) -> str:
+    return "nan" if not np.isfinite(x) else f"{x:+.{digits}f}".replace("-", "−")
+
+
+def aggregate_markdown(windows: list[dict], reps: int = 5000) -> str:
+    """The per-variant aggregates as the Markdown tables docs/results.md quotes."""
+    lines = [f"Per environment and variant, pooled over runs, snapshots and states; 95% percentile-bootstrap CIs, "
+             f"{reps} resamples (two-level: runs, then states within each run and snapshot; states only: runs fixed).",
+             "", "| snapshots | env | variant | runs | states | mean cosine | 95% CI (runs, states) | "
+             "95% CI (states only) | run means | snapshot CIs > 0 / < 0 | Q1 − MC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w in windows:
+        for v in w["variants"]:
+            lo, hi = v["ci_runs_and_states"]
+            slo, shi = v["ci_states_only"]
+            lines.append(f"| {w['window']} | {v['env']} | {v['variant']} | {v['runs']} | {v['states']} | "
+                         f"{_signed(v['mean'])} | [{_signed(lo)}, {_signed(hi)}] | [{_signed(slo)}, {_signed(shi)}] | "
+                         f"{', '.join(_signed(m) for m in v['run_means'])} | "
+                         f"{v['snapshot_cis_above_0']} / {v['snapshot_cis_below_0']} | {_signed(v['q_minus_mc_mean'], 2)} |")
+    diffs = [(w, d) for w in windows for d in w["differences"]]
+    if diffs:
+        lines += ["", "| snapshots | env | difference | mean | 95% CI (runs, states) |", "|---|---|---|---|---|"]
+        for w, d in diffs:
+            lo, hi = d["ci"]
+            lines.append(f"| {w['window']} | {d['env']} | {d['variant']} − {d['reference']} | {_signed(d['mean'])} | "
+                         f"[{_signed(lo)}, {_signed(hi)}] |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_cosine(result: dict, path: str, reps: int = 1000, seed: int = 0) -> None:
+    """One column per environment. Top: each run's mean cosine similarity with its 95% CI over states at each
+    snapshot, one colour per variant (runs shifted a little along x so that their CI bars do not overlap). Bottom:
+    per variant, the mean over its runs and states at each snapshot with a two-level bootstrap 95% CI (runs, then
+    states)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     variants = sorted({r["variant"] for r in result["runs"]})
+    envs = sorted({r["env"] for r in result["runs"]})
     colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    seen = set()
-    for run in result["runs"]:
-        x = [s["frames"] for s in run["snapshots"]]
-        y = np.array([s["cosine_mean"] for s in run["snapshots"]])
-        lo = np.array([s["cosine_ci"][0] for s in run["snapshots"]])
-        hi = np.array([s["cosine_ci"][1] for s in run["snapshots"]])
-        label = run["variant"] if run["variant"] not in seen else None
-        seen.add(run["variant"])
-        ax.plot(x, y, marker="o", color=colours[run["variant"]], label=label, alpha=0.85)
-        ax.fill_between(x, lo, hi, color=colours[run["variant"]], alpha=0.12)
-    ax.axhline(0, color="grey", lw=0.8)
+    fig, axes = plt.subplots(2, len(envs), figsize=(7 * len(envs), 7.5), dpi=100, squeeze=False, sharex="col")
+    for col, env in enumerate(envs):
+        top, bottom = axes[0][col], axes[1][col]
+        runs = [r for r in result["runs"] if r["env"] == env]
+        frames = sorted({s["frames"] for r in runs for s in r["snapshots"]})
+        gap = float(min(np.diff(frames))) if len(frames) > 1 else float(max(frames[0], 1))
+        seen = set()
+        for i, run in enumerate(runs):
+            shift = (i - (len(runs) - 1) / 2) * 0.6 * gap / max(len(runs), 1)
+            x = np.array([s["frames"] for s in run["snapshots"]], float) + shift
+            y = np.array([s["cosine_mean"] for s in run["snapshots"]])
+            lo = np.array([s["cosine_ci"][0] for s in run["snapshots"]])
+            hi = np.array([s["cosine_ci"][1] for s in run["snapshots"]])
+            label = run["variant"] if run["variant"] not in seen else None
+            seen.add(run["variant"])
+            top.errorbar(x, y, yerr=[y - lo, hi - y], color=colours[run["variant"]], label=label, marker="o", ms=3,
+                         lw=1.0, elinewidth=1.4, capsize=2.5, alpha=0.9)
+        for v, variant in enumerate(variants):
+            mine = [r for r in runs if r["variant"] == variant]
+            if not mine:
+                continue
+            xs, ys, los, his = [], [], [], []
+            for f in frames:
+                per_run = [[np.asarray([c for c in s["cosine_per_state"] if c is not None and np.isfinite(c)])
+                            for s in r["snapshots"] if s["frames"] == f] for r in mine]
+                values = [x for r in per_run for x in r]
+                if not values or not sum(map(len, values)):
+                    continue
+                rep = _replicates(per_run, reps, np.random.default_rng([seed, col, v, int(f)]), True)
+                lo, hi = _ci(rep)
+                xs.append(f), ys.append(float(np.concatenate(values).mean())), los.append(lo), his.append(hi)
+            xs, ys, los, his = map(np.asarray, (xs, ys, los, his))
+            colour = colours[variant]
+            bottom.fill_between(xs, los, his, color=colour, alpha=0.25, lw=0)
+            bottom.errorbar(xs, ys, yerr=[ys - los, his - ys], color=colour, marker="o", ms=3, lw=1.6,
+                            elinewidth=1.0, capsize=2, label=f"{variant} ({len(mine)} runs)")
+        for ax in (top, bottom):
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.legend(fontsize=8)
+        top.set_title(f"{env}: each run (95% CI over states)", fontsize=10, wrap=True)
+        bottom.set_title(f"{env}: per variant (95% CI, runs then states)", fontsize=10, wrap=True)
+        top.set_ylabel("mean cosine similarity")
+        bottom.set_ylabel("mean cosine similarity")
+        bottom.set_xlabel("training frames")
     s = result["settings"]
-    ax.set_title(f"cos(∇a Q1, MC gradient): {s['states']} states × {s['actions']} actions, σ={s['sigma']}, "
-                 f"hold {s['hold']}", fontsize=9)
-    ax.set_xlabel("training frames")
-    ax.set_ylabel("mean cosine similarity (95% CI)")
-    ax.legend(fontsize=8)
+    fig.suptitle(f"cos(∇a Q1, MC gradient): {s['states']} states × {s['actions']} actions, σ={s['sigma']}, "
+                 f"hold {s['hold']}", fontsize=10, wrap=True)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -446,7 +625,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str]) -> int:
     parser = _Parser(prog="hyperrl analyze gradients",
                      description="Critic action-gradient vs Monte-Carlo action-gradient on analysis snapshots.")
-    parser.add_argument("folder", help="a run folder with snapshots/, or a sweep folder")
+    parser.add_argument("folder", nargs="?", default=None, help="a run folder with snapshots/, or a sweep folder")
     parser.add_argument("--states", type=int, default=15)
     parser.add_argument("--actions", type=int, default=15)
     parser.add_argument("--rollouts", type=int, default=5)
@@ -457,8 +636,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--gamma", type=float, default=None, help="default: the run's gamma")
     parser.add_argument("--max-snapshots", type=int, default=None, help="evenly spaced snapshots per run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="default <folder>/gradients")
+    parser.add_argument("--from-json", default=None, metavar="GRADIENTS_JSON",
+                        help="recompute only the per-variant aggregates (and, with --out, the figure) of an earlier "
+                             "analysis's gradients.json or a summary of it with the per-state cosines: no rollouts")
+    parser.add_argument("--out", default=None, help="default <folder>/gradients (with --from-json: print only)")
     args = parser.parse_args(argv)
+    if (args.folder is None) == (args.from_json is None):
+        raise ConfigurationError("give a run or sweep folder, or --from-json GRADIENTS_JSON (one of the two)")
+    if args.from_json is not None:
+        return _main_from_json(args.from_json, args.out, args.seed)
     result = analyse(args.folder, states=args.states, actions=args.actions, rollouts=args.rollouts, sigma=args.sigma,
                      hold=args.hold, gamma=args.gamma, horizon=args.horizon, bootstrap=args.bootstrap, seed=args.seed,
                      max_snapshots=args.max_snapshots)
@@ -466,11 +652,43 @@ def main(argv: list[str]) -> int:
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "gradients.json"), result)
     plot_cosine(result, os.path.join(out, "cosine.png"))
+    with open(os.path.join(out, "gradients.md"), "w") as f:
+        f.write(aggregate_markdown(result["variants"]))
     summary = {"gradients": os.path.join(out, "gradients.json"), "figure": os.path.join(out, "cosine.png"),
-               "settings": result["settings"],
+               "tables": os.path.join(out, "gradients.md"), "settings": result["settings"],
                "runs": {r["name"]: {"variant": r["variant"], "env": r["env"], "mean_cosine": r["mean_cosine"],
                                     "final_cosine": r["final_cosine"], "snapshots": len(r["snapshots"]),
                                     "q_minus_mc_mean": float(np.mean([s["q_minus_mc_mean"] for s in r["snapshots"]]))}
-                        for r in result["runs"]}}
+                        for r in result["runs"]},
+               "variants": result["variants"]}
     print(dumps(summary))
+    return 0
+
+
+def _main_from_json(path: str, out: str | None, seed: int) -> int:
+    import json
+
+    try:
+        with open(path) as f:
+            result = json.load(f)
+        runs = result["runs"]
+        for run in runs:
+            for snap in run["snapshots"]:
+                snap["cosine_per_state"], snap["step"], snap["cosine_ci"]  # noqa: B018 - the keys the tables need
+    except OSError as exc:
+        raise ConfigurationError(f"--from-json {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(
+            f"--from-json {path}: not a gradients.json of hyperrl analyze gradients ({type(exc).__name__}: {exc})"
+        ) from None
+    windows = aggregate(result, seed=seed)
+    text = aggregate_markdown(windows)
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "gradients.md"), "w") as f:
+            f.write(text)
+        write_json(os.path.join(out, "variants.json"), windows)
+        plot_cosine(result, os.path.join(out, "cosine.png"), seed=seed)
+    sys.stderr.write(text)
+    print(dumps({"from": path, "variants": windows}))
     return 0
