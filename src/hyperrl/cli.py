@@ -21,10 +21,27 @@ import re
 import sys
 from typing import Optional
 
-from hyperrl.errors import ConfigurationError, NonFiniteLossError, require_positive
-
-#: Where runs go unless ``--trainer.default_root_dir`` says otherwise: ``runs/<config file stem>/version_<n>``.
-RUNS_DIR = "runs"
+from hyperrl.errors import (
+    CheckpointError,
+    CheckpointWriteError,
+    ConfigurationError,
+    NonFiniteLossError,
+    require_positive,
+)
+from hyperrl.runs import (
+    RUNS_DIR,
+    check_checkpoint_fits,
+    check_writable,
+    checkpoint_dirs,
+    check_resumable,
+    hyperparameters,
+    is_checkpoint_file,
+    last_checkpoint,
+    lock_run_folder,
+    read_checkpoint,
+    refuse_changed_model_settings,
+    resolve_run_folder,
+)
 
 #: Trainer settings every run gets unless the config or the command line says otherwise.
 TRAINER_DEFAULTS = {
@@ -75,14 +92,6 @@ Run "hyperrl <subcommand> --help" for every setting of a subcommand, and
   --ckpt_path FILE              resume a run (it continues in its own folder) or validate a checkpoint
   --verbose                     show Lightning's and TorchRL's info lines and the model summary
 """ % {"names": ",".join(SUBCOMMANDS), "rows": "\n".join(f"  {k:<9} {v}" for k, v in SUBCOMMANDS.items())}
-
-#: ``--ckpt_path`` values Lightning resolves itself rather than reading a file of that name (also ``registry:...``).
-LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
-
-
-def _is_checkpoint_file(path: str) -> bool:
-    """Whether ``--ckpt_path path`` names a local file, not one of Lightning's names or a URL."""
-    return not (path in LIGHTNING_CKPT_NAMES or path.lower().startswith("registry:") or "://" in path)
 
 
 class UsageError(Exception):
@@ -171,6 +180,7 @@ def _cli_class():
     class HyperRLCLI(LightningCLI):
         def __init__(self, *args, **kwargs) -> None:
             self.stop_on_signal = StopOnSignal()  # main() reads it after the run
+            self.checkpoint_path = self.run_folder = self.lock = None
             _cli_class.last = self
             super().__init__(*args, **kwargs)
 
@@ -201,8 +211,14 @@ def _cli_class():
             _check_trainer_settings(config)
             set_torch_threads(config.get("torch_threads"))
             run = resolve_run_folder(config, self.subcommand)
-            for path, what in [(run, "run folder"), *_checkpoint_dirs(config)]:
+            for path, what in [(run, "run folder"), *checkpoint_dirs(config)]:
                 check_writable(path, what)
+            self.run_folder = run
+            _check_precision(config.trainer.get("precision"))
+            for callback in _listed(config.trainer.get("callbacks")):
+                # a resumed run with other checkpoint settings writes last.ckpt, not a last-v1.ckpt beside a stale one
+                if str(getattr(callback, "class_path", "")).endswith(".ModelCheckpoint"):
+                    callback.init_args.enable_version_counter = False
             if _verbose_flag(sys.argv[1:] if self._args is None else self._args):
                 config.trainer.enable_model_summary = True
 
@@ -230,8 +246,11 @@ def _cli_class():
                 drop_switched_network_settings(self.config[subcommand], self._model_options)
             if path == "best":  # Lightning's ValueError: a fresh process has no best_model_path to resolve it to
                 raise ConfigurationError("--ckpt_path best is not allowed: expected a checkpoint file")
-            if path is not None and _is_checkpoint_file(str(path)):
-                self._checkpoint_file = (str(path), _read_checkpoint(str(path)))
+            if path == "last":  # the newest run's last.ckpt (Lightning would look in the new, empty run folder)
+                path = self.config[subcommand].ckpt_path = last_checkpoint(self.config[subcommand])
+            self.checkpoint_path = path
+            if path is not None and is_checkpoint_file(str(path)):
+                self._checkpoint_file = (str(path), read_checkpoint(str(path)))
 
         def _parse_ckpt_path(self) -> None:
             # Lightning 2.6 rebuilds the model from the checkpoint's hyperparameters, in place of the command's
@@ -241,7 +260,7 @@ def _cli_class():
             if checkpoint is None:
                 return super()._parse_ckpt_path()
             path, loaded = checkpoint
-            saved = {k: v for k, v in _hyperparameters(loaded).items() if k != "_instantiator"}
+            saved = {k: v for k, v in hyperparameters(loaded).items() if k != "_instantiator"}
             if "_class_path" not in saved:
                 return None
             # what Lightning's own _parse_ckpt_path does, from the checkpoint already read (memory-mapped) above
@@ -256,20 +275,40 @@ def _cli_class():
                     f"--ckpt_path {path}: cannot rebuild the model it was saved with: {one_line(str(exc))}"
                 ) from exc
             files = [str(c) for c in (self.config[subcommand].get("config") or []) if c is not None]
-            _refuse_changed_model_settings(path, self._model_options, asked, self.config[subcommand].model, files)
+            refuse_changed_model_settings(path, self._model_options, asked, self.config[subcommand].model, files)
             return None
 
         def _check_ckpt_path(self) -> None:
             checkpoint = getattr(self, "_checkpoint_file", None)
             self._checkpoint_file = None  # drop the memory map before the run
             if checkpoint is not None:
-                _check_checkpoint_fits(*checkpoint, self.model)
+                check_checkpoint_fits(*checkpoint, self.model)
+                check_resumable(*checkpoint, self.trainer.max_steps if self.subcommand == "fit" else None)
+            if self.subcommand == "fit" and self.run_folder is not None:
+                self.lock = lock_run_folder(self.run_folder)  # main() closes it
 
         # before Lightning loads the checkpoint: weights that do not fit get one line naming the file
         before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
     _cli_class.parser = Parser
     return HyperRLCLI
+
+
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _check_precision(precision) -> None:
+    """Refuse a precision the modules do not support before Lightning maps it to another (``16-mixed`` on a CPU runs
+    as ``bf16-mixed``)."""
+    from hyperrl.algos.base import SUPPORTED_PRECISIONS
+
+    if precision is not None and str(precision) not in (*SUPPORTED_PRECISIONS, "bf16"):
+        raise ConfigurationError(
+            f"--trainer.precision {precision} is not allowed: expected one of {', '.join(SUPPORTED_PRECISIONS)} "
+            "(fp16 needs loss scaling, which these updates do not use; '-true' precisions would cast the fp32 targets "
+            "and replay data)"
+        )
 
 
 def _is_progress_bar(callback) -> bool:
@@ -337,275 +376,12 @@ def drop_switched_network_settings(config, options: list[str]) -> None:
             init[settings] = None
 
 
-def _refuse_changed_model_settings(path: str, options: list[str], asked, resumed, config_files: list[str]) -> None:
-    """A resumed run keeps the model settings stored in its checkpoint (Lightning rebuilds the model from them). A
-    setting of this command (a ``--model`` option or the config file) that asks for something else would be silently
-    ignored: refuse it. Every init argument is compared, whatever the algorithm."""
-    differing = _differing_model_settings(asked, resumed)
-    if not differing:
-        return
-    class_changed = differing[0][0] == "class_path"  # another algorithm: say that first, whatever else differs
-    for name, mine, theirs in differing[:1] if class_changed else differing:
-        if name in options:
-            raise ConfigurationError(
-                f"option --model.{name}={mine!r} is not allowed with --ckpt_path {path}: that checkpoint "
-                f"resumes with {name}={theirs!r} (a resumed run keeps its model settings); drop the option "
-                "or start a new run"
-            )
-    source = f"the config file {config_files[-1]}" if config_files else "the default model settings"
-    mine = ", ".join(f"{name}={value!r}" for name, value, _ in differing)
-    theirs = ", ".join(f"{name}={value!r}" for name, _, value in differing)
-    raise ConfigurationError(
-        f"model settings {mine} from {source} are not allowed with --ckpt_path {path}: that checkpoint resumes with "
-        f"{theirs} (a resumed run keeps its model settings); use the config the run was started with, or start a "
-        "new run"
-    )
-
-
-def _differing_model_settings(asked, resumed) -> list[tuple[str, object, object]]:
-    """``(name, asked, resumed)`` for the class path and every init argument both model configs have that differs."""
-    differing = []
-    if asked.get("class_path") != resumed.get("class_path"):
-        differing.append(("class_path", asked.get("class_path"), resumed.get("class_path")))
-    mine = _plain(asked.get("init_args")) or {}
-    theirs = _plain(resumed.get("init_args")) or {}
-    for name in sorted(set(mine) & set(theirs)):
-        if mine[name] != theirs[name]:
-            differing.append((name, mine[name], theirs[name]))
-    return differing
-
-
-def _plain(value):
-    """A jsonargparse Namespace as a plain dict (for messages)."""
-    return value.as_dict() if hasattr(value, "as_dict") else value
-
-
 def _check_trainer_settings(config) -> None:
     """Reject settings Lightning accepts but fails on later (``val_check_interval 0``: a ZeroDivisionError after the
     first training step)."""
     value = (config.get("trainer") or {}).get("val_check_interval")
     if value is not None:
         require_positive("trainer.val_check_interval", value)
-
-
-def _read_checkpoint(path: str) -> dict:
-    """The checkpoint at ``path``, memory-mapped (its pickled structure is read, its tensors are not: a paper-scale
-    checkpoint with the replay buffer is ~440 MB), loaded as Lightning does (``weights_only``). A missing, unreadable
-    or non-Lightning file raises :class:`ConfigurationError` naming it."""
-    import zipfile
-
-    import torch
-
-    if not os.path.exists(path):
-        raise ConfigurationError(f"--ckpt_path {path}: no such file")
-    if not os.path.isfile(path):
-        raise ConfigurationError(f"--ckpt_path {path}: not a file")
-    if os.path.getsize(path) == 0:
-        raise ConfigurationError(f"--ckpt_path {path}: the file is empty")
-    try:
-        # only torch's zip format can be memory-mapped; anything else is read as a legacy file (or fails to be)
-        checkpoint = torch.load(path, map_location="cpu", mmap=zipfile.is_zipfile(path), weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - whatever torch.load finds wrong, it is the file's problem
-        raise ConfigurationError(
-            f"--ckpt_path {path} cannot be read as a checkpoint (truncated or corrupt?): {_load_failure(exc)}"
-        ) from exc
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ConfigurationError(f"--ckpt_path {path} is not a Lightning checkpoint: it holds no state_dict")
-    return checkpoint
-
-
-def _load_failure(exc: BaseException) -> str:
-    """What ``torch.load`` found wrong with a file, in words (its own messages are a paragraph on ``weights_only``
-    ending in e.g. "Unsupported operand 101", the byte where a pickle opcode was expected)."""
-    reason = " ".join(str(exc).split())
-    operand = re.search(r"Unsupported operand (\d+)", reason)
-    if operand:
-        byte = int(operand.group(1))
-        shown = repr(chr(byte)) if 32 <= byte < 127 else f"0x{byte:02x}"
-        return (f"its bytes are neither a zip archive nor a pickle, as torch.save writes (byte {shown} where a "
-                "pickle instruction was expected)")
-    if "central directory" in reason:
-        return "it is an incomplete zip archive (the end of the file, where the archive's index lies, is missing)"
-    if "WeightsUnpickler error:" in reason:  # skip torch's paragraph on weights_only
-        reason = reason.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip()
-        reason = f"unpickling failed: {reason}"
-    return reason.split(". ")[0][:200] or type(exc).__name__
-
-
-def _hyperparameters(checkpoint: dict) -> dict:
-    saved = checkpoint.get("hyper_parameters")
-    return saved if isinstance(saved, dict) else {}
-
-
-def _check_checkpoint_fits(path: str, checkpoint: dict, model) -> None:
-    """Raise :class:`ConfigurationError` naming ``path`` unless the checkpoint's weights fit ``model`` (same
-    algorithm, critic, environment and sizes); the message names the settings that differ."""
-    problem = _state_dict_mismatch(
-        checkpoint["state_dict"], model.state_dict(), strict=getattr(model, "strict_loading", True)
-    )
-    if problem is None:
-        return
-    saved = _hyperparameters(checkpoint)
-    ours = type(model).__name__
-    algorithm = str(saved.get("_class_path", "")).rsplit(".", 1)[-1]
-    foreign = sorted(set(saved) - set(model.hparams) - {"_class_path", "_instantiator"})
-    changed = []
-    if algorithm not in ("", ours):
-        changed.append(f"algorithm {algorithm} there, {ours} here")
-    elif foreign:  # saved outside the CLI: no class path, but settings this algorithm does not have
-        changed.append(f"another algorithm than {ours}: it has {', '.join(foreign)}")
-    changed += [
-        f"{key}={saved[key]!r} there, {model.hparams.get(key)!r} here"
-        for key in ("env", "critic", "critic_kwargs", "actor_hidden")
-        if key in saved and saved[key] != model.hparams.get(key)
-    ]
-    raise ConfigurationError(
-        f"--ckpt_path {path} does not fit this model ({'; '.join([*changed, problem])}): "
-        "use the algorithm, critic and sizes of the run that saved it"
-    )
-
-
-def _state_dict_mismatch(saved: dict, own: dict, strict: bool = True) -> str | None:
-    """The first difference between a checkpoint's state_dict and the model's, in words; ``None`` if they fit."""
-
-    def first(keys: list[str], what: str) -> str:
-        return f"{what} {keys[0]}" + (f" (+{len(keys) - 1} more)" if len(keys) > 1 else "")
-
-    resized = [k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
-    if resized:
-        k = resized[0]
-        return first(resized, "size mismatch for") + f": {list(saved[k].shape)} there, {list(own[k].shape)} here"
-    missing = [k for k in own if k not in saved] if strict else []
-    if missing:
-        return first(missing, "the checkpoint lacks")
-    unexpected = [k for k in saved if k not in own] if strict else []
-    if unexpected:
-        return first(unexpected, "the model has no")
-    return None
-
-
-def _config_name(config) -> str:
-    """The run's name: the stem of the last config file (``hyperrl`` without one)."""
-    files = [c for c in (config.get("config") or []) if c is not None]
-    return os.path.splitext(os.path.basename(str(files[-1])))[0] if files else "hyperrl"
-
-
-def run_folder_of_checkpoint(path) -> str | None:
-    """The run folder a checkpoint file belongs to (``<run>/checkpoints/<file>.ckpt`` -> ``<run>``), else ``None``."""
-    if path is None or not _is_checkpoint_file(str(path)) or not os.path.isfile(str(path)):
-        return None
-    parent = os.path.dirname(os.path.abspath(str(path)))
-    return os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else None
-
-
-def resolve_run_folder(config, subcommand: str | None) -> str | None:
-    """The one place that decides where a run writes; fills ``trainer.default_root_dir`` and the file loggers'
-    ``save_dir``/``name``/``version`` in ``config`` (in place) and returns the run folder.
-
-    - a new run: ``<default_root_dir>/version_<n>``, the first free ``n``; ``default_root_dir`` defaults to
-      ``runs/<config name>``;
-    - ``fit --ckpt_path <run>/checkpoints/x.ckpt`` continues in ``<run>`` (same metrics.csv, TensorBoard run and
-      checkpoints folder); a ``--trainer.default_root_dir`` elsewhere is refused;
-    - ``validate`` (``test``, ``predict``) of such a checkpoint writes to ``<run>/validate-<checkpoint name>``.
-
-    Paths are made absolute, so a run resumed from another working directory keeps its checkpoint folder. Applying it
-    twice changes nothing (``config.yaml`` and ``--print_config`` show the result).
-    """
-    trainer = config.get("trainer")
-    if trainer is None:
-        return None
-    given = trainer.get("default_root_dir")
-    given = os.path.abspath(os.fspath(given)) if given and "://" not in str(given) else given
-    ckpt = config.get("ckpt_path")
-    run = run_folder_of_checkpoint(ckpt)
-    version = None
-    if run is not None and subcommand == "fit":
-        root, version = os.path.dirname(run), os.path.basename(run)
-        if given is not None and given != root:
-            raise ConfigurationError(
-                f"--trainer.default_root_dir {given} is not allowed with --ckpt_path {ckpt}: a resumed run continues "
-                f"in its own folder {run}; drop the option"
-            )
-    elif run is not None and given in (None, run):
-        stem = os.path.splitext(os.path.basename(str(ckpt)))[0]
-        root, version = run, f"{subcommand}-{stem}"
-    else:
-        root = given or os.path.abspath(os.path.join(RUNS_DIR, _config_name(config)))
-    trainer["default_root_dir"] = root
-    loggers = trainer.get("logger")
-    specs = [getattr(lg, "init_args", None) for lg in loggers] if isinstance(loggers, list) else []
-    specs = [s for s in specs if s is not None and "save_dir" in s]
-    if not specs:
-        return root
-    for spec in specs:
-        if str(spec["save_dir"]) not in (RUNS_DIR, root):
-            raise ConfigurationError(
-                f"trainer.logger save_dir={str(spec['save_dir'])!r} is not allowed: the run folder is set with "
-                f"--trainer.default_root_dir (here {root})"
-            )
-        spec["save_dir"] = root
-        if spec.get("name") in (None, "hyperrl", "lightning_logs"):
-            spec["name"] = ""
-    name = str(specs[0].get("name") or "")
-    if version is None:
-        versions = {s.get("version") for s in specs}
-        version = versions.pop() if len(versions) == 1 else None
-    if version is None:
-        used = set()
-        for spec in specs:
-            folder = os.path.join(root, str(spec.get("name") or ""))
-            if os.path.isdir(folder):
-                used.update(d for d in os.listdir(folder) if d.startswith("version_"))
-        n = 0
-        while f"version_{n}" in used:
-            n += 1
-        version = f"version_{n}"
-    for spec in specs:
-        spec["version"] = version
-    return os.path.join(root, name, str(version))
-
-
-def _checkpoint_dirs(config) -> list[tuple[str, str]]:
-    """``(dirpath, what)`` of every ModelCheckpoint that names its own folder."""
-    callbacks = (config.get("trainer") or {}).get("callbacks")
-    found = []
-    for cb in callbacks if isinstance(callbacks, list) else []:
-        init = getattr(cb, "init_args", None)
-        dirpath = init.get("dirpath") if init is not None else None
-        if dirpath:
-            found.append((str(dirpath), "checkpoint folder"))
-    return found
-
-
-def check_writable(path: str | None, what: str = "run folder") -> None:
-    """Raise :class:`ConfigurationError` unless files can be created in ``path`` (or, if it does not exist yet, in
-    the folders that would hold it). Creates nothing that stays: the deepest existing folder is probed with a
-    temporary file, which is the truth where permission bits are not (root, read-only mounts, ``chattr +i``)."""
-    if path is None or "://" in str(path):
-        return
-    path = os.path.abspath(str(path))
-    existing = path
-    while not os.path.exists(existing):
-        parent = os.path.dirname(existing)
-        if parent == existing:
-            break
-        existing = parent
-    if not os.path.isdir(existing):
-        raise ConfigurationError(
-            f"the {what} {path} cannot be created: {existing} is a file, not a folder (set another place with "
-            "--trainer.default_root_dir)"
-        )
-    import tempfile
-
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".hyperrl-write-check-", dir=existing)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"the {what} {path} cannot be written: {existing} is not writable ({exc.strerror or exc}); set another "
-            "place with --trainer.default_root_dir"
-        ) from exc
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _quiet_known_warnings() -> None:
@@ -827,9 +603,15 @@ def main(args: list[str] | None = None) -> None:
             parser_class=_cli_class.parser,
             parser_kwargs={"parser_mode": PARSER_MODE},
         )
+    except CheckpointError as exc:  # raised while Lightning loads the checkpoint
+        print(f"hyperrl: error: --ckpt_path {getattr(_cli_class.last, 'checkpoint_path', None)} {exc}", file=sys.stderr)
+        sys.exit(2)
     except (ConfigurationError, UsageError) as exc:
         print(f"hyperrl: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except CheckpointWriteError as exc:
+        print(f"hyperrl: stopped: {exc}", file=sys.stderr)
+        sys.exit(1)
     except MisconfigurationException as exc:
         # Lightning's word for a bad trainer or callback setting, e.g. --trainer.max_steps -5
         print(f"hyperrl: error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -849,6 +631,9 @@ def main(args: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         print(f"hyperrl: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if getattr(_cli_class.last, "lock", None) is not None:
+            _cli_class.last.lock.close()
     _report_signal_stop(getattr(_cli_class.last, "stop_on_signal", None), args)
 
 

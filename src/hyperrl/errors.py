@@ -11,6 +11,14 @@ class ConfigurationError(ValueError):
     """A user-supplied setting is invalid; the message names the bad value and what is allowed."""
 
 
+class CheckpointError(ConfigurationError):
+    """A checkpoint cannot be used (damaged, edited, or not written by hyperrl); the CLI prefixes the file."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, file-size limit); the previous one is kept."""
+
+
 class NonFiniteLossError(RuntimeError):
     """A training loss became NaN or infinite; the run stops before anything is checkpointed."""
 

@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from hyperrl.data import DataSource, training_steps_loader
-from hyperrl.errors import ConfigurationError, NonFiniteLossError
+from hyperrl.checkpoint_io import check_training_state, training_state_checksum
+from hyperrl.errors import CheckpointError, ConfigurationError, NonFiniteLossError
 
 #: fp32, or bf16 autocast with fp32 weights, targets, log-probabilities and α. Not "*-true" casts of the whole module
 #: (replay batches stay fp32, and bf16 weights would break the fp32 targets), not fp16 (needs loss scaling).
@@ -292,8 +293,12 @@ class Algorithm(L.LightningModule):
             "frames": self._local_frames,
             "extra": self.extra_state(),
         }
+        checkpoint["hyperrl"]["checksum"] = training_state_checksum(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        problem = check_training_state(checkpoint, resuming=False)
+        if problem is not None:
+            raise CheckpointError(problem)
         state = checkpoint.get("hyperrl")
         if state is None:
             return
@@ -317,9 +322,13 @@ class Algorithm(L.LightningModule):
         state = self._pending_restore
         if state is None:
             return
-        if state["data"] is not None and self.data is not None:
-            self.data.load_state_dict(state["data"])
-        set_rng_state(state["rng"])
-        self._episode_returns = list(state["episode_returns"])
-        self.load_extra_state(state.get("extra") or {})
+        try:
+            if state["data"] is not None and self.data is not None:
+                self.data.load_state_dict(state["data"])
+            set_rng_state(state["rng"])
+            self._episode_returns = list(state["episode_returns"])
+            self.load_extra_state(state.get("extra") or {})
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise CheckpointError(f"holds training state that does not fit this run ({reason})") from exc
         self._pending_restore = None
