@@ -75,7 +75,17 @@ def test_report_tables_curves_and_improvement(sweep, tmp_path, capsys):
     files = set(os.listdir(tmp_path / "r"))
     assert {"final.md", "final.csv", "curves.csv", "improvement.md", "improvement.csv", "skipped.txt"} <= files
     assert os.path.getsize(tmp_path / "r" / "curves_Reacher-v5.png") > 1000
-    assert "| Reacher-v5 | hyper | 4 | 80 | 25.0 [" in (tmp_path / "r" / "final.md").read_text()
+    final_md = (tmp_path / "r" / "final.md").read_text()
+    assert "| Reacher-v5 | hyper | 4 | 80 | 2 | 25.0 [" in final_md
+    assert "mean of its last 2 evaluations. IQM" in final_md  # every run has at least 2
+
+
+def test_final_md_says_when_a_run_has_fewer_evaluations_than_last(sweep, tmp_path):
+    folder, _ = sweep
+    report(str(folder), str(tmp_path / "r"), last=5, reps=50)
+    text = (tmp_path / "r" / "final.md").read_text()
+    assert "(or of all of them when it has fewer: column evals)" in text
+    assert "| Reacher-v5 | slow | 2 | 40–80 | 2–4 |" in text and "| Reacher-v5 | mlp | 4 | 80 | 4 |" in text
 
 
 def test_runs_outside_a_sweep_are_named_by_algorithm_and_critic(tmp_path):
@@ -103,3 +113,93 @@ def test_a_folder_without_runs_is_one_line_exit_2(tmp_path, capsys):
     write_run(tmp_path, "x", "mlp", 0, [])
     with pytest.raises(ConfigurationError, match="no run with evaluations"):
         report(str(tmp_path))
+
+
+def write_meta_run(folder, name, class_path, init, rows, header, sweep_labels=None, seed=0):
+    run = folder / name / "version_0"
+    run.mkdir(parents=True)
+    if sweep_labels is not None:
+        (folder / name / "sweep_run.json").write_text(json.dumps({"name": name, "labels": sweep_labels, "seed": seed}))
+    lines = "".join(f"    {k}: {v}\n" for k, v in init.items())
+    (run / "config.yaml").write_text(f"model:\n  class_path: {class_path}\n  init_args:\n{lines}    seed: {seed}\n")
+    with open(run / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return run
+
+
+def test_metasac_frames_are_the_frames_collected_by_each_evaluation(tmp_path):
+    """MetaSAC/PEARL collect in bursts (8000 initial frames, then 1000 at the start of every 500-update iteration):
+    an evaluation at step s is plotted at the frames collected by then, not at a straight-line share of them."""
+    rows = []
+    frames = 8000
+    for step in range(2000):
+        if step % 500 == 0:
+            frames += 1000
+        if (step + 1) % 50 == 0:
+            rows.append({"step": step, "train/frames": frames})
+        if (step + 1) % 1000 == 0:
+            rows.append({"step": step, "eval/test_tasks_return": -float(step)})
+    header = ["step", "train/frames", "eval/test_tasks_return"]
+    init = {"env": "hyperrl/Navigation2D-v0", "context": "oracle", "policy": "hyper", "critic": "hyper"}
+    write_meta_run(tmp_path, "m", "hyperrl.algos.MetaSAC", init, rows, header)
+    result = report(str(tmp_path), str(tmp_path / "r"), last=1, reps=50)
+    (run,) = result["runs"]
+    assert run.frames.tolist() == [10000, 12000] and run.metric == "eval/test_tasks_return"
+    assert run.variant == "MetaSAC:policy=hyper,critic=hyper,context=oracle"
+
+
+def test_eval_frames_win_and_maml_gives_before_and_after_curves(tmp_path):
+    header = ["step", "train/frames", "eval/frames", "eval/test_after_return", "eval/test_before_return"]
+    rows = [{"step": 0, "train/frames": 800}, {"step": 1, "train/frames": 1600},
+            {"step": 1, "eval/frames": 1600, "eval/test_after_return": -10.0, "eval/test_before_return": -12.0},
+            {"step": 2, "train/frames": 2400}, {"step": 3, "train/frames": 3200},
+            {"step": 3, "eval/frames": 3300, "eval/test_after_return": -8.0, "eval/test_before_return": -11.0}]
+    for seed in (0, 1):
+        write_meta_run(tmp_path, f"hyper-seed{seed}", "hyperrl.algos.MAML", {"env": "hyperrl/HalfCheetahVel-v0",
+                       "policy": "hyper"}, rows, header, sweep_labels={"policy": "hyper"}, seed=seed)
+    result = report(str(tmp_path), str(tmp_path / "r"), last=1, reps=50)
+    final = {r["variant"]: r for r in result["final"]}
+    assert set(final) == {"hyper [after]", "hyper [before]"}
+    assert final["hyper [after]"]["mean"] == pytest.approx(-8.0) and final["hyper [before]"]["mean"] == -11.0
+    assert [r["frames"] for r in result["curves"] if r["variant"] == "hyper [after]"] == [1600, 3300]
+    p = {(r["x"], r["y"]): r["p_x_better"] for r in result["improvement"]}
+    assert p["hyper [after]", "hyper [before]"] == pytest.approx(1.0)
+
+
+def test_two_runs_of_one_config_and_seed_are_refused_or_the_newest_kept(tmp_path, capsys):
+    from hyperrl.commands import main
+
+    write_run(tmp_path, "mlp-seed0", "mlp", 0, [1.0, 2.0])
+    write_run(tmp_path, "mlp-seed1", "mlp", 1, [3.0, 4.0])
+    twin = tmp_path / "mlp-seed0" / "version_1"  # a second fit of the same sweep run, e.g. two sweeps into one --out
+    twin.mkdir()
+    for f in ("config.yaml", "metrics.csv"):
+        (twin / f).write_text((tmp_path / "mlp-seed0" / "version_0" / f).read_text().replace(",2.0,", ",9.0,"))
+    os.utime(twin / "metrics.csv", (2e9, 2e9))
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path), "--reps", "20"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert "2 runs of env Reacher-v5, variant mlp, seed 0:" in err[0] and "--duplicates newest" in err[0]
+    result = report(str(tmp_path), str(tmp_path / "r"), last=1, reps=20, duplicates="newest")
+    assert sorted(r.path for r in result["runs"]) == sorted([str(twin), str(tmp_path / "mlp-seed1" / "version_0")])
+    assert result["final"][0]["runs"] == 2
+    assert "duplicate of" in (tmp_path / "r" / "skipped.txt").read_text()
+    # same variant label and seed but other model settings: a label clash, refused even with --duplicates newest
+    (twin / "config.yaml").write_text((twin / "config.yaml").read_text() + "    critic_lr: 0.001\n")
+    with pytest.raises(ConfigurationError, match="differ in their model settings"):
+        report(str(tmp_path), str(tmp_path / "r"), duplicates="newest")
+
+
+def test_a_folder_mixing_algorithms_names_each_curves_metric(tmp_path):
+    write_run(tmp_path, "sac-seed0", "mlp", 0, [1.0, 2.0], env="hyperrl/HalfCheetahVel-v0")
+    header = ["step", "train/frames", "eval/test_tasks_return"]
+    rows = [{"step": 9, "train/frames": 100}, {"step": 9, "eval/test_tasks_return": 5.0},
+            {"step": 19, "train/frames": 200}, {"step": 19, "eval/test_tasks_return": 6.0}]
+    write_meta_run(tmp_path, "pearl", "hyperrl.algos.PEARL", {"env": "hyperrl/HalfCheetahVel-v0", "policy": "hyper",
+                   "critic": "hyper"}, rows, header)
+    result = report(str(tmp_path), str(tmp_path / "r"), last=1, reps=20)
+    assert {r["variant"] for r in result["final"]} == {"mlp", "PEARL:policy=hyper,critic=hyper"}
+    assert len(result["figures"]) == 1 and os.path.getsize(result["figures"][0]) > 1000

@@ -2,9 +2,20 @@
 
 Reads every run folder under ``SWEEP_FOLDER`` (a folder with ``metrics.csv``; its ``config.yaml`` and, for runs of
 ``hyperrl sweep``, ``sweep_run.json``). A run's environment is ``model.init_args.env``; its variant is the sweep's
-labels other than the environment and the seed (e.g. the critic), or ``<Algorithm>:<critic>`` for runs made
-outside a sweep. The evaluation metric is ``eval/return`` (meta-RL runs: ``eval/test_tasks_return``), at
-``frames = (step + 1) · frames per step``.
+labels other than the environment and the seed (e.g. the critic), or, for runs made outside a sweep,
+``<Algorithm>:<critic>`` (SAC, TD3) and ``<Algorithm>:policy=<policy>[,critic=<critic>]`` (meta-RL). The evaluation
+metric is ``eval/return`` (SAC, TD3), ``eval/test_tasks_return`` (MetaSAC, PEARL) or, for MAML, two curves:
+``eval/test_after_return`` (variant ``<variant> [after]``) and ``eval/test_before_return`` (``<variant> [before]``),
+the test tasks' returns after and before the adaptation step.
+
+The x-axis is environment frames at each evaluation: ``eval/frames`` when the run logs it; else, when the logged
+``train/frames`` grow in proportion to the step (SAC, TD3, MAML), ``(step + 1) · frames per step``; else (MetaSAC and
+PEARL collect in bursts, thousands of frames before the first update) the ``train/frames`` of the last training row
+at or before the evaluation's step.
+
+Two runs of one (environment, variant, seed) are refused (a sweep run twice into one folder, or resumed beside an
+orphan, would otherwise count twice); ``--duplicates newest`` keeps the newest of each and lists the others in
+``skipped.txt``.
 
 Statistics (Agarwal et al. 2021, through ``rliable``): scores are ``(runs, 1)`` matrices per environment and variant,
 the interquartile mean (IQM) and the mean with stratified-bootstrap 95% confidence intervals (``reps`` resamples).
@@ -34,7 +45,10 @@ import numpy as np
 
 from hyperrl.errors import ConfigurationError
 
-METRICS = ("eval/return", "eval/test_tasks_return")
+METRICS = ("eval/return", "eval/test_tasks_return", "eval/test_after_return")
+# a metric whose runs also get a companion curve: (metric, companion, label of the metric, label of the companion)
+PAIRED = {"eval/test_after_return": ("eval/test_before_return", "after", "before")}
+META_ALGORITHMS = ("MAML", "ContextMAML", "MetaSAC", "PEARL")
 
 
 @dataclass
@@ -47,6 +61,8 @@ class RunScores:
     frames: np.ndarray  # (E,) evaluation points
     scores: np.ndarray  # (E,)
     metric: str
+    config: str = ""  # the run's model settings (JSON), to tell a duplicate from a label clash
+    mtime: float = 0.0
 
 
 def _float(text):
@@ -88,8 +104,61 @@ def _config(run_dir: str) -> dict:
         return {}
 
 
-def run_scores(run_dir: str, metric: str | None = None) -> RunScores:
-    """The evaluation curve of one run; raises ``ValueError`` with the reason it cannot be used."""
+def _frames_at(rows: list[dict]):
+    """``step -> frames`` of a run (module docstring: ``eval/frames``, else proportional, else the last training row
+    at or before the step)."""
+    logged = {}
+    for r in rows:
+        step = _float(r.get("step"))
+        for key in ("eval/frames", "train/frames"):
+            value = _float(r.get(key))
+            if step is not None and value is not None:
+                logged.setdefault(key, []).append((int(step), value))
+    if "eval/frames" in logged:
+        at = dict(logged["eval/frames"])
+        return lambda step: at.get(step)
+    train = sorted(logged.get("train/frames", []))
+    if not train:
+        return lambda step: None
+    ratios = np.array([f / (s + 1) for s, f in train])
+    per_step = float(np.median(ratios))
+    if per_step > 0 and np.all(np.abs(ratios - per_step) <= 0.01 * per_step):
+        return lambda step: int(round((step + 1) * per_step))
+    steps = np.array([s for s, _ in train])
+    values = np.array([f for _, f in train])
+
+    def before(step):
+        i = np.searchsorted(steps, step, side="right") - 1
+        return int(values[max(i, 0)])
+
+    return before
+
+
+def _variant(model: dict, labels: dict) -> str:
+    if labels:
+        return "/".join(str(v) for v in labels.values())
+    init = model.get("init_args") or {}
+    algo = str(model.get("class_path", "?")).rsplit(".", 1)[-1]
+    if algo in META_ALGORITHMS:
+        parts = [f"policy={init.get('policy', '?')}"]
+        if init.get("critic") is not None:
+            parts.append(f"critic={init['critic']}")
+        if algo == "MetaSAC" and init.get("context"):
+            parts.append(f"context={init['context']}")
+        return f"{algo}:{','.join(parts)}"
+    return f"{algo}:{init.get('critic', init.get('policy', '?'))}"
+
+
+def _identity(model: dict) -> str:
+    import json
+
+    init = {k: v for k, v in (model.get("init_args") or {}).items() if k != "seed"}
+    return json.dumps({"class_path": model.get("class_path"), "init_args": init}, sort_keys=True, default=str)
+
+
+def run_scores(run_dir: str, metric: str | None = None) -> list[RunScores]:
+    """The evaluation curve(s) of one run (MAML: after and before adaptation); raises ``ValueError`` with the reason
+    it cannot be used."""
     from hyperrl.experiments.sweep import read_run_file
 
     rows = read_metrics(run_dir)
@@ -108,24 +177,60 @@ def run_scores(run_dir: str, metric: str | None = None) -> RunScores:
     if not names or not any(_float(r.get(names[0])) is not None for r in rows):
         raise ValueError(f"no evaluation yet ({metric or ' / '.join(METRICS)} not in metrics.csv)")
     metric = names[0]
-    ratios = [_float(r.get("train/frames")) / (_float(r.get("step")) + 1) for r in rows
-              if _float(r.get("train/frames")) is not None and _float(r.get("step")) is not None]
-    per_step = float(np.median(ratios)) if ratios else float(init.get("frames_per_batch") or 1)
-    points = {}
-    for r in rows:
-        value, step = _float(r.get(metric)), _float(r.get("step"))
-        if value is not None and step is not None:
-            points[int(round((step + 1) * per_step))] = value
-    frames = np.array(sorted(points), dtype=np.int64)
+    frames_at = _frames_at(rows)
     labels = {k: v for k, v in (record.get("labels") or {}).items() if k != "env"}
-    if labels:
-        variant = "/".join(str(v) for v in labels.values())
-    else:
-        algo = str(model.get("class_path", "?")).rsplit(".", 1)[-1]
-        variant = f"{algo}:{init.get('critic', init.get('policy', '?'))}"
+    variant = _variant(model, labels)
     seed = record.get("seed", init.get("seed"))
     name = record.get("name") or os.path.relpath(run_dir, os.path.dirname(os.path.dirname(os.path.normpath(run_dir))))
-    return RunScores(run_dir, name, str(env), variant, seed, frames, np.array([points[f] for f in frames]), metric)
+    metrics_path = os.path.join(run_dir, "metrics.csv")
+    mtime = os.path.getmtime(metrics_path) if os.path.isfile(metrics_path) else 0.0
+    wanted = [(metric, variant)]
+    if metric in PAIRED:
+        companion, mine, theirs = PAIRED[metric]
+        wanted = [(metric, f"{variant} [{mine}]"), (companion, f"{variant} [{theirs}]")]
+    out = []
+    for name_of_metric, label in wanted:
+        points = {}
+        for r in rows:
+            value, step = _float(r.get(name_of_metric)), _float(r.get("step"))
+            if value is not None and step is not None:
+                frames = frames_at(int(step))
+                points[int(step) + 1 if frames is None else frames] = value
+        if not points:
+            continue
+        frames = np.array(sorted(points), dtype=np.int64)
+        out.append(RunScores(run_dir, name, str(env), label, seed, frames, np.array([points[f] for f in frames]),
+                             name_of_metric, _identity(model), mtime))
+    return out
+
+
+def drop_duplicates(runs: list[RunScores], keep: str = "refuse") -> tuple[list[RunScores], list[tuple[str, str]]]:
+    """Runs that share (environment, variant, seed): refused (``keep="refuse"``, ConfigurationError naming them),
+    or all but the newest dropped (``keep="newest"``; returned as ``(folder, reason)``)."""
+    groups: dict = {}
+    for r in runs:
+        if r.seed is not None:
+            groups.setdefault((r.env, r.variant, r.seed), []).append(r)
+    dropped: list[tuple[str, str]] = []
+    drop_paths: set = set()
+    for (env, variant, seed), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        folders = sorted({m.path for m in members})
+        if len(folders) < 2:
+            continue
+        clash = len({m.config for m in members}) > 1
+        if keep != "newest" or clash:
+            what = ("they differ in their model settings: give them distinct sweep labels" if clash else
+                    "a sweep run twice into one folder, or resumed beside another fit; keep one "
+                    "(or pass --duplicates newest)")
+            raise ConfigurationError(
+                f"{len(folders)} runs of env {env}, variant {variant}, seed {seed}: {', '.join(folders)} ({what})"
+            )
+        newest = max(members, key=lambda m: m.mtime).path
+        for folder in folders:
+            if folder != newest and folder not in drop_paths:
+                drop_paths.add(folder)
+                dropped.append((folder, f"duplicate of {newest} (env {env}, variant {variant}, seed {seed})"))
+    return [r for r in runs if r.path not in drop_paths], dropped
 
 
 def discover(folder: str, metric: str | None = None) -> tuple[list[RunScores], list[tuple[str, str]]]:
@@ -150,7 +255,7 @@ def discover(folder: str, metric: str | None = None) -> tuple[list[RunScores], l
             skipped.append((path, f"no metrics.csv yet (sweep state: {state})"))
     for path in candidates:
         try:
-            runs.append(run_scores(path, metric))
+            runs += run_scores(path, metric)
         except ValueError as exc:
             skipped.append((path, str(exc)))
     if not runs:
@@ -210,9 +315,10 @@ def final_table(runs: list[RunScores], last: int, reps: int, seed: int) -> list[
     from rliable import metrics
 
     rows = []
-    frames = {}
+    frames, used = {}, {}
     for r in runs:
         frames.setdefault((r.env, r.variant), []).append(int(r.frames[-1]))
+        used.setdefault((r.env, r.variant), []).append(min(last, len(r.scores)))
     for env, variants in sorted(final_scores(runs, last).items()):
         funcs = {"iqm": lambda s: np.array([metrics.aggregate_iqm(s)]),
                  "mean": lambda s: np.array([metrics.aggregate_mean(s)])}
@@ -222,6 +328,7 @@ def final_table(runs: list[RunScores], last: int, reps: int, seed: int) -> list[
             ci = {n: (float(e[1][variant][0, 0]), float(e[1][variant][1, 0])) for n, e in estimates.items()}
             rows.append({"env": env, "variant": variant, "runs": len(variants[variant]),
                          "frames_min": min(frames[env, variant]), "frames_max": max(frames[env, variant]),
+                         "evals_min": min(used[env, variant]), "evals_max": max(used[env, variant]),
                          "iqm": point["iqm"], "iqm_low": ci["iqm"][0], "iqm_high": ci["iqm"][1],
                          "mean": point["mean"], "mean_low": ci["mean"][0], "mean_high": ci["mean"][1]})
     return rows
@@ -258,7 +365,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def plot_curves(rows: list[dict], out: str, metric: str) -> list[str]:
+def plot_curves(rows: list[dict], out: str, metrics: dict) -> list[str]:
+    """One figure per environment; ``metrics``: ``{(env, variant): metric}``. The y-label names the metric when one
+    metric serves every curve of the figure; otherwise each legend entry names its own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,16 +375,21 @@ def plot_curves(rows: list[dict], out: str, metric: str) -> list[str]:
 
     paths = []
     for env in sorted({r["env"] for r in rows}):
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        for i, variant in enumerate(sorted({r["variant"] for r in rows if r["env"] == env})):
+        variants = sorted({r["variant"] for r in rows if r["env"] == env})
+        used = {metrics.get((env, v), "?") for v in variants}
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        for i, variant in enumerate(variants):
             sel = [r for r in rows if r["env"] == env and r["variant"] == variant]
             x = [r["frames"] for r in sel]
             colour = plt.get_cmap("tab10")(i % 10)
-            ax.plot(x, [r["iqm"] for r in sel], color=colour, label=f"{variant} (n={sel[0]['runs']})")
+            label = f"{variant} (n={sel[0]['runs']})"
+            if len(used) > 1:
+                label += f": {metrics.get((env, variant), '?')}"
+            ax.plot(x, [r["iqm"] for r in sel], color=colour, label=label, marker="o" if len(x) < 20 else None, ms=3)
             ax.fill_between(x, [r["ci_low"] for r in sel], [r["ci_high"] for r in sel], color=colour, alpha=0.2)
-        ax.set_title(f"{env}: IQM of {metric} over seeds, 95% stratified-bootstrap CI", fontsize=9)
+        ax.set_title(f"{env}\nIQM over seeds, 95% stratified-bootstrap CI", fontsize=10)
         ax.set_xlabel("environment frames")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(used.pop() if len(used) == 1 else "evaluation return (metric in the legend)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(out, f"curves_{_safe(env)}.png")
@@ -289,13 +403,20 @@ def _ci(point: float, low: float, high: float) -> str:
     return f"{point:.1f} [{low:.1f}, {high:.1f}]"
 
 
+def _span(low, high) -> str:
+    return str(high) if low == high else f"{low}–{high}"
+
+
 def markdown_final(rows: list[dict], last: int) -> str:
-    lines = [f"Score of a run: mean of its last {last} evaluations. IQM and mean over runs, "
-             "95% stratified-bootstrap CI.", "",
-             "| env | variant | runs | frames | IQM [95% CI] | mean [95% CI] |", "|---|---|---|---|---|---|"]
+    fewer = any(r.get("evals_min", last) < last for r in rows)
+    lines = [f"Score of a run: mean of its last {last} evaluations"
+             + (" (or of all of them when it has fewer: column evals)" if fewer else "")
+             + ". IQM and mean over runs, 95% stratified-bootstrap CI.", "",
+             "| env | variant | runs | frames | evals | IQM [95% CI] | mean [95% CI] |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        frames = str(r["frames_max"]) if r["frames_min"] == r["frames_max"] else f"{r['frames_min']}–{r['frames_max']}"
-        lines.append(f"| {r['env']} | {r['variant']} | {r['runs']} | {frames} | "
+        frames = _span(r["frames_min"], r["frames_max"])
+        evals = _span(r.get("evals_min", last), r.get("evals_max", last))
+        lines.append(f"| {r['env']} | {r['variant']} | {r['runs']} | {frames} | {evals} | "
                      f"{_ci(r['iqm'], r['iqm_low'], r['iqm_high'])} | {_ci(r['mean'], r['mean_low'], r['mean_high'])} |")
     return "\n".join(lines) + "\n"
 
@@ -309,14 +430,18 @@ def markdown_improvement(rows: list[dict]) -> str:
 
 
 def report(folder: str, out: str | None = None, last: int = 5, reps: int = 2000, seed: int = 0,
-           metric: str | None = None, stream=None) -> dict:
+           metric: str | None = None, stream=None, duplicates: str = "refuse") -> dict:
     """Write the report of ``folder`` into ``out`` (default ``<folder>/report``); returns the tables."""
     import sys
 
     stream = stream or sys.stdout
     if isinstance(last, bool) or not isinstance(last, int) or last < 1:
         raise ConfigurationError(f"--last {last!r} is not allowed: expected a positive integer")
+    if duplicates not in ("refuse", "newest"):
+        raise ConfigurationError(f"--duplicates {duplicates!r} is not allowed: expected refuse or newest")
     runs, skipped = discover(folder, metric)
+    runs, dropped = drop_duplicates(runs, duplicates)
+    skipped += dropped
     out = out or os.path.join(folder, "report")
     os.makedirs(out, exist_ok=True)
     for path, reason in skipped:
@@ -329,15 +454,14 @@ def report(folder: str, out: str | None = None, last: int = 5, reps: int = 2000,
     _write_csv(os.path.join(out, "curves.csv"), curve_rows)
     _write_csv(os.path.join(out, "final.csv"), final_rows)
     _write_csv(os.path.join(out, "improvement.csv"), improvement_rows)
-    metric_names = sorted({r.metric for r in runs})
-    figures = plot_curves(curve_rows, out, "/".join(metric_names))
+    figures = plot_curves(curve_rows, out, {(r.env, r.variant): r.metric for r in runs})
     final_md = markdown_final(final_rows, last)
     improvement_md = markdown_improvement(improvement_rows)
     with open(os.path.join(out, "final.md"), "w") as f:
         f.write(final_md)
     with open(os.path.join(out, "improvement.md"), "w") as f:
         f.write(improvement_md)
-    print(f"report of {len(runs)} runs ({len(skipped)} skipped) in {out}", file=stream)
+    print(f"report of {len({r.path for r in runs})} runs ({len(skipped)} skipped) in {out}", file=stream)
     print(final_md, file=stream)
     if improvement_rows:
         print(improvement_md, file=stream)
@@ -356,8 +480,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=None, help="default <folder>/report")
     parser.add_argument("--last", type=int, default=5, help="evaluations averaged for the final score of a run")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    parser.add_argument("--metric", default=None, help="default eval/return (meta-RL: eval/test_tasks_return)")
+    parser.add_argument("--metric", default=None,
+                        help="default eval/return (MetaSAC, PEARL: eval/test_tasks_return; MAML: "
+                             "eval/test_after_return and eval/test_before_return)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duplicates", default="refuse", choices=["refuse", "newest"],
+                        help="two runs of one (env, variant, seed): refuse (default) or keep the newest")
     args = parser.parse_args(argv)
-    report(args.folder, args.out, args.last, args.reps, args.seed, args.metric)
+    report(args.folder, args.out, args.last, args.reps, args.seed, args.metric, duplicates=args.duplicates)
     return 0
