@@ -16,7 +16,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from hyperrl.algos.base import Algorithm
+from hyperrl.algos.base import Algorithm, detached
 from hyperrl.data import OffPolicyData
 from hyperrl.envs import check_env_id, make_env
 from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
@@ -51,6 +51,12 @@ class OffPolicyAlgorithm(Algorithm):
     Subclasses build ``self.actor`` in :meth:`build_actor` and implement :meth:`losses`, returning a dict of
     named loss terms whose ``"loss"`` entry is backpropagated once per update. Their ``__init__`` forwards the
     shared settings below with ``**kwargs`` (the CLI follows them, ``--print_config`` lists them all).
+
+    Speed settings (for GPUs): ``compile`` runs each whole update (:meth:`update`: losses, backward, Adam step,
+    target update) through ``torch.compile``; ``cudagraphs`` captures it in a CUDA graph (tensordict's
+    ``CudaGraphModule``) and replays it, so no Python runs between its kernels. Both also compile or graph the
+    acting policy of the collector. The replay buffer always lives on the training device. ``env_kwargs`` go to
+    ``gymnasium.make`` (e.g. ``{"ctrl_cost_weight": 0}``: the authors' Ant without control cost).
     """
 
     def __init__(
@@ -72,6 +78,9 @@ class OffPolicyAlgorithm(Algorithm):
         eval_episodes: int = 10,
         seed: int = 0,
         fused_adam: bool | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+        compile: bool = False,
+        cudagraphs: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -89,7 +98,7 @@ class OffPolicyAlgorithm(Algorithm):
             require_non_negative_int(name, getattr(self.hparams, name))
         check_collection_schedule(buffer_size, frames_per_batch, warmup_frames, learning_starts, batch_size)
 
-        self.env_spec = check_env_id(env)
+        self.env_spec = check_env_id(env, env_kwargs=env_kwargs)
         torch.manual_seed(seed)
         obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
         kwargs = dict(critic_kwargs or {})  # make_critic rejects an unknown name or option in one line
@@ -118,6 +127,11 @@ class OffPolicyAlgorithm(Algorithm):
     def after_update(self, update: int) -> None:
         """Target-network updates after the optimizer step of update number ``update`` (0-based, global)."""
 
+    def update_phase(self, update: int) -> int:
+        """The smallest update index whose update does the same work as update ``update`` (the compiled or
+        CUDA-graphed update is built once per phase). Every update is alike unless a subclass says otherwise."""
+        return 0
+
     def twin_critic_loss(self, batch: TensorDictBase, target: Tensor) -> tuple[Tensor, Any]:
         """``Σ_i mean (Q_i(s, a) − y)²`` and the critics' state condition (leading dim: the critic), for the actor
         loss to reuse."""
@@ -138,14 +152,17 @@ class OffPolicyAlgorithm(Algorithm):
         hp = self.hparams
         rank = self.global_rank
         env_seed = hp.seed + rank
+        env_kwargs = hp.get("env_kwargs")
         data = OffPolicyData(
-            lambda: make_env(hp.env, seed=env_seed),
+            lambda: make_env(hp.env, seed=env_seed, env_kwargs=env_kwargs),
             self.acting_policy(),
             buffer_size=hp.buffer_size,
             batch_size=hp.batch_size,
             frames_per_batch=hp.frames_per_batch,
             warmup_frames=hp.warmup_frames,
             device=self.device,
+            compile_policy=bool(hp.get("compile")),
+            cudagraph_policy=bool(hp.get("cudagraphs")),
         )
         # each rank samples its own minibatches
         torch.manual_seed(hp.seed + 10_000 * rank + 1)
@@ -160,11 +177,34 @@ class OffPolicyAlgorithm(Algorithm):
         losses: dict[str, Tensor] = {}
         if len(self.data) >= max(hp.learning_starts, 1):
             for _ in range(hp.updates_per_batch):
-                losses = self.losses(self.data.sample(), self._updates_done)
-                self.backward_and_step(losses)
-                self.after_update(self._updates_done)
+                losses = self.run_update(self.data.sample(), self._updates_done)
                 self._updates_done += 1
             self.update_count.fill_(self._updates_done)
+        return losses
+
+    def update(self, batch: TensorDictBase, update: int) -> TensorDictBase:
+        """One whole gradient update on ``batch``: the loss terms, one backward pass, one Adam step, the target
+        update. Returns the detached loss terms. Eagerly, a non-finite loss stops the run before the backward pass
+        (:meth:`~hyperrl.algos.base.Algorithm.stop_if_not_finite`)."""
+        losses = self.losses(batch, update)
+        if not self.is_fast:
+            self.stop_if_not_finite(losses)
+        optimizer = self.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        self.backpropagate(losses["loss"])
+        optimizer.step()
+        self.after_update(update)
+        return detached(losses)
+
+    def run_update(self, batch: TensorDictBase, update: int) -> TensorDictBase:
+        """:meth:`update`, compiled and/or CUDA-graphed once per :meth:`update_phase` when asked. A compiled update
+        checks its losses after the step (a check inside would split the graph): a non-finite loss still stops the
+        run before anything is checkpointed."""
+        if not self.is_fast:
+            return self.update(batch, update)
+        phase = self.update_phase(update)
+        losses = self.fast_update(phase, lambda b: self.update(b, phase))(batch)
+        self.stop_if_not_finite(losses)
         return losses
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -181,7 +221,7 @@ class OffPolicyAlgorithm(Algorithm):
 
         episodes = episodes or self.hparams.eval_episodes
         if "eval" not in self._envs:
-            self._envs["eval"] = make_env(self.hparams.env)
+            self._envs["eval"] = make_env(self.hparams.env, env_kwargs=self.hparams.get("env_kwargs"))
         env = self._envs["eval"]
         env.set_seed(self.hparams.seed + 100 + self.global_rank)
         policy = self.acting_policy()

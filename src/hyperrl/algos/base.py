@@ -18,14 +18,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -124,6 +124,29 @@ def check_precision(module: L.LightningModule) -> None:
         )
 
 
+def check_fast_update(module: L.LightningModule) -> None:
+    """Refuse ``compile``/``cudagraphs`` where they cannot work: CUDA graphs need a CUDA device, and neither runs
+    under data parallelism (the gradient all-reduce of a DDP backward is not part of the compiled update)."""
+    hp = module.hparams
+    if hp.get("cudagraphs") and module.device.type != "cuda":
+        raise ConfigurationError(
+            f"cudagraphs=True is not allowed on device {module.device.type!r}: CUDA graphs need a CUDA device "
+            "(--trainer.accelerator gpu), or set --model.init_args.cudagraphs false"
+        )
+    world = module.trainer.world_size if module._trainer is not None else 1
+    if (hp.get("compile") or hp.get("cudagraphs")) and world > 1:
+        raise ConfigurationError(
+            f"compile/cudagraphs are not allowed with {world} devices: they support one device only "
+            "(use --trainer.devices 1, or set compile and cudagraphs to false)"
+        )
+
+
+def detached(losses: dict[str, Tensor]) -> TensorDict:
+    """Loss terms as a TensorDict of detached scalars: what a whole update returns (CUDA graphs need tensor outputs
+    that are not part of an autograd graph)."""
+    return TensorDict({name: value.detach() for name, value in losses.items()}, batch_size=[])
+
+
 class Algorithm(L.LightningModule):
     """Data-agnostic base of every hyperrl LightningModule (manual optimization); the CLI accepts any subclass.
 
@@ -138,6 +161,10 @@ class Algorithm(L.LightningModule):
 
     Frames: :meth:`count_frames` adds environment frames as the subclass collects them; ``self.frames`` is the total
     over all ranks, logged as ``train/frames`` and carried by checkpoints.
+
+    Fast updates: a subclass whose hyperparameters include ``compile`` / ``cudagraphs`` writes its whole gradient
+    update (losses, backward, optimizer step, target update) as one function of the batch and runs it through
+    :meth:`fast_update`, which applies ``torch.compile`` and/or tensordict's ``CudaGraphModule`` as asked.
     """
 
     def __init__(self) -> None:
@@ -150,6 +177,8 @@ class Algorithm(L.LightningModule):
         self._clock: tuple[float, int] | None = None
         self._local_frames = 0  # environment frames collected on this rank
         self._pending_restore: dict | None = None
+        self._fast_updates: dict[Hashable, Callable] = {}
+        self._own_optimizer: torch.optim.Optimizer | None = None
 
     # ------------------------------------------------------------------ subclass interface
     def make_data(self) -> DataSource | None:
@@ -169,15 +198,30 @@ class Algorithm(L.LightningModule):
         fused = self.hparams.get("fused_adam")
         if fused is None:
             fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in self.parameters())
-        return torch.optim.Adam(self.param_groups(), fused=fused)
+        # a step replayed from a CUDA graph must keep its step counters on the device
+        return torch.optim.Adam(self.param_groups(), fused=fused, capturable=bool(self.hparams.get("cudagraphs")))
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
-        """The raw torch optimizer: its ``step()`` is not counted by Lightning (the base counts training steps)."""
+        """The raw torch optimizer: its ``step()`` is not counted by Lightning (the base counts training steps).
+        Outside a Trainer (a benchmark, a user's own loop) the module makes one of its own on first use."""
+        if self._trainer is None:
+            if self._own_optimizer is None:
+                self._own_optimizer = self.configure_optimizers()
+            return self._own_optimizer
         return self.optimizers().optimizer
+
+    def backpropagate(self, loss: Tensor) -> None:
+        """``loss.backward()`` through Lightning when a Trainer runs the module (its precision plugin, DDP's
+        gradient all-reduce) and not inside a compiled or CUDA-graphed update, whose graph holds the backward."""
+        if self._trainer is None or self.is_fast:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
 
     def setup(self, stage: str) -> None:
         check_precision(self)
+        check_fast_update(self)
         if stage == "fit" and self.data is None:
             self.data = self.make_data()
 
@@ -193,7 +237,9 @@ class Algorithm(L.LightningModule):
         return DataLoader([0], batch_size=None, generator=torch.Generator())
 
     def training_step(self, step: int, batch_idx: int) -> None:
-        losses = self.train_step() or {}
+        losses = self.train_step()
+        if losses is None:
+            losses = {}
         self._count_training_step()
         if self._should_log():
             self._log_step(losses)
@@ -210,8 +256,32 @@ class Algorithm(L.LightningModule):
         self.stop_if_not_finite(losses)
         optimizer = self.optimizer
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(losses["loss"])
+        self.backpropagate(losses["loss"])
         optimizer.step()
+
+    @property
+    def is_fast(self) -> bool:
+        """Whether updates run compiled or CUDA-graphed (``compile`` / ``cudagraphs`` hyperparameters)."""
+        return bool(self.hparams.get("compile") or self.hparams.get("cudagraphs"))
+
+    def fast_update(self, key: Hashable, update: Callable[[TensorDictBase], TensorDictBase]) -> Callable:
+        """``update`` (a whole gradient update: a function of the batch TensorDict returning the detached loss terms
+        as a TensorDict) wrapped as the ``compile`` / ``cudagraphs`` settings ask, built once per ``key`` (one key per
+        distinct control flow, e.g. TD3's updates with and without the actor step: a CUDA graph replays one fixed
+        sequence of kernels). With ``cudagraphs`` the first calls run eagerly on a side stream (warm-up, compiling
+        when ``compile`` is on too), then one call is captured and every later call replays it: the batch must keep
+        its shape, and nothing in ``update`` may depend on Python values that change between calls."""
+        fn = self._fast_updates.get(key)
+        if fn is None:
+            fn = update
+            if self.hparams.get("compile"):
+                fn = torch.compile(fn)
+            if self.hparams.get("cudagraphs"):
+                from tensordict.nn import CudaGraphModule
+
+                fn = CudaGraphModule(fn, in_keys=[], out_keys=[], warmup=5 if self.hparams.get("compile") else 2)
+            self._fast_updates[key] = fn
+        return fn
 
     def scale_learning_rates(self, factor: float) -> None:
         """Set every param group's ``lr`` to ``factor`` × its configured rate (kept in the group as ``base_lr``, so
@@ -234,7 +304,7 @@ class Algorithm(L.LightningModule):
         others waiting in the gradient all-reduce)."""
         bad_here = not bool(torch.isfinite(losses["loss"]))
         bad = bad_here
-        if self.trainer.world_size > 1:
+        if self._trainer is not None and self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce_boolean_decision(bad_here, all=False)
         if not bad:
             return

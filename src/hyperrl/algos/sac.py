@@ -60,7 +60,8 @@ class SAC(OffPolicyAlgorithm):
         else:
             self.register_buffer("log_alpha", log_alpha)
         self.target_entropy = float(-self.env_spec.action_dim if target_entropy is None else target_entropy)
-        self._fixed_alpha = None if self.autotune else float(alpha)
+        # a fixed α as a device tensor (not rebuilt from a Python float in every update: a CUDA graph cannot)
+        self.register_buffer("fixed_alpha", None if self.autotune else torch.tensor(float(alpha)), persistent=False)
 
     def build_actor(self, observation_dim, action_dim, low, high) -> TanhGaussianPolicy:
         return TanhGaussianPolicy(observation_dim, action_dim, low, high, hidden=self.hparams.actor_hidden)
@@ -76,8 +77,8 @@ class SAC(OffPolicyAlgorithm):
 
     @property
     def alpha(self) -> Tensor:
-        if self._fixed_alpha is not None:
-            return torch.tensor(self._fixed_alpha, device=self.log_alpha.device)
+        if self.fixed_alpha is not None:
+            return self.fixed_alpha
         return self.log_alpha.detach().float().exp()
 
     # --------------------------------------------------------------------------------------- the math

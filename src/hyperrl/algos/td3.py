@@ -75,6 +75,10 @@ class TD3(OffPolicyAlgorithm):
         """The authors count iterations from 1 and update the actor when ``it % policy_delay == 0``."""
         return (update + 1) % self.hparams.policy_delay == 0
 
+    def update_phase(self, update: int) -> int:
+        """Two kinds of update: critic only (phase 0) and critic + actor + targets (phase ``policy_delay − 1``)."""
+        return self.hparams.policy_delay - 1 if self.updates_actor(update) else 0
+
     # --------------------------------------------------------------------------------------- the math
     def critic_target(self, batch: TensorDictBase) -> Tensor:
         """``y = r + γ (1 − terminated) min_i Q̄_i(s', clip(μ̄(s') + ε))``, fp32, shape ``(B, 1)``."""

@@ -47,7 +47,7 @@ def buffer_state(buffer) -> dict:
     ``torch.load(weights_only=True)``; TorchRL's own ``state_dict`` would store the whole preallocated storage)."""
     n = len(buffer)
     return {
-        "transitions": buffer.storage.get(torch.arange(n)).to_dict() if n else None,
+        "transitions": buffer.storage.get(torch.arange(n)).cpu().to_dict() if n else None,
         "writer": buffer.writer.state_dict(),
     }
 
@@ -85,7 +85,8 @@ class OffPolicyData:
         batch_size: transitions per gradient update.
         frames_per_batch: environment frames per collector batch (= per training step).
         warmup_frames: frames of uniformly random actions before the policy acts.
-        device: where sampled batches are moved.
+        device: the training device: the replay buffer's storage lives there, so sampling never crosses the bus.
+        compile_policy, cudagraph_policy: compile / CUDA-graph the acting policy (TorchRL's collector options).
     """
 
     def __init__(
@@ -97,6 +98,8 @@ class OffPolicyData:
         frames_per_batch: int,
         warmup_frames: int,
         device: torch.device | str = "cpu",
+        compile_policy: bool = False,
+        cudagraph_policy: bool = False,
     ) -> None:
         from torchrl.collectors import Collector
         from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
@@ -109,8 +112,12 @@ class OffPolicyData:
             total_frames=-1,
             init_random_frames=warmup_frames,
             auto_register_policy_transforms=False,
+            compile_policy=compile_policy or None,
+            cudagraph_policy=cudagraph_policy or None,
         )
-        self.buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(buffer_size), batch_size=batch_size)
+        self.buffer = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(buffer_size, device=self.device), batch_size=batch_size
+        )
         self._batches = iter(self.collector)
 
     def collect(self) -> TensorDictBase:
@@ -120,7 +127,7 @@ class OffPolicyData:
         return batch
 
     def sample(self) -> TensorDictBase:
-        return self.buffer.sample().to(self.device, non_blocking=True)
+        return self.buffer.sample()
 
     def __len__(self) -> int:
         return len(self.buffer)

@@ -1,0 +1,240 @@
+"""Speed of the paper-size SAC update and of whole fits, per speed option, on any device (GPU or CPU).
+
+Part 1, the update. One SAC update with twin paper-size SA-Hyper critics on HalfCheetah sizes (obs 17, act 6,
+B=256 by default), exactly as training runs it (:meth:`hyperrl.algos.SAC.run_update`: losses, backward, fused Adam
+step, Polyak update), timed per variant:
+
+* ``eager_fp32``, ``eager_bf16`` (bf16 autocast, as ``--trainer.precision bf16-mixed`` runs it);
+* ``compiled_fp32`` (``compile=True``: ``torch.compile`` of the whole update);
+* ``cudagraphs_fp32`` / ``cudagraphs_bf16`` (``cudagraphs=True``: the whole update captured once by tensordict's
+  ``CudaGraphModule`` and replayed), ``compiled_cudagraphs_fp32`` / ``_bf16`` (both), CUDA only;
+* ``reference``: the authors' formulation (the plain-PyTorch reference of ``update_speed.py``: separate twin critics,
+  three Adams, the full critic forward again in the policy loss).
+
+Variants are timed round-robin (the order rotates every repeat) after their warm-up (which includes compilation and
+graph capture); each timing synchronises the device. The JSON reports median ms per variant, the speedup of each
+over ``eager_fp32``, and the achieved TFLOP/s (FLOPs of one update from ``FlopCounterMode``). On a CPU it also checks
+that the compiled update computes the same losses as the eager one on the same batch and weights
+(``torch._inductor.config.fallback_random`` makes compiled random draws equal eager ones).
+
+Part 2, whole fits (``--fits``): environment steps per second of short ``hyperrl fit`` runs, one per option set, as a
+user runs them (a subprocess each; ``train/fps`` from ``metrics.csv``, median over the logged rows after the first
+half of the run: compilation, capture and warm-up excluded).
+
+    python benchmarks/gpu_speed.py --device cuda             # 20 repeats, and the fits
+    python benchmarks/gpu_speed.py --device cpu --quick      # 5 repeats, small fits
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import run_info  # noqa: E402
+from update_speed import ACT_DIM, OBS_DIM, ReferenceSAC, count_flops, make_batch, reference_inputs  # noqa: E402
+
+import torch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: (name, compile, cudagraphs, bf16, needs CUDA)
+VARIANTS = (
+    ("eager_fp32", False, False, False, False),
+    ("eager_bf16", False, False, True, False),
+    ("compiled_fp32", True, False, False, False),
+    ("cudagraphs_fp32", False, True, False, True),
+    ("cudagraphs_bf16", False, True, True, True),
+    ("compiled_cudagraphs_fp32", True, True, False, True),
+    ("compiled_cudagraphs_bf16", True, True, True, True),
+)
+
+#: (name, config, extra fit options): the fits of part 2
+FITS = (
+    ("sac_hyper_eager_fp32", "conf/sac_hyper.yaml", []),
+    ("sac_hyper_cudagraphs_fp32", "conf/sac_hyper.yaml", ["--model.init_args.cudagraphs", "true"]),
+    ("sac_hyper_cudagraphs_bf16", "conf/sac_hyper.yaml",
+     ["--model.init_args.cudagraphs", "true", "--trainer.precision", "bf16-mixed"]),
+    ("sac_hyper_compiled_cudagraphs_fp32", "conf/sac_hyper.yaml",
+     ["--model.init_args.compile", "true", "--model.init_args.cudagraphs", "true"]),
+    ("td3_hyper_cudagraphs_fp32", "conf/td3_hyper.yaml", ["--model.init_args.cudagraphs", "true"]),
+    ("sac_mlp_eager_fp32", "conf/sac_mlp.yaml", []),
+    ("sac_mlp_cudagraphs_fp32", "conf/sac_mlp.yaml", ["--model.init_args.cudagraphs", "true"]),
+    ("sac_mlp_compiled_cudagraphs_fp32", "conf/sac_mlp.yaml",
+     ["--model.init_args.compile", "true", "--model.init_args.cudagraphs", "true"]),
+)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Variant:
+    """A SAC module (paper-size SA-Hyper twin) set up for one speed option, updating on a fixed batch."""
+
+    def __init__(self, base, name: str, compile_: bool, cudagraphs: bool, bf16: bool, batch, device) -> None:
+        self.name, self.batch, self.device = name, batch, device
+        self.module = copy.deepcopy(base)
+        self.module.hparams.compile, self.module.hparams.cudagraphs = compile_, cudagraphs
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        self.k = 0
+
+    def step(self) -> None:
+        with self.autocast:
+            self.module.run_update(self.batch, self.k)
+        self.k += 1
+
+
+def losses_match(base, batch) -> float:
+    """Largest relative |compiled − eager| over the loss terms of two updates on the same batches and weights. Run
+    before anything else is compiled: compiled code made without ``fallback_random`` must not be reused here."""
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    out = {}
+    with inductor_config.patch(fallback_random=True):
+        for compiled in (False, True):
+            module = copy.deepcopy(base)
+            module.hparams.compile = compiled
+            torch.manual_seed(1)
+            out[compiled] = [module.run_update(batch, k) for k in range(2)]
+    torch._dynamo.reset()
+    return max(float((c[k] - e[k]).abs() / e[k].abs().clamp_min(1e-6))
+               for e, c in zip(out[False], out[True]) for k in e.keys())
+
+
+def time_updates(args, device) -> dict:
+    from hyperrl.algos import SAC
+
+    torch.manual_seed(0)
+    base = SAC(env="HalfCheetah-v5", critic="sa_hyper", batch_size=args.batch_size).to(device)
+    batch = make_batch(args.batch_size).to(device)
+    result = {}
+    if device.type == "cpu" and (not args.only or "compiled_fp32" in args.only):
+        result["compiled_vs_eager_max_rel_loss_difference"] = float(f"{losses_match(base, batch):.3g}")
+    chosen = [v for v in VARIANTS if (device.type == "cuda" or not v[4]) and (not args.only or v[0] in args.only)]
+    variants, errors = [], {}
+    for name, compile_, graphs, bf16, _ in chosen:
+        variant = Variant(base, name, compile_, graphs, bf16, batch, device)
+        t0 = time.perf_counter()
+        try:
+            for _ in range(args.warmup + (8 if compile_ or graphs else 0)):
+                variant.step()
+            sync(device)
+        except Exception as exc:  # a failing option is a result to report, not a reason to lose the others
+            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            print(f"{name}: FAILED {errors[name]}", file=sys.stderr, flush=True)
+            continue
+        print(f"{name}: ready after {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        variants.append(variant)
+    ref = ReferenceSAC(OBS_DIM, ACT_DIM, foreach=True)
+    for module in (ref.critic, ref.critic_target, ref.policy):
+        module.to(device)
+    ref.log_alpha = ref.log_alpha.detach().to(device).requires_grad_(True)
+    ref.alpha_opt = torch.optim.Adam([ref.log_alpha], lr=3e-4, foreach=True)
+    ref_in = reference_inputs(batch)
+    runners = [(v.name, v.step) for v in variants] + [("reference", lambda: ref.update(*ref_in))]
+    for _ in range(args.warmup):
+        runners[-1][1]()
+    times: dict[str, list[float]] = {name: [] for name, _ in runners}
+    for i in range(args.repeats):
+        shift = i % len(runners)
+        for name, step in runners[shift:] + runners[:shift]:
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    flop = count_flops(lambda: copy.deepcopy(base).run_update(batch, 0))
+    ref_flop = count_flops(lambda: ref.update(*ref_in))
+    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    eager = ms.get("eager_fp32")
+    result.update({
+        "update_ms": {k: round(v, 3) for k, v in ms.items()},
+        "speedup_vs_eager_fp32": {k: round(eager / v, 2) for k, v in ms.items()} if eager else None,
+        "achieved_tflops": {k: round((ref_flop if k == "reference" else flop) / (v / 1e3) / 1e12, 2)
+                            for k, v in ms.items()},
+        "update_gflop": round(flop / 1e9, 2),
+        "reference_update_gflop": round(ref_flop / 1e9, 2),
+        "failed": errors,
+    })
+    return result
+
+
+def fit_fps(name: str, config: str, extra: list[str], args, device) -> dict:
+    """Median ``train/fps`` of the second half of a short ``hyperrl fit`` (a subprocess, as a user runs it)."""
+    root = tempfile.mkdtemp(prefix=f"gpu_speed_{name}_")
+    steps = args.fit_steps
+    cmd = [sys.executable, "-c", "import sys; from hyperrl.commands import main; sys.exit(main())", "fit",
+           "--config", config, "--trainer.accelerator", "gpu" if device.type == "cuda" else "cpu",
+           "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(10 * steps),
+           "--trainer.default_root_dir", root, "--model.init_args.warmup_frames", str(min(1000, steps // 4)),
+           *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.fit_timeout)
+    wall = time.perf_counter() - t0
+    rows = []
+    for path in glob.glob(os.path.join(root, "**", "metrics.csv"), recursive=True):
+        with open(path) as f:
+            rows += [r for r in csv.DictReader(f) if r.get("train/fps")]
+    late = [float(r["train/fps"]) for r in rows if int(r["step"]) >= steps // 2]
+    out = {"steps_per_s": round(statistics.median(late), 1) if late else None, "wall_s": round(wall, 1),
+           "exit": proc.returncode}
+    if proc.returncode != 0 or not late:
+        out["stderr_tail"] = proc.stderr.strip().splitlines()[-3:]
+    print(f"fit {name}: {out}", file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="5 repeats (20 otherwise), 2 warm-ups; small fits")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="update variants to time (default: all that fit)")
+    parser.add_argument("--fits", nargs="*", default=None,
+                        help="fits to run (names from FITS; 'all' for every one; default: none on CPU, all on CUDA)")
+    parser.add_argument("--fit-steps", type=int, default=None, help="training steps per fit (4000, quick 1200)")
+    parser.add_argument("--fit-timeout", type=int, default=600)
+    parser.add_argument("--out", default=None, help="also write the JSON line to this file")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here")
+    device = torch.device(args.device)
+    args.repeats = args.repeats or (5 if args.quick else 20)
+    args.warmup = args.warmup if args.warmup is not None else 2
+    args.fit_steps = args.fit_steps or (1200 if args.quick else 4000)
+    load_start = os.getloadavg()[0]
+    result = {"benchmark": "gpu_speed", "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+              else "cpu", "batch_size": args.batch_size, "repeats": args.repeats}
+    result.update(time_updates(args, device))
+    fits = args.fits if args.fits is not None else (["all"] if device.type == "cuda" else [])
+    chosen = [f for f in FITS if "all" in fits or f[0] in fits]
+    if chosen:
+        result["fit_steps"] = args.fit_steps
+        result["fit_env_steps_per_s"] = {name: fit_fps(name, cfg, extra, args, device) for name, cfg, extra in chosen}
+    result.update(run_info(load_start, args.quick))
+    line = json.dumps(result)
+    print(line)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(line + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
