@@ -276,6 +276,29 @@ def test_critic_is_one_override_away(capsys):
     assert code == 0 and yaml.safe_load(out)["model"]["init_args"]["critic"] == "d2rl"
 
 
+def test_switching_a_network_drops_the_replaced_networks_settings(capsys):
+    """``--model.critic mlp_large`` on a config sized for sa_hyper builds mlp_large with its own defaults; settings
+    given with the switch stay."""
+    quick = ["fit", "--config", str(CONF / "quickstart.yaml")]
+    code, out, err = run_cli([*quick, "--model.critic", "mlp_large", "--print_config"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out)["model"]["init_args"]["critic_kwargs"] is None
+    code, out, err = run_cli([*quick, "--model.critic", "mlp", "--model.critic_kwargs", '{"hidden": [8]}',
+                              "--print_config"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out)["model"]["init_args"]["critic_kwargs"] == {"hidden": [8]}
+    code, out, err = run_cli([*quick, "--print_config"], capsys)
+    assert yaml.safe_load(out)["model"]["init_args"]["critic_kwargs"]["blocks_per_stage"] == 1
+
+
+def test_a_misspelled_model_option_names_the_closest_ones(capsys):
+    code, _, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--model.init_args.critc", "mlp",
+                            "--print_config"], capsys)
+    assert code == 2
+    [line] = error_lines(err)
+    assert "unknown option 'critc' for hyperrl.algos.SAC: closest: critic" in line, line
+
+
 def test_fit_resume_and_validate(capsys, tmp_path, monkeypatch):
     """A run writes TensorBoard + CSV + checkpoints into runs/<config>/version_0; --ckpt_path resumes it in that
     same folder (metrics.csv appended, the same TensorBoard run, no "dirpath has changed" warning); validate writes

@@ -276,3 +276,178 @@ def test_top_level_help_imports_nothing_heavy():
 
     assert set(SUBCOMMANDS) == set(LightningCLI.subcommands())
     assert all(f"  {name} " in proc.stdout for name in SUBCOMMANDS)
+
+
+# ---------------------------------------------------------------------------------------------- damaged checkpoints
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 40-step TINY run (checkpoints every 20 steps) to resume and damage; returns its run folder."""
+    cwd = tmp_path_factory.mktemp("finished")
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        code = 0
+        try:
+            from hyperrl.cli import main
+
+            main(["fit", *SIGNAL_RUN, "--trainer.max_steps", "40"])
+        except SystemExit as exc:
+            code = exc.code
+        assert code in (0, None)
+    finally:
+        os.chdir(old)
+    return cwd / "runs" / "quickstart" / "version_0"
+
+
+def _damaged(path: Path, out: Path, edit) -> Path:
+    state = _state(path)
+    edit(state)
+    torch.save(state, out)
+    return out
+
+
+def _noise(state):
+    obs = state["hyperrl"]["data"]["transitions"]["observation"]
+    obs.add_(torch.randn_like(obs))
+
+
+def _half_rows(state):
+    transitions = state["hyperrl"]["data"]["transitions"]
+    for key, value in list(transitions.items()):
+        if isinstance(value, torch.Tensor):
+            transitions[key] = value[: len(value) // 2]
+
+
+def _unchecked(edit):
+    """A checkpoint written before checksums existed: edited, and with no checksum to notice it."""
+    def both(state):
+        edit(state)
+        del state["hyperrl"]["checksum"]
+    return both
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (_noise, "is damaged"),
+        (lambda s: s["hyperrl"]["data"]["transitions"].update(observation=torch.zeros(3, 7)), "is damaged"),
+        (lambda s: s["hyperrl"]["data"].pop("transitions"), "is damaged"),
+        (_half_rows, "is damaged"),
+        (lambda s: s["hyperrl"]["data"]["writer"].update(_cursor=10**9), "is damaged"),
+        (lambda s: s.pop("hyperrl"), "holds no hyperrl training state"),
+        (_unchecked(lambda s: s["hyperrl"]["data"].pop("transitions")), "does not fit this run"),
+        (_unchecked(lambda s: s["hyperrl"]["data"]["transitions"].update(observation=torch.zeros(3, 7))),
+         "does not fit this run"),
+    ],
+    ids=["noise", "wrong_shape", "removed", "half_rows", "cursor", "no_hyperrl_state", "old_removed", "old_shape"],
+)
+def test_unusable_checkpoint_one_line_exit_2_nothing_trained(edit, needle, finished_run, tmp_path, capsys):
+    """A damaged, edited or stripped checkpoint: one line naming it and what is wrong, exit 2, nothing trained."""
+    bad = _damaged(finished_run / "checkpoints" / "last.ckpt", tmp_path / "bad.ckpt", edit)
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "60", "--trainer.default_root_dir",
+                            str(tmp_path / "runs"), "--ckpt_path", str(bad)], capsys)
+    assert code == 2, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and str(bad) in lines[0] and needle in lines[0], err
+    assert "Traceback" not in err
+    assert not list(tmp_path.rglob("metrics.csv")), "nothing trained"
+
+
+def test_checkpoint_write_failure_one_line_exit_1_previous_kept(finished_run, tmp_path, capsys, monkeypatch):
+    """Disk full while checkpointing: one line with the folder, exit 1; the previous checkpoint is kept whole."""
+    import errno
+
+    import hyperrl.checkpoint_io as checkpoint_io
+
+    run = tmp_path / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes())
+    before = last.read_bytes()
+
+    def full(obj, f):
+        f.write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", full)
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "60", "--ckpt_path", str(last)], capsys)
+    assert code == 1, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and str(run / "checkpoints") in lines[0] and "No space left" in lines[0], err
+    assert last.read_bytes() == before
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"], "no partial file left"
+
+
+# ---------------------------------------------------------------------------------------------- resumes
+def _copy_run(finished_run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(finished_run, to)
+    for lock in to.rglob(".hyperrl.lock"):
+        lock.unlink()
+    return to
+
+
+def test_a_run_folder_in_use_is_refused_and_a_dead_holder_does_not_block(finished_run, tmp_path, capsys):
+    run = _copy_run(finished_run, tmp_path / "runs" / "version_0")
+    last = str(run / "checkpoints" / "last.ckpt")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from hyperrl.runs import lock_run_folder; "
+         f"held = lock_run_folder({str(run)!r}); print('locked', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "60", "--ckpt_path", last], capsys)
+        assert code == 2, err
+        lines = error_lines(err)
+        assert len(lines) == 1 and f"{run} is in use by another hyperrl process (pid {holder.pid})" in lines[0], err
+    finally:
+        holder.kill()
+        holder.wait()
+    # killed: the kernel released its lock
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "60", "--ckpt_path", last], capsys)
+    assert code == 0, err
+    assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 60
+
+
+def test_ckpt_path_last_resumes_the_newest_run_or_is_refused(finished_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--ckpt_path", "last"], capsys)
+    assert code == 2, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and "--ckpt_path last: there is no" in lines[0], err
+    assert not (tmp_path / "runs").exists()
+    run = _copy_run(finished_run, tmp_path / "runs" / "quickstart" / "version_3")
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "60", "--ckpt_path", "last"], capsys)
+    assert code == 0, err
+    assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 60
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_3"]
+
+
+def test_max_steps_below_the_checkpoint_is_one_line(finished_run, tmp_path, capsys):
+    run = _copy_run(finished_run, tmp_path / "version_0")
+    last = run / "checkpoints" / "last.ckpt"
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "30", "--ckpt_path", str(last)], capsys)
+    assert code == 2, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and "--trainer.max_steps 30 is below the step of" in lines[0] and "(40)" in lines[0], err
+
+
+def test_last_ckpt_is_the_newest_after_a_resume_with_another_interval(finished_run, tmp_path, capsys):
+    run = _copy_run(finished_run, tmp_path / "version_0")
+    last = run / "checkpoints" / "last.ckpt"
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.callbacks.every_n_train_steps", "30",
+                            "--trainer.max_steps", "70", "--ckpt_path", str(last)], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in names and not [n for n in names if n.startswith("last-")], names
+    assert _state(last)["global_step"] == 70
+
+
+def test_precision_16_is_refused_not_remapped(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2", "--trainer.precision", "16-mixed"], capsys)
+    assert code == 2, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and "--trainer.precision 16-mixed is not allowed" in lines[0], err

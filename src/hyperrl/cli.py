@@ -110,7 +110,7 @@ def one_line(message: str) -> str:
         return _unknown_option(unknown.group(1), classes[-1])
     for line in lines:
         if any(marker in line for marker in ours):
-            return line.lstrip("- ")
+            return line[2:] if line.startswith("- ") else line
     keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "')]
     given = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")]
     subtypes = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Subtypes:")]
