@@ -50,10 +50,16 @@ class AnalysisSnapshots(Callback):
         every_n_steps: interval in training steps (``trainer.global_step``), > 0.
         at_fit_end: also write one when the fit ends (the final policy and critics).
         dirname: folder under the run's log dir.
+        last_step: no interval snapshot after this step (``None``: none skipped); the paper's gradient study
+            reads checkpoints every 10k steps up to 590k (hyperrl-paper.md §4).
     """
 
-    def __init__(self, every_n_steps: int = 5000, at_fit_end: bool = True, dirname: str = SNAPSHOT_DIR) -> None:
+    def __init__(self, every_n_steps: int = 5000, at_fit_end: bool = True, dirname: str = SNAPSHOT_DIR,
+                 last_step: int | None = None) -> None:
         require_positive("AnalysisSnapshots.every_n_steps", every_n_steps, integer=True)
+        if last_step is not None:
+            require_positive("AnalysisSnapshots.last_step", last_step, integer=True)
+        self.last_step = None if last_step is None else int(last_step)
         self.every_n_steps = int(every_n_steps)
         self.at_fit_end = bool(at_fit_end)
         self.dirname = str(dirname)
@@ -65,7 +71,7 @@ class AnalysisSnapshots(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step > 0 and step % self.every_n_steps == 0:
+        if step > 0 and step % self.every_n_steps == 0 and (self.last_step is None or step <= self.last_step):
             self.save(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
