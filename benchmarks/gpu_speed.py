@@ -22,7 +22,8 @@ user runs them (a subprocess each; ``train/fps`` from ``metrics.csv``, median ov
 half of the run: compilation, capture and warm-up excluded).
 
     python benchmarks/gpu_speed.py --device cuda             # 20 repeats, and the fits
-    python benchmarks/gpu_speed.py --device cpu --quick      # 5 repeats, small fits
+    python benchmarks/gpu_speed.py --device cpu --quick      # 5 repeats, no fits
+    python benchmarks/gpu_speed.py --only --fits sac_mlp_cudagraphs_fp32   # one fit, no update timing
 """
 
 from __future__ import annotations
@@ -49,30 +50,31 @@ import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: (name, compile, cudagraphs, bf16, needs CUDA)
+#: (name, compile, cudagraphs, bf16, needs CUDA, timed unless named in --only)
 VARIANTS = (
-    ("eager_fp32", False, False, False, False),
-    ("eager_bf16", False, False, True, False),
-    ("compiled_fp32", True, False, False, False),
-    ("cudagraphs_fp32", False, True, False, True),
-    ("cudagraphs_bf16", False, True, True, True),
-    ("compiled_cudagraphs_fp32", True, True, False, True),
-    ("compiled_cudagraphs_bf16", True, True, True, True),
+    ("eager_fp32", False, False, False, False, True),
+    ("eager_bf16", False, False, True, False, True),
+    ("compiled_fp32", True, False, False, False, True),
+    ("cudagraphs_fp32", False, True, False, True, True),
+    ("cudagraphs_bf16", False, True, True, True, True),
+    ("compiled_cudagraphs_fp32", True, True, False, True, True),
+    ("compiled_cudagraphs_bf16", True, True, True, True, False),
 )
 
-#: (name, config, extra fit options): the fits of part 2
+_GRAPHS = ["--model.init_args.cudagraphs", "true"]
+_COMPILE = ["--model.init_args.compile", "true"]
+_BF16 = ["--trainer.precision", "bf16-mixed"]
+#: (name, config, extra fit options, training steps): the fits of part 2, most informative first
 FITS = (
-    ("sac_hyper_eager_fp32", "conf/sac_hyper.yaml", []),
-    ("sac_hyper_cudagraphs_fp32", "conf/sac_hyper.yaml", ["--model.init_args.cudagraphs", "true"]),
-    ("sac_hyper_cudagraphs_bf16", "conf/sac_hyper.yaml",
-     ["--model.init_args.cudagraphs", "true", "--trainer.precision", "bf16-mixed"]),
-    ("sac_hyper_compiled_cudagraphs_fp32", "conf/sac_hyper.yaml",
-     ["--model.init_args.compile", "true", "--model.init_args.cudagraphs", "true"]),
-    ("td3_hyper_cudagraphs_fp32", "conf/td3_hyper.yaml", ["--model.init_args.cudagraphs", "true"]),
-    ("sac_mlp_eager_fp32", "conf/sac_mlp.yaml", []),
-    ("sac_mlp_cudagraphs_fp32", "conf/sac_mlp.yaml", ["--model.init_args.cudagraphs", "true"]),
-    ("sac_mlp_compiled_cudagraphs_fp32", "conf/sac_mlp.yaml",
-     ["--model.init_args.compile", "true", "--model.init_args.cudagraphs", "true"]),
+    ("sac_hyper_cudagraphs_fp32", "conf/sac_hyper.yaml", _GRAPHS, 3000),
+    ("sac_mlp_cudagraphs_fp32", "conf/sac_mlp.yaml", _GRAPHS, 3000),
+    ("sac_hyper_eager_fp32", "conf/sac_hyper.yaml", [], 1500),
+    ("td3_hyper_cudagraphs_fp32", "conf/td3_hyper.yaml", _GRAPHS, 3000),
+    ("sac_hyper_cudagraphs_bf16", "conf/sac_hyper.yaml", _GRAPHS + _BF16, 3000),
+    ("sac_mlp_eager_fp32", "conf/sac_mlp.yaml", [], 1500),
+    ("sac_mlp_compiled_cudagraphs_fp32", "conf/sac_mlp.yaml", _COMPILE + _GRAPHS, 3000),
+    ("sac_hyper_compiled_cudagraphs_fp32", "conf/sac_hyper.yaml", _COMPILE + _GRAPHS, 3000),
+    ("td3_mlp_cudagraphs_fp32", "conf/td3_mlp.yaml", _GRAPHS, 3000),
 )
 
 
@@ -88,7 +90,9 @@ class Variant:
         self.name, self.batch, self.device = name, batch, device
         self.module = copy.deepcopy(base)
         self.module.hparams.compile, self.module.hparams.cudagraphs = compile_, cudagraphs
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        # as Lightning's bf16-mixed runs it: no autocast weight cache (a cache would outlive a CUDA-graph capture)
+        bf16_autocast = torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+        self.autocast = bf16_autocast if bf16 else nullcontext()
         self.k = 0
 
     def step(self) -> None:
@@ -124,9 +128,9 @@ def time_updates(args, device) -> dict:
     result = {}
     if device.type == "cpu" and (not args.only or "compiled_fp32" in args.only):
         result["compiled_vs_eager_max_rel_loss_difference"] = float(f"{losses_match(base, batch):.3g}")
-    chosen = [v for v in VARIANTS if (device.type == "cuda" or not v[4]) and (not args.only or v[0] in args.only)]
+    chosen = [v for v in VARIANTS if (device.type == "cuda" or not v[4]) and (v[0] in args.only if args.only else v[5])]
     variants, errors = [], {}
-    for name, compile_, graphs, bf16, _ in chosen:
+    for name, compile_, graphs, bf16, *_ in chosen:
         variant = Variant(base, name, compile_, graphs, bf16, batch, device)
         t0 = time.perf_counter()
         try:
@@ -173,17 +177,20 @@ def time_updates(args, device) -> dict:
     return result
 
 
-def fit_fps(name: str, config: str, extra: list[str], args, device) -> dict:
+def fit_fps(name: str, config: str, extra: list[str], steps: int, args, device) -> dict:
     """Median ``train/fps`` of the second half of a short ``hyperrl fit`` (a subprocess, as a user runs it)."""
     root = tempfile.mkdtemp(prefix=f"gpu_speed_{name}_")
-    steps = args.fit_steps
+    steps = int(steps * args.fit_scale)
     cmd = [sys.executable, "-c", "import sys; from hyperrl.commands import main; sys.exit(main())", "fit",
            "--config", config, "--trainer.accelerator", "gpu" if device.type == "cuda" else "cpu",
            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(10 * steps),
            "--trainer.default_root_dir", root, "--model.init_args.warmup_frames", str(min(1000, steps // 4)),
            *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.fit_timeout)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.fit_timeout)
+    except subprocess.TimeoutExpired:
+        return {"steps_per_s": None, "timed_out_after_s": args.fit_timeout}
     wall = time.perf_counter() - t0
     rows = []
     for path in glob.glob(os.path.join(root, "**", "metrics.csv"), recursive=True):
@@ -208,31 +215,44 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help="update variants to time (default: all that fit)")
     parser.add_argument("--fits", nargs="*", default=None,
                         help="fits to run (names from FITS; 'all' for every one; default: none on CPU, all on CUDA)")
-    parser.add_argument("--fit-steps", type=int, default=None, help="training steps per fit (4000, quick 1200)")
-    parser.add_argument("--fit-timeout", type=int, default=600)
-    parser.add_argument("--out", default=None, help="also write the JSON line to this file")
+    parser.add_argument("--fit-scale", type=float, default=None, help="scales each fit's steps (1, quick 0.4)")
+    parser.add_argument("--fit-timeout", type=int, default=300)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no further fit once this many seconds have passed (the results so far are kept)")
+    parser.add_argument("--out", default=None, help="also write the JSON line to this file (rewritten after each "
+                        "part, so a run stopped from outside keeps what it measured)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
     device = torch.device(args.device)
     args.repeats = args.repeats or (5 if args.quick else 20)
     args.warmup = args.warmup if args.warmup is not None else 2
-    args.fit_steps = args.fit_steps or (1200 if args.quick else 4000)
-    load_start = os.getloadavg()[0]
+    args.fit_scale = args.fit_scale or (0.4 if args.quick else 1.0)
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
     result = {"benchmark": "gpu_speed", "device": torch.cuda.get_device_name(device) if device.type == "cuda"
               else "cpu", "batch_size": args.batch_size, "repeats": args.repeats}
-    result.update(time_updates(args, device))
+
+    def save(final: bool = False) -> None:
+        line = json.dumps({**result, **run_info(load_start, args.quick), "complete": final})
+        if final:
+            print(line)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(line + "\n")
+
+    if args.only != []:
+        result.update(time_updates(args, device))
+        save()
     fits = args.fits if args.fits is not None else (["all"] if device.type == "cuda" else [])
     chosen = [f for f in FITS if "all" in fits or f[0] in fits]
-    if chosen:
-        result["fit_steps"] = args.fit_steps
-        result["fit_env_steps_per_s"] = {name: fit_fps(name, cfg, extra, args, device) for name, cfg, extra in chosen}
-    result.update(run_info(load_start, args.quick))
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(line + "\n")
+    result["fit_env_steps_per_s"] = {}
+    for name, cfg, extra, steps in chosen:
+        if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+            result["fit_env_steps_per_s"][name] = {"skipped": "--budget-s reached"}
+            continue
+        result["fit_env_steps_per_s"][name] = fit_fps(name, cfg, extra, steps, args, device)
+        save()
+    save(final=True)
     return result
 
 

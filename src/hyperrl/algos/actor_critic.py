@@ -54,8 +54,8 @@ class OffPolicyAlgorithm(Algorithm):
 
     Speed settings (for GPUs): ``compile`` runs each whole update (:meth:`update`: losses, backward, Adam step,
     target update) through ``torch.compile``; ``cudagraphs`` captures it in a CUDA graph (tensordict's
-    ``CudaGraphModule``) and replays it, so no Python runs between its kernels. Both also compile or graph the
-    acting policy of the collector. The replay buffer always lives on the training device. ``env_kwargs`` go to
+    ``CudaGraphModule``) and replays it, so no Python runs between its kernels; ``compile`` also compiles the
+    collector's acting policy. The replay buffer always lives on the training device. ``env_kwargs`` go to
     ``gymnasium.make`` (e.g. ``{"ctrl_cost_weight": 0}``: the authors' Ant without control cost).
     """
 
@@ -162,7 +162,6 @@ class OffPolicyAlgorithm(Algorithm):
             warmup_frames=hp.warmup_frames,
             device=self.device,
             compile_policy=bool(hp.get("compile")),
-            cudagraph_policy=bool(hp.get("cudagraphs")),
         )
         # each rank samples its own minibatches
         torch.manual_seed(hp.seed + 10_000 * rank + 1)

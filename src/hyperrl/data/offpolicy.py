@@ -86,7 +86,8 @@ class OffPolicyData:
         frames_per_batch: environment frames per collector batch (= per training step).
         warmup_frames: frames of uniformly random actions before the policy acts.
         device: the training device: the replay buffer's storage lives there, so sampling never crosses the bus.
-        compile_policy, cudagraph_policy: compile / CUDA-graph the acting policy (TorchRL's collector options).
+        compile_policy: compile the acting policy (the collector's ``compile_policy``). It is not CUDA-graphed: the
+            environment hands CPU observations, which a captured graph cannot read.
     """
 
     def __init__(
@@ -99,7 +100,6 @@ class OffPolicyData:
         warmup_frames: int,
         device: torch.device | str = "cpu",
         compile_policy: bool = False,
-        cudagraph_policy: bool = False,
     ) -> None:
         from torchrl.collectors import Collector
         from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
@@ -113,7 +113,6 @@ class OffPolicyData:
             init_random_frames=warmup_frames,
             auto_register_policy_transforms=False,
             compile_policy=compile_policy or None,
-            cudagraph_policy=cudagraph_policy or None,
         )
         self.buffer = TensorDictReplayBuffer(
             storage=LazyTensorStorage(buffer_size, device=self.device), batch_size=batch_size
@@ -127,7 +126,9 @@ class OffPolicyData:
         return batch
 
     def sample(self) -> TensorDictBase:
-        return self.buffer.sample()
+        """A batch of transitions on the training device (without the sampler's ``"index"`` bookkeeping, which
+        TorchRL keeps on the CPU: a CUDA-graphed update takes device tensors only)."""
+        return self.buffer.sample().exclude("index")
 
     def __len__(self) -> int:
         return len(self.buffer)
