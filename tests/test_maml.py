@@ -176,6 +176,65 @@ def test_meta_gradient_is_exact_and_differs_from_the_first_order_one():
     assert torch.allclose(grad1, grad_fo, atol=1e-12)
 
 
+def test_the_trust_region_kl_is_new_given_old_as_the_authors():
+    """The TRPO constraint is mean_i mean_t KL(π_φi(θ) ‖ π_φi(θ₀)) (the authors' ``kl_divergence(pi, old_pi)``), through
+    the inner step, at a θ away from θ₀; the reverse direction differs there."""
+    from torch.distributions import Normal, kl_divergence
+
+    m, batch = _outer_setup(first_order=False)
+    train, train_adv, valid, _ = batch
+    _, kl0, old = m.outer_terms(*batch, create_graph=False)
+    assert float(kl0) == 0.0
+    with torch.no_grad():
+        for p in m.policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    _, kl, _ = m.outer_terms(*batch, old, create_graph=False)
+    new_old, old_new = [], []
+    for i in range(valid.shape[0]):
+        phi = m.adapt(m.meta_params(), train[i], train_adv[i], create_graph=False)
+        new = Normal(*m.distribution(phi, valid[i]["observation"], valid[i]["context"][0, 0]))
+        before = Normal(old[i][0], old[i][1])
+        mask = valid[i]["mask"]
+        new_old.append((kl_divergence(new, before).sum(-1) * mask).sum() / mask.sum())
+        old_new.append((kl_divergence(before, new).sum(-1) * mask).sum() / mask.sum())
+    assert float(kl) == pytest.approx(float(torch.stack(new_old).mean()), rel=1e-10)
+    assert abs(float(torch.stack(old_new).mean()) - float(kl)) > 1e-3 * float(kl)
+
+
+@pytest.mark.parametrize("choice", ["pre", "refit"])
+def test_post_adaptation_advantages_use_the_pre_adaptation_baseline_as_the_authors(choice):
+    """Default (the authors' MetaLearner): the validation episodes' advantages are valued by the linear baseline
+    fitted on the same task's pre-adaptation episodes; ``refit`` fits one on the validation episodes."""
+    from hyperrl.algos.returns import advantages
+
+    m = _module(post_adaptation_baseline=choice) if choice != "pre" else _module()
+    train, train_adv, valid, valid_adv = m.sample_meta_batch(m.data.collect())
+    hp = m.hparams
+    for i in range(valid.shape[0]):
+        episodes = (valid[i]["observation"], valid[i]["reward"], valid[i]["mask"])
+        pre = advantages(*episodes, hp.gamma, hp.gae_lambda, hp.baseline_reg,
+                         fit_on=(train[i]["observation"], train[i]["reward"], train[i]["mask"]))
+        refit = advantages(*episodes, hp.gamma, hp.gae_lambda, hp.baseline_reg)
+        assert not torch.allclose(pre, refit)
+        assert torch.equal(valid_adv[i], pre if choice == "pre" else refit)
+        torch.testing.assert_close(train_adv[i], advantages(train[i]["observation"], train[i]["reward"],
+                                                            train[i]["mask"], hp.gamma, hp.gae_lambda,
+                                                            hp.baseline_reg))
+
+
+def test_task_pools_default_to_the_authors_100_train_and_20_test_tasks():
+    pools = MAML(**{**TINY, "n_train_tasks": None, "n_test_tasks": None}).pools
+    assert (len(pools.train), len(pools.test), len(pools.ood)) == (100, 20, 0)
+    medium = MAML(**{**TINY, "env": "hyperrl/HalfCheetahVel-v0", "split": "medium", "n_train_tasks": None,
+                     "n_test_tasks": None}).pools
+    assert (len(medium.train), len(medium.test), len(medium.ood)) == (100, 20, 20)
+    assert all(2.5 <= t["velocity"] <= 3.0 for t in medium.ood)
+    direction = MAML(**{**TINY, "env": "hyperrl/HalfCheetahDir-v0", "n_train_tasks": None,
+                        "n_test_tasks": None}).pools
+    assert [t["direction"] for t in direction.train] == [-1.0, 1.0]  # the fixed pool
+    assert len(MAML(**{**TINY, "n_train_tasks": 7, "n_test_tasks": 3}).pools.train) == 7
+
+
 def test_adapted_parameters_are_tensors_of_the_meta_parameters():
     m = _module()
     train, adv, _, _ = m.sample_meta_batch(m.data.collect())
@@ -255,6 +314,7 @@ def test_inner_learning_rate_defaults_per_policy():
         ({"policy_kwargs": {"distribution": "tanh_normal"}}, "distribution='tanh_normal'"),
         ({"env": "Pendulum-v1"}, "Pendulum-v1"),
         ({"fast_lr": -0.1}, "fast_lr=-0.1"),
+        ({"post_adaptation_baseline": "post"}, "post_adaptation_baseline='post' is not allowed: expected one of pre"),
     ],
 )
 def test_bad_settings_raise_one_line_configuration_errors(overrides, words):
@@ -266,3 +326,21 @@ def test_bad_settings_raise_one_line_configuration_errors(overrides, words):
 def test_context_maml_refuses_an_inner_step():
     with pytest.raises(ConfigurationError, match="adaptation_steps=1 is not allowed for ContextMAML"):
         ContextMAML(**{**TINY, "adaptation_steps": 1})
+
+
+def test_paper_maml_configs_take_the_authors_pools_and_baseline_and_the_cpu_demos_keep_theirs():
+    import pathlib
+
+    import yaml
+
+    conf = pathlib.Path(__file__).resolve().parents[1] / "conf" / "meta"
+    paper = [p for p in sorted(conf.glob("*maml_*.yaml")) if p.name != "maml_quickstart.yaml"]
+    assert len(paper) >= 20
+    for path in paper:
+        model = yaml.safe_load(path.read_text())["model"]["init_args"]
+        assert not {"n_train_tasks", "n_test_tasks", "post_adaptation_baseline"} & set(model), path.name
+    for name in ("maml_quickstart", "pg_variance_navigation_hyper", "pg_variance_navigation_context_mlp"):
+        model = yaml.safe_load((conf / f"{name}.yaml").read_text())["model"]["init_args"]
+        assert (model["n_train_tasks"], model["n_test_tasks"]) == (80, 20), name
+    assert yaml.safe_load((conf / "maml_quickstart.yaml").read_text())["model"]["init_args"][
+        "post_adaptation_baseline"] == "refit"

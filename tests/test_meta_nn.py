@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 from hyperrl.errors import ConfigurationError
+from hyperrl.nn.actors import tanh_normal_log_prob
 from hyperrl.nn import (
     META_CRITICS,
     META_VALUES,
@@ -209,6 +210,47 @@ def test_tanh_normal_log_prob_equals_torch_distributions(name):
     assert bool(((action > low) & (action < high)).all())
     torch.testing.assert_close(log_prob, reference.log_prob(action).sum(-1, keepdim=True), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(policy.mode(obs, ctx), centre + radius * torch.tanh(loc))
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_the_pearl_tanh_log_prob_is_rlkits_formula(name):
+    """``tanh_log_prob="pearl"``: log π = Σ [log N(u; μ, σ) − log(1 − tanh²u + 1e-6)] (rlkit's TanhNormal, as PEARL
+    and the authors' code use) for sampled and for given actions; the same draw as the exact form, whose density it
+    matches for moderate u and exceeds where tanh saturates (the +1e-6 floors the correction at log 1e-6)."""
+    obs, ctx = randn(9, OBS), randn(9, CTX, seed=1)
+    pearl, exact = small_policy(name, tanh_log_prob="pearl"), small_policy(name)
+    torch.manual_seed(4)
+    action, log_prob = pearl.sample(obs, ctx)
+    torch.manual_seed(4)
+    same_action, exact_log_prob = exact.sample(obs, ctx)
+    loc, scale = pearl(obs, ctx)
+    u = torch.atanh(action)
+    rlkit = (Normal(loc, scale).log_prob(u) - torch.log(1 - action * action + 1e-6)).sum(-1, keepdim=True)
+    torch.testing.assert_close(log_prob, rlkit)
+    torch.testing.assert_close(pearl.log_prob(obs, action, ctx), rlkit)
+    torch.testing.assert_close(action, same_action, rtol=0, atol=0)
+    torch.testing.assert_close(log_prob, exact_log_prob, rtol=0, atol=1e-4)  # |u| small at init: 1e-6 is all
+    u = torch.tensor([[0.0, 3.0, 20.0]], dtype=torch.float64)
+    zero, scale = torch.zeros_like(u), torch.ones_like(u)
+    radius = torch.ones(3, dtype=torch.float64)
+    gap = tanh_normal_log_prob(u, zero, scale, radius, "exact") - tanh_normal_log_prob(u, zero, scale, radius, "pearl")
+    assert 2 * 20 - 2 * math.log(2) + math.log(1e-6) - 0.1 < float(gap) < 2 * 20  # saturated: ~25 nats at u = 20
+
+
+def test_the_tanh_log_prob_option_is_checked_and_reaches_metasac_s_policy():
+    with pytest.raises(ConfigurationError, match="tanh_log_prob='rlkit' is not allowed: expected one of exact, pearl"):
+        small_policy("hyper", tanh_log_prob="rlkit")
+    with pytest.raises(ConfigurationError, match="distribution='normal'"):
+        small_policy("mlp", "normal", tanh_log_prob="pearl")
+    from hyperrl.algos import MetaSAC
+
+    kwargs = dict(env="hyperrl/Navigation2D-v0", n_train_tasks=2, n_test_tasks=1, policy="mlp",
+                  policy_kwargs={"hidden": [4]}, critic="mlp", critic_kwargs={"hidden": [4]}, value="mlp",
+                  value_kwargs={"hidden": [4]}, batch_size=4, buffer_size=10)
+    assert MetaSAC(**kwargs).policy.tanh_log_prob == "exact"
+    assert MetaSAC(**kwargs, tanh_log_prob="pearl").policy.tanh_log_prob == "pearl"
+    with pytest.raises(ConfigurationError, match="tanh_log_prob='x' is not allowed"):
+        MetaSAC(**kwargs, tanh_log_prob="x")
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

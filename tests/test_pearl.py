@@ -418,6 +418,7 @@ def test_paper_configs_hold_the_authors_settings():
             assert "policy_kwargs" not in model and "critic_kwargs" not in model, "paper sizes"
             if name.startswith("pearl"):
                 assert config["model"]["class_path"] == "hyperrl.algos.pearl.PEARL"
+                assert model["tanh_log_prob"] == "pearl", name  # PEARL's log(1 - tanh^2 + 1e-6)
                 assert (model["num_steps_prior"], model["num_steps_posterior"], model["num_extra_rl_steps_posterior"],
                         model["embedding_batch_size"], model["embedding_mini_batch_size"], model["kl_lambda"],
                         model["latent_dim"], model["encoder_hidden"]) == (prior, 0, extra, emb, emb, kl, 5, [200] * 3)
@@ -439,6 +440,21 @@ def test_pearl_configs_load_through_the_cli(name, capsys):
     model = yaml.safe_load(capsys.readouterr().out)["model"]
     assert model["class_path"] == "hyperrl.algos.pearl.PEARL" and model["init_args"]["policy"] == "mlp"
     assert "steps_per_task" not in model["init_args"] and "context" not in model["init_args"]
+
+
+def test_the_cpu_demo_keeps_the_exact_tanh_log_prob_and_the_option_reaches_pearl_through_the_cli(capsys):
+    import yaml
+
+    from hyperrl.cli import main
+
+    assert "tanh_log_prob" not in yaml.safe_load((CONF / "pearl_quickstart.yaml").read_text())["model"]["init_args"]
+    for name, expected in (("pearl_quickstart", "exact"), ("pearl_navigation_hyper", "pearl")):
+        try:
+            main(["fit", "--config", str(CONF / f"{name}.yaml"), "--print_config"])
+        except SystemExit as exc:
+            assert not exc.code
+        assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["tanh_log_prob"] == expected
+    assert PEARL(**pearl_kwargs(tanh_log_prob="pearl")).policy.tanh_log_prob == "pearl"
 
 
 def test_the_demo_train_goals_leave_no_gap_wider_than_10_degrees_and_keep_the_test_goals():

@@ -5,15 +5,22 @@ One Lightning training step = one meta-update (``trainer.global_step`` counts me
 
 1. draw ``meta_batch_size`` train tasks ``i`` (with replacement); collect ``fast_batch_size`` episodes ``D_i`` of
    each with the meta-policy ``π_θ`` (all tasks at once, :class:`~hyperrl.data.onpolicy.OnPolicyData`);
-2. per task: linear feature baseline refitted on ``D_i``, normalised GAE(γ, λ) advantages ``A``; inner REINFORCE loss
+2. per task: linear feature baseline fitted on ``D_i``, normalised GAE(γ, λ) advantages ``A``; inner REINFORCE loss
    ``L_i(θ) = −mean_t[log π_θ(a_t|s_t,c_i) A_t]`` (mask-weighted), and ``adaptation_steps`` functional SGD steps
    ``φ_i = θ − α ∇_θ L_i(θ)``: ``φ_i`` is a tensor expression of ``θ`` (:func:`torch.func.functional_call`, no
    parameter is overwritten), so derivatives w.r.t. ``θ`` go through the inner step (second order);
    ``first_order=True`` detaches ``∇L_i``, giving first-order MAML (``∂φ_i/∂θ = I``);
-3. collect ``fast_batch_size`` validation episodes ``D'_i`` with ``π_{φ_i}``; advantages on them as in 2;
+3. collect ``fast_batch_size`` validation episodes ``D'_i`` with ``π_{φ_i}``; normalised GAE advantages ``A'`` on
+   them, valued by the baseline fitted on ``D_i`` in 2 (the authors' ``MetaLearner``; ``post_adaptation_baseline:
+   refit`` fits another on ``D'_i``, as pytorch-maml-rl's later sampler does);
 4. TRPO on ``θ``: surrogate ``S(θ) = mean_i −mean_t[exp(log π_{φ_i(θ)} − log π_{φ_i(θ₀)}) A'_t]``, mean KL
-   ``mean_i mean_t KL(π_{φ_i(θ₀)} ‖ π_{φ_i(θ)})`` (also through the inner step), CG + line search
-   (:mod:`hyperrl.algos.trpo`); a rejected line search leaves ``θ`` bit-identical.
+   ``mean_i mean_t KL(π_{φ_i(θ)} ‖ π_{φ_i(θ₀)})`` (new ‖ old, the authors' ``kl_divergence(pi, old_pi)``; also
+   through the inner step), CG + line search (:mod:`hyperrl.algos.trpo`); a rejected line search leaves ``θ``
+   bit-identical.
+
+Actions reach the environment clipped to its bounds and are stored unclipped (:mod:`hyperrl.data.onpolicy`).
+Task pools: the authors' 100 train and 20 test tasks for every family (20 OOD tasks on the ``medium`` split),
+except the direction families, whose pool is the fixed ``[-1, +1]``.
 
 ``adaptation_steps=0`` (:class:`ContextMAML`): no inner step, ``D'_i = D_i`` and the surrogate is multi-task TRPO
 (the authors' ``Multi_MetaLearner``). Evaluation always reports returns before and after ``eval_adaptation_steps``
@@ -39,6 +46,7 @@ from hyperrl.algos.returns import advantages, masked_mean
 from hyperrl.algos.trpo import trpo_step
 from hyperrl.data.onpolicy import OnPolicyData
 from hyperrl.envs import check_task_env_id, make_task_pools
+from hyperrl.envs.tasks import task_family
 from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
 from hyperrl.nn import make_policy
 from hyperrl.nn.policies import POLICIES
@@ -46,6 +54,22 @@ from hyperrl.nn.policies import POLICIES
 #: default inner learning rates (§5.4): the authors' ``fast_lr`` (MLP) and ``fast_hyper_lr`` (hypernetwork)
 MLP_FAST_LR = 0.1
 HYPER_FAST_LR = 5e-5
+#: the authors' MAML task pools for every family (``--num-of-tasks``, ``--test_tasks``; on HalfCheetah-Vel-Medium
+#: their 20 test tasks are the OOD velocities)
+MAML_TRAIN_TASKS, MAML_TEST_TASKS, MAML_OOD_TASKS = 100, 20, 20
+POST_ADAPTATION_BASELINES = ("pre", "refit")
+
+
+def maml_pool_sizes(env: str, split: str, n_train: int | None, n_test: int | None, n_ood: int | None) -> dict:
+    """``make_task_pools`` sizes: the given ones, ``None`` replaced by the authors' MAML pools where the family draws
+    its tasks (a direction family's fixed pool and an unknown split are left to ``make_task_pools``)."""
+    sizes = {"n_train": n_train, "n_test": n_test, "n_ood": n_ood}
+    family = task_family(env)
+    if family.fixed_tasks is not None or split not in family.splits:
+        return sizes
+    defaults = {"n_train": MAML_TRAIN_TASKS, "n_test": MAML_TEST_TASKS,
+                "n_ood": MAML_OOD_TASKS if family.splits[split].ood else None}
+    return {k: defaults[k] if v is None else v for k, v in sizes.items()}
 
 Params = dict[str, Tensor]
 
@@ -79,13 +103,18 @@ class MAML(Algorithm):
     Args:
         env: a task family id (``hyperrl/Navigation2D-v0``, ``hyperrl/HalfCheetahVel-v0``, ...).
         split: the family's train/test/OOD split (``"medium"`` for HalfCheetah-Vel-Medium's OOD velocities).
-        task_seed: seed of the task pools; ``n_train_tasks``/``n_test_tasks``: pool sizes (None: the split's).
+        task_seed: seed of the task pools; ``n_train_tasks``/``n_test_tasks``/``n_ood_tasks``: pool sizes (None:
+            the authors' MAML pools, 100 train / 20 test / 20 OOD where the split has OOD tasks; the direction
+            families have the fixed pool ``[-1, +1]``).
         policy: ``mlp`` (2×100), ``context_mlp`` or ``hyper`` (``make_policy`` with ``distribution="normal"``);
             ``policy_kwargs``: its options (``hidden``, ``primary_widths``, ...).
         adaptation_steps: inner SGD steps (0: context-MAML); ``fast_lr``: inner step size (None: per policy);
         first_order: first-order MAML (no derivative through the inner step).
         meta_batch_size: tasks per meta-update; fast_batch_size: episodes per task (before and after adaptation).
         gamma, gae_lambda, baseline_reg: returns, GAE and the ridge of the linear baseline.
+        post_adaptation_baseline: the baseline that values the post-adaptation episodes: ``pre`` (the one fitted on
+            the task's pre-adaptation episodes, the authors') or ``refit`` (one fitted on the post-adaptation
+            episodes themselves).
         max_kl, cg_iterations, cg_damping, ls_ratio, ls_max_steps: the TRPO outer step.
         eval_tasks: tasks per pool to evaluate (None: all test/OOD tasks and as many train tasks as test tasks);
         eval_episodes: episodes per task in evaluation (None: fast_batch_size);
@@ -103,6 +132,7 @@ class MAML(Algorithm):
         task_seed: int = 0,
         n_train_tasks: int | None = None,
         n_test_tasks: int | None = None,
+        n_ood_tasks: int | None = None,
         policy: str = "mlp",
         policy_kwargs: dict[str, Any] | None = None,
         adaptation_steps: int = 1,
@@ -113,6 +143,7 @@ class MAML(Algorithm):
         gamma: float = 0.95,
         gae_lambda: float = 1.0,
         baseline_reg: float = 1e-5,
+        post_adaptation_baseline: str = "pre",
         max_kl: float = 1e-2,
         cg_iterations: int = 10,
         cg_damping: float = 1e-5,
@@ -128,7 +159,8 @@ class MAML(Algorithm):
         self.save_hyperparameters()
         self._check_settings()
         self.env_spec = check_task_env_id(env)
-        self.pools = make_task_pools(env, task_seed, split, n_train=n_train_tasks, n_test=n_test_tasks)
+        self.pools = make_task_pools(env, task_seed, split, **maml_pool_sizes(env, split, n_train_tasks, n_test_tasks,
+                                                                              n_ood_tasks))
         kwargs = dict(policy_kwargs or {})
         if kwargs.setdefault("distribution", "normal") != "normal":
             raise ConfigurationError(
@@ -170,6 +202,9 @@ class MAML(Algorithm):
                 raise ConfigurationError(f"{name}={value!r} is not allowed: expected 0 <= {name} <= 1")
         if isinstance(hp.ls_ratio, bool) or not isinstance(hp.ls_ratio, (int, float)) or not 0 < hp.ls_ratio < 1:
             raise ConfigurationError(f"ls_ratio={hp.ls_ratio!r} is not allowed: expected 0 < ls_ratio < 1")
+        if hp.post_adaptation_baseline not in POST_ADAPTATION_BASELINES:
+            raise ConfigurationError(f"post_adaptation_baseline={hp.post_adaptation_baseline!r} is not allowed: "
+                                     f"expected one of {', '.join(POST_ADAPTATION_BASELINES)}")
         if not isinstance(hp.first_order, bool):
             raise ConfigurationError(f"first_order={hp.first_order!r} is not allowed: expected true or false")
 
@@ -208,12 +243,19 @@ class MAML(Algorithm):
             params = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
         return params
 
-    def task_advantages(self, episodes) -> Tensor:
-        """Normalised GAE advantages ``(M, E, T)``, the baseline refitted per task."""
+    def task_advantages(self, episodes, fit_on=None) -> Tensor:
+        """Normalised GAE advantages ``(M, E, T)``, the baseline fitted per task on its own episodes, or on task
+        ``i``'s episodes ``fit_on[i]``."""
         hp = self.hparams
+
+        def fit(i):
+            if fit_on is None:
+                return None
+            return fit_on[i]["observation"], fit_on[i]["reward"], fit_on[i]["mask"]
+
         return torch.stack([
             advantages(episodes[i]["observation"], episodes[i]["reward"], episodes[i]["mask"], hp.gamma,
-                       hp.gae_lambda, hp.baseline_reg)
+                       hp.gae_lambda, hp.baseline_reg, fit_on=fit(i))
             for i in range(episodes.shape[0])
         ])
 
@@ -277,7 +319,8 @@ class MAML(Algorithm):
         adapted = [self._detached(self.adapt(meta, train[i], train_adv[i], create_graph=False))
                    for i in range(len(tasks))]
         valid = self.data.rollout(tasks, e, self.actor_factory(adapted, e))
-        return train, train_adv, valid, self.task_advantages(valid)
+        fit_on = train if hp.post_adaptation_baseline == "pre" else None
+        return train, train_adv, valid, self.task_advantages(valid, fit_on=fit_on)
 
     def outer_terms(self, train, train_adv, valid, valid_adv, old: list | None = None,
                     create_graph: bool | None = None) -> tuple[Tensor, Tensor, list]:
@@ -295,7 +338,7 @@ class MAML(Algorithm):
             olds.append(o)
             ratio = torch.exp(log_prob - o[2])
             losses.append(-masked_mean(ratio * valid_adv[i], batch["mask"]))
-            kls.append(masked_mean(normal_kl(o[0], o[1], loc, scale), batch["mask"]))
+            kls.append(masked_mean(normal_kl(loc, scale, o[0], o[1]), batch["mask"]))  # KL(new ‖ old)
         return torch.stack(losses).mean(), torch.stack(kls).mean(), olds
 
     @contextmanager

@@ -60,6 +60,7 @@ from hyperrl.envs import (
 )
 from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
 from hyperrl.nn import CriticEnsemble, make_meta_critic, make_meta_value, make_policy
+from hyperrl.nn.actors import check_tanh_log_prob
 
 #: learning rates of the authors' PEARL code: hypernetwork Q and V 5e-5, hypernetwork policy 1e-4, else 3e-4
 HYPER_CRITIC_LR = 5e-5
@@ -102,6 +103,9 @@ class MetaSAC(Algorithm):
             optionally asserts the env's context size; ``context_kwargs`` go to the provider.
         policy, critic, value: network names (``make_policy`` with ``distribution="tanh_normal"``,
             ``make_meta_critic``, ``make_meta_value``), each with ``*_kwargs`` overrides.
+        tanh_log_prob: the tanh term of the policy's log-density: ``exact`` (the stable closed form of
+            ``log(1 − tanh²u)``) or ``pearl`` (PEARL's and the authors' ``log(1 − tanh²u + 1e-6)``, which the paper
+            PEARL configs use; the two differ by tens of nats where the policy saturates, ``docs/deviations.md``).
         critic_lr (Q and V), policy_lr: ``None`` = the authors' rule (module constants).
         reward_scale, gamma, tau: SAC; policy_mean_reg, policy_std_reg: the 1e-3 regularisers.
         meta_batch, batch_size: an update sees ``meta_batch`` tasks × ``batch_size`` transitions.
@@ -130,6 +134,7 @@ class MetaSAC(Algorithm):
         context_kwargs: dict[str, Any] | None = None,
         policy: str = "hyper",
         policy_kwargs: dict[str, Any] | None = None,
+        tanh_log_prob: str = "exact",
         critic: str = "hyper",
         critic_kwargs: dict[str, Any] | None = None,
         value: str = "hyper",
@@ -212,7 +217,8 @@ class MetaSAC(Algorithm):
         z_dim = self.context_provider.output_dim
         self.policy = make_policy(
             policy, obs_dim, act_dim, z_dim, distribution="tanh_normal",
-            low=-1.0, high=1.0, **(policy_kwargs or {}),  # the env rescales [-1, 1] to its bounds (_task_env)
+            low=-1.0, high=1.0,  # the env rescales [-1, 1] to its bounds (_task_env)
+            **{"tanh_log_prob": check_tanh_log_prob(tanh_log_prob), **(policy_kwargs or {})},
         )  # fmt: skip
         self.critics = CriticEnsemble([make_meta_critic(critic, obs_dim, act_dim, z_dim, **(critic_kwargs or {}))
                                        for _ in range(2)])

@@ -6,8 +6,10 @@ Episodes come padded to the horizon ``T``: tensors ``(..., T)`` (or ``(..., T, F
 * Discounted return ``R_t = Σ_{k≥t} γ^{k-t} r_k m_k``.
 * Linear feature baseline (the authors' ``LinearFeatureBaseline``): features
   ``φ_t = [o_t, o_t², τ, τ², τ³, 1]·m_t`` with ``τ = t/100``, so ``2·S + 4`` per step; weights
-  ``w = argmin ‖Φ w − R‖² + reg ‖w‖²``, i.e. ``(ΦᵀΦ + reg I) w = ΦᵀR`` solved by :func:`torch.linalg.lstsq`, refitted
-  on each task's own episodes; ``reg`` grows ×10 (up to 5 times) if the solution is not finite, as the authors do.
+  ``w = argmin ‖Φ w − R‖² + reg ‖w‖²``, i.e. ``(ΦᵀΦ + reg I) w = ΦᵀR`` solved by :func:`torch.linalg.lstsq`, fitted
+  on one task's episodes; ``reg`` grows ×10 (up to 5 times) if the solution is not finite, as the authors do. A
+  baseline fitted on some episodes can give the values of others (:func:`advantages` ``fit_on``: the authors'
+  MAML values the post-adaptation episodes with the baseline fitted on the pre-adaptation ones).
 * GAE(γ, λ) from TorchRL's :func:`~torchrl.objectives.value.functional.generalized_advantage_estimate`, with the
   value after the last step of an episode taken as 0 (the authors treat the time limit as terminal too), then
   normalised with mask-weighted mean and standard deviation (``(A − mean)/(std + 1e-8)``).
@@ -45,8 +47,8 @@ def baseline_features(observation: Tensor, mask: Tensor) -> Tensor:
     return torch.cat([obs, obs.square(), tau, tau.square(), tau.pow(3), m], dim=-1)
 
 
-def fit_linear_baseline(observation: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
-    """Fit the linear feature baseline on one task's episodes and return its values ``(..., T)`` (masked).
+def fit_baseline_weights(observation: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
+    """The linear feature baseline's weights ``(2S + 4, 1)`` (float64) fitted on one task's episodes.
 
     ``observation (..., T, S)``, ``returns (..., T)``, ``mask (..., T)``; every leading dim is pooled into one fit.
     """
@@ -60,8 +62,20 @@ def fit_linear_baseline(observation: Tensor, returns: Tensor, mask: Tensor, reg:
         if torch.isfinite(weights).all():
             break
         reg *= 10.0
-    values = (features.double() @ weights).squeeze(-1).to(returns.dtype)
-    return values * mask.to(returns.dtype)
+    return weights
+
+
+def baseline_values(observation: Tensor, mask: Tensor, weights: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """The values ``(..., T)`` (masked; in ``dtype``, default the observations') of a fitted baseline on episodes."""
+    features = baseline_features(observation, mask)
+    values = (features.double() @ weights).squeeze(-1).to(dtype or observation.dtype)
+    return values * mask.to(values.dtype)
+
+
+def fit_linear_baseline(observation: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
+    """Fit the linear feature baseline on one task's episodes and return its values on them ``(..., T)`` (masked)."""
+    weights = fit_baseline_weights(observation, returns, mask, reg)
+    return baseline_values(observation, mask, weights, returns.dtype)
 
 
 def gae(reward: Tensor, value: Tensor, mask: Tensor, gamma: float, lmbda: float) -> Tensor:
@@ -92,8 +106,10 @@ def normalize(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def advantages(observation: Tensor, reward: Tensor, mask: Tensor, gamma: float, lmbda: float,
-               reg: float = 1e-5) -> Tensor:
-    """Normalised GAE advantages of ONE task's episodes ``(E, T)``, with the baseline refitted on them."""
-    returns = discounted_returns(reward, mask, gamma)
-    values = fit_linear_baseline(observation, returns, mask, reg)
+               reg: float = 1e-5, fit_on: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+    """Normalised GAE advantages of ONE task's episodes ``(E, T)``. The baseline is fitted on these episodes, or on
+    the episodes ``fit_on = (observation, reward, mask)`` of the same task (e.g. those collected before adaptation)."""
+    fit_obs, fit_reward, fit_mask = (observation, reward, mask) if fit_on is None else fit_on
+    weights = fit_baseline_weights(fit_obs, discounted_returns(fit_reward, fit_mask, gamma), fit_mask, reg)
+    values = baseline_values(observation, mask, weights, reward.dtype)
     return normalize(gae(reward, values, mask, gamma, lmbda), mask)

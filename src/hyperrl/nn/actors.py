@@ -32,26 +32,50 @@ def register_action_bounds(module: nn.Module, action_dim: int, low, high) -> Non
     module.register_buffer("action_radius", ((high - low) / 2).to(device))
 
 
-def tanh_normal_log_prob(u: Tensor, loc: Tensor, scale: Tensor, radius: Tensor) -> Tensor:
+#: forms of the tanh correction ``log(1 − tanh²u)`` in a tanh-Gaussian log-density: ``exact`` (the stable closed
+#: form), ``pearl`` (PEARL's and the authors' ``log(1 − tanh²u + 1e-6)``, rlkit's ``TanhNormal``)
+TANH_LOG_PROB_FORMS = ("exact", "pearl")
+#: the constant rlkit adds inside the logarithm (``TanhNormal``'s ``epsilon``)
+PEARL_TANH_EPSILON = 1e-6
+
+
+def check_tanh_log_prob(form) -> str:
+    if form not in TANH_LOG_PROB_FORMS:
+        raise ConfigurationError(
+            f"tanh_log_prob={form!r} is not allowed: expected one of {', '.join(TANH_LOG_PROB_FORMS)}"
+        )
+    return form
+
+
+def log_one_minus_tanh_squared(u: Tensor, form: str = "exact") -> Tensor:
+    """``log(1 − tanh²u)``, elementwise. ``exact``: ``2(log 2 − u − softplus(−2u))``, finite for every ``u``;
+    ``pearl``: ``log(1 − tanh²u + 1e-6)``, which agrees for moderate ``|u|`` but floors at ``log 1e-6 ≈ −13.8`` where
+    ``tanh`` saturates (the exact value keeps falling as ``−2|u|``)."""
+    if form == "pearl":
+        return torch.log(1.0 - torch.tanh(u).square() + PEARL_TANH_EPSILON)
+    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+
+
+def tanh_normal_log_prob(u: Tensor, loc: Tensor, scale: Tensor, radius: Tensor, form: str = "exact") -> Tensor:
     """``log π(a)`` of ``a = c + r·tanh(u)``, ``u ~ N(loc, scale²)``, summed over the last dim: ``(..., 1)``.
 
-    ``Σ_i [log N(u_i; μ_i, σ_i) − 2(log 2 − u_i − softplus(−2u_i)) − log r_i]``, the numerically stable form of
-    ``log(1 − tanh²u)``.
+    ``Σ_i [log N(u_i; μ_i, σ_i) − log(1 − tanh²u_i) − log r_i]``, the tanh term in ``form``
+    (:func:`log_one_minus_tanh_squared`; default: the numerically stable exact form).
     """
     log_prob = (
         -0.5 * ((u - loc) / scale) ** 2
         - scale.log()
         - 0.5 * math.log(2 * math.pi)
-        - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+        - log_one_minus_tanh_squared(u, form)
         - radius.log()
     )
     return log_prob.sum(-1, keepdim=True)
 
 
-def tanh_normal_rsample(loc: Tensor, scale: Tensor, radius: Tensor) -> tuple[Tensor, Tensor]:
+def tanh_normal_rsample(loc: Tensor, scale: Tensor, radius: Tensor, form: str = "exact") -> tuple[Tensor, Tensor]:
     """Reparameterised pre-tanh sample ``u = loc + scale·ε`` and its :func:`tanh_normal_log_prob`."""
     u = loc + scale * torch.randn_like(loc)
-    return u, tanh_normal_log_prob(u, loc, scale, radius)
+    return u, tanh_normal_log_prob(u, loc, scale, radius, form)
 
 
 class BoundedActions:

@@ -12,7 +12,8 @@ Distributions:
 * ``"tanh_normal"`` (PEARL's SAC): ``u ~ N(μ, σ²)``, ``a = c_a + r_a·tanh(u)`` inside ``[low, high]`` (centre
   ``c_a``, radius ``r_a``; default ``[-1, 1]``), ``μ`` and ``log σ`` from two heads reading the same last hidden
   layer, ``log σ`` clamped to ``[-20, 2]``. ``log π(a|s,c) = Σ_i [log N(u_i; μ_i, σ_i) − log(1 − tanh²u_i) − log r_i]``
-  (stable form, :func:`~hyperrl.nn.actors.tanh_normal_log_prob`); the deterministic action is ``c_a + r_a·tanh μ``.
+  (:func:`~hyperrl.nn.actors.tanh_normal_log_prob`; ``tanh_log_prob="exact"``, the default, the stable closed form,
+  ``"pearl"`` PEARL's and the authors' ``log(1 − tanh²u + 1e-6)``); the deterministic action is ``c_a + r_a·tanh μ``.
 * ``"normal"`` (MAML's TRPO): ``a ~ N(μ, σ²)`` with a learned state-independent ``log σ`` vector (init 0),
   ``σ = exp(max(log σ, log 1e-6))``, no squashing and no bounds; the deterministic action is ``μ``.
 
@@ -51,7 +52,13 @@ import torch
 from torch import Tensor, nn
 
 from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes, require_sequence
-from hyperrl.nn.actors import BoundedActions, register_action_bounds, tanh_normal_log_prob, tanh_normal_rsample
+from hyperrl.nn.actors import (
+    BoundedActions,
+    check_tanh_log_prob,
+    register_action_bounds,
+    tanh_normal_log_prob,
+    tanh_normal_rsample,
+)
 from hyperrl.nn.hyper import HyperNetwork, accepted_options, check_options, dynamic_heads_forward
 from hyperrl.nn.meta_critics import broadcast_cat, pearl_last_layer, pearl_trunk
 
@@ -95,6 +102,7 @@ class MetaPolicy(BoundedActions, nn.Module):
         low=None,
         high=None,
         log_std_bounds: Sequence[float | None] | None = None,
+        tanh_log_prob: str = "exact",
     ) -> None:
         super().__init__()
         require_positive("observation_dim", observation_dim, integer=True)
@@ -117,6 +125,10 @@ class MetaPolicy(BoundedActions, nn.Module):
                 "action bounds apply to distribution='tanh_normal' only"
             )
         self.log_std_bounds = _log_std_bounds(distribution, log_std_bounds)
+        self.tanh_log_prob = check_tanh_log_prob(tanh_log_prob)
+        if tanh_log_prob != "exact" and distribution != "tanh_normal":
+            raise ConfigurationError(f"tanh_log_prob={tanh_log_prob!r} is not allowed with distribution="
+                                     f"{distribution!r}: it is a form of the tanh_normal log-density")
 
     # ------------------------------------------------------------------------------------------ subclass hooks
     def _condition(self, context: Tensor | None) -> Any:
@@ -165,7 +177,7 @@ class MetaPolicy(BoundedActions, nn.Module):
         loc, log_std = self.loc_and_log_std(observation, context)
         scale = log_std.exp()
         if self.distribution == "tanh_normal":
-            u, log_prob = tanh_normal_rsample(loc, scale, self.action_radius)
+            u, log_prob = tanh_normal_rsample(loc, scale, self.action_radius, self.tanh_log_prob)
             return self.squash(u), log_prob, loc, log_std
         action = loc + scale * torch.randn_like(loc)
         return action, _normal_log_prob(action, loc, scale), loc, log_std
@@ -181,7 +193,7 @@ class MetaPolicy(BoundedActions, nn.Module):
         if self.distribution == "tanh_normal":
             limit = 1.0 - torch.finfo(loc.dtype).eps
             y = ((action - self.action_centre) / self.action_radius).clamp(-limit, limit)
-            return tanh_normal_log_prob(torch.atanh(y), loc, scale, self.action_radius)
+            return tanh_normal_log_prob(torch.atanh(y), loc, scale, self.action_radius, self.tanh_log_prob)
         return _normal_log_prob(action, loc, scale)
 
     def mode(self, observation: Tensor, context: Tensor | TaskCondition | None = None) -> Tensor:
@@ -235,9 +247,11 @@ class HyperPolicy(MetaPolicy):
         low=None,
         high=None,
         log_std_bounds: Sequence[float | None] | None = None,
+        tanh_log_prob: str = "exact",
         **hyper: Any,
     ) -> None:
-        super().__init__(observation_dim, action_dim, context_dim, distribution, low, high, log_std_bounds)
+        super().__init__(observation_dim, action_dim, context_dim, distribution, low, high, log_std_bounds,
+                         tanh_log_prob)
         if distribution == "tanh_normal":
             outputs: int | tuple[int, int] = (action_dim, action_dim)
             hyper.setdefault("head_bounds", (0.05, 0.008, 0.001))
@@ -281,8 +295,10 @@ class MLPPolicy(MetaPolicy):
         low=None,
         high=None,
         log_std_bounds: Sequence[float | None] | None = None,
+        tanh_log_prob: str = "exact",
     ) -> None:
-        super().__init__(observation_dim, action_dim, context_dim, distribution, low, high, log_std_bounds)
+        super().__init__(observation_dim, action_dim, context_dim, distribution, low, high, log_std_bounds,
+                         tanh_log_prob)
         hidden = require_positive_sizes("hidden", MLP_HIDDEN[distribution] if hidden is None else hidden)
         input_dim = observation_dim + (context_dim if self.uses_context else 0)
         feature_dim = hidden[-1] if hidden else input_dim
