@@ -451,3 +451,36 @@ def test_precision_16_is_refused_not_remapped(tmp_path, capsys, monkeypatch):
     assert code == 2, err
     lines = error_lines(err)
     assert len(lines) == 1 and "--trainer.precision 16-mixed is not allowed" in lines[0], err
+
+
+# ---------------------------------------------------------------------------------------------- logs off a terminal
+def test_progress_off_a_terminal_is_a_few_plain_lines(tmp_path, capfd, monkeypatch):
+    """Under a batch scheduler (output to a file): a plain line at the start, at each evaluation, every
+    LOG_INTERVAL_S and at the end; no carriage returns, no validation bar, no JsonargparseDeprecationWarning."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONWARNINGS", "always")
+    code, out, err = run_cli(["fit", *TINY, "--trainer.enable_progress_bar", "true", "--trainer.max_steps", "60"], capfd)
+    assert code == 0, err
+    shown = out + err
+    assert "\r" not in shown and "Validation" not in shown and "Jsonargparse" not in shown, shown[-2000:]
+    lines = [line for line in shown.splitlines() if line.startswith("train ")]
+    assert len(lines) == 3, lines  # step 1, the evaluation at 40, the end
+    assert "40/60 steps" in lines[1] and "eval=" in lines[1]
+    assert "60/60 steps" in lines[2] and "frames/s" in lines[2] and "<00:00" in lines[2]
+
+
+def test_mujoco_model_warnings_are_dropped(capfd):
+    import mujoco
+
+    from hyperrl.cli import _quiet_mujoco_model_warnings
+
+    previous = mujoco.get_mju_user_warning()
+    try:
+        _quiet_mujoco_model_warnings()
+        mujoco.MjModel.from_xml_string(
+            '<mujoco><compiler settotalmass="3"/><worldbody><body><geom size=".1"/></body></worldbody></mujoco>'
+        )
+        out, err = capfd.readouterr()
+        assert "settotalmass" not in out + err
+    finally:
+        mujoco.set_mju_user_warning(previous)

@@ -14,10 +14,13 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import sys
 import threading
+import time
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -127,37 +130,79 @@ class CurrentLastCheckpoint(Callback):
 class RunProgressBar(TQDMProgressBar):
     """One bar for the whole run: training steps done of ``max_steps`` (continuing after a resume), the elapsed time
     and an ETA, one rate (the module's ``train/fps``: environment frames per second) and the latest values of the
-    module's other progress-bar metrics (``train/episode_return``, ``eval/return``). No ``v_num``."""
+    module's other progress-bar metrics (``train/episode_return``, ``eval/return``). No ``v_num``.
+
+    Off a terminal (a batch scheduler's log file) a bar redrawn every step would write ~86 bytes a step: there the
+    same line is printed, as a plain line, every :attr:`LOG_INTERVAL_S` seconds, after each evaluation and at the end.
+    """
 
     BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}{postfix}]"
+    LINE_FORMAT = "{desc} {percentage:3.0f}% {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}{postfix}]"
     #: metric -> the label it gets in the bar
     LABELS = {"train/episode_return": "episode", "eval/return": "eval"}
+    #: seconds between progress lines off a terminal
+    LOG_INTERVAL_S = 30.0
+
+    def __init__(self, *args, on_terminal: bool | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_terminal = sys.stdout.isatty() if on_terminal is None else on_terminal
+        self._last_line = float("-inf")
+        self._shown: tuple | None = None  # (step, postfix) of the last line printed off a terminal
+        self._devnull = None
 
     def init_train_tqdm(self):
-        bar = super().init_train_tqdm()
-        bar.bar_format = self.BAR_FORMAT
+        if self.on_terminal:
+            bar = super().init_train_tqdm()
+            bar.bar_format = self.BAR_FORMAT
+        else:  # kept up to date, drawn nowhere: _show prints its line
+            self._devnull = self._devnull or open(os.devnull, "w")
+            bar = Tqdm(disable=self.is_disabled, file=self._devnull, smoothing=0, bar_format=self.LINE_FORMAT)
         bar.desc = "train"
         return bar
 
+    def init_validation_tqdm(self):
+        return super().init_validation_tqdm() if self.on_terminal else Tqdm(disable=True)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._count_steps(trainer)
+
     def on_train_epoch_start(self, trainer, *_) -> None:
         # Lightning resets the bar to the epoch's batches ("Epoch 1 | 1800/?" after a resume); it counts steps here
+        self._count_steps(trainer)
+        self.train_progress_bar.refresh()
+
+    def _count_steps(self, trainer) -> None:
         bar = self.train_progress_bar
         bar.reset(total=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None)
         bar.initial = bar.n = trainer.global_step  # the ETA's rate counts this session's steps only
-        bar.set_description("train")
-        bar.refresh()
+        bar.set_description_str("train", refresh=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self._should_update(trainer.global_step, self.train_progress_bar.total):
+        if self.on_terminal:
+            due = self._should_update(trainer.global_step, self.train_progress_bar.total)
+        else:
+            due = time.monotonic() - self._last_line >= self.LOG_INTERVAL_S
+        if due:
             self._show(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._show(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        super().on_validation_end(trainer, pl_module)  # closes the validation bar, sets Lightning's postfix
+        # Lightning's own on_validation_end would also redraw the bar with the raw metric names
+        self.val_progress_bar.close()
+        self.reset_dataloader_idx_tracker()
         if self._train_progress_bar is not None and trainer.state.fn == "fit":
             self._show(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not self.on_terminal:
+            self._show(trainer, pl_module)
+        super().on_train_end(trainer, pl_module)
+        if self._devnull is not None:
+            self._devnull.close()
+            self._devnull = None
 
     def _show(self, trainer, pl_module) -> None:
         bar = self.train_progress_bar
@@ -165,7 +210,12 @@ class RunProgressBar(TQDMProgressBar):
             return
         bar.n = trainer.global_step
         bar.set_postfix_str(self.postfix(self.get_metrics(trainer, pl_module)), refresh=False)
-        bar.refresh()
+        if self.on_terminal:
+            bar.refresh()
+            return
+        if self._shown != (bar.n, bar.postfix):  # an evaluation and the epoch's end at one step: one line
+            print(str(bar), file=sys.stderr, flush=True)
+        self._last_line, self._shown = time.monotonic(), (bar.n, bar.postfix)
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = dict(super().get_metrics(trainer, pl_module))

@@ -401,6 +401,26 @@ def _quiet_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+#: MuJoCo compiler warnings about the stock model files (gymnasium's), not about anything a user set.
+MUJOCO_MODEL_WARNINGS = ("'settotalmass' is deprecated",)
+
+
+def _quiet_mujoco_model_warnings() -> None:
+    """MuJoCo prints its warnings from C; route them through a handler that drops :data:`MUJOCO_MODEL_WARNINGS` and
+    prints the rest as MuJoCo would."""
+    import importlib.util
+
+    if importlib.util.find_spec("mujoco") is None:
+        return
+    import mujoco
+
+    def handler(message: str) -> None:
+        if not any(known in message for known in MUJOCO_MODEL_WARNINGS):
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(handler)
+
+
 def _check_config_files(args: list[str]) -> None:
     """Each ``--config FILE`` must hold a YAML mapping of settings; a binary, empty or non-mapping file raises
     :class:`ConfigurationError` naming it (jsonargparse would raise a UnicodeDecodeError traceback, or say
@@ -574,9 +594,12 @@ def main(args: list[str] | None = None) -> None:
     # (measured: an MLP SAC step 2.5 ms -> 210 ms under load); passive waiting costs nothing when alone.
     # Must be set before torch is imported, which happens below.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # jsonargparse's switch for its deprecation notices, which Lightning's own calls into it trigger in every run
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     verbose = _verbose_flag(args)
     _set_verbosity(verbose)
     _quiet_known_warnings()
+    _quiet_mujoco_model_warnings()
     try:
         _check_config_files(args)
     except ConfigurationError as exc:
