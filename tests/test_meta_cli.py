@@ -84,3 +84,18 @@ def test_plain_sac_with_a_task_family_is_refused(capsys, tmp_path, monkeypatch):
     code, _, err = run_cli(["fit", "--config", os.path.join(ROOT, "conf", "quickstart.yaml"),
                             "--model.init_args.env", "hyperrl/Navigation2D-v0", "--trainer.max_steps", "2"], capsys)
     assert code == 2 and "task famil" in err and "Traceback" not in err
+
+
+def test_meta_runs_log_frames_per_second(capsys, tmp_path, monkeypatch):
+    """MetaSAC collects once per iteration of many updates: its frames/s still reaches the log (and the bar) from
+    the first log line, not only after a second collection."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["fit", *TINY_META, "--model.init_args.updates_per_iteration", "6",
+                            "--trainer.log_every_n_steps", "2"], capsys)
+    assert code == 0, err
+    [metrics] = glob.glob(str(tmp_path / "**" / "metrics.csv"), recursive=True)
+    import csv
+
+    with open(metrics) as f:
+        rates = [row["train/fps"] for row in csv.DictReader(f) if row.get("train/fps")]
+    assert rates and float(rates[0]) > 0

@@ -332,10 +332,13 @@ class Algorithm(L.LightningModule):
             # mean return of the episodes that finished since the previous log line
             bar["train/episode_return"] = float(np.mean(self._new_returns))
             self._new_returns = []
+        # frames per second of wall time since the last log line that saw new frames: an algorithm that collects
+        # once per iteration of many updates (MetaSAC, PEARL) gets its rate over the whole iteration
         now = time.perf_counter()
         if self._clock is not None and frames > self._clock[1]:
             bar["train/fps"] = (frames - self._clock[1]) / (now - self._clock[0])
-        self._clock = (now, frames)
+        if self._clock is None or frames > self._clock[1]:
+            self._clock = (now, frames)
         if bar:
             self.log_dict(bar, prog_bar=True, batch_size=1)
 
@@ -388,6 +391,7 @@ class Algorithm(L.LightningModule):
             loop._batches_that_stepped = self.trainer.global_step
 
     def on_train_start(self) -> None:
+        self._clock = (time.perf_counter(), self.frames)  # the first log line's frames/s counts from here
         # restored as late as possible, after Lightning has set everything up, so nothing draws in between
         state = self._pending_restore
         if state is None:
