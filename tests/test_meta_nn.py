@@ -478,9 +478,9 @@ def test_critic_options_list_every_hypernetwork_option():
     assert critic_options("resnet_features") == ["primary_widths", "blocks_per_stage", "dynamic_hidden", "init_scale"]
     assert meta_critic_options("hyper") == hyper and meta_critic_options("combine") == hyper
     assert meta_critic_options("mlp") == ["hidden"] and meta_value_options("hyper") == hyper
-    assert policy_options("hyper") == ["distribution", "low", "high", "log_std_bounds", *hyper]
+    assert policy_options("hyper") == ["distribution", "low", "high", "log_std_bounds", "tanh_log_prob", *hyper]
     assert policy_options("mlp") == policy_options("context_mlp") == [
-        "distribution", "hidden", "low", "high", "log_std_bounds"
+        "distribution", "hidden", "low", "high", "log_std_bounds", "tanh_log_prob"
     ]  # fmt: skip
 
 
