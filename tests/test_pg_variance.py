@@ -69,7 +69,10 @@ def test_command_with_a_zero_step_has_no_return_spread(tmp_path, capsys):
     code = main(["--ckpt", str(path), "--estimates", "2", "--update", "sgd", "--lr", "0", "--episodes", "2",
                  "--eval-episodes", "2", "--bootstrap", "20", "--out", str(out)])
     assert code == 0
-    last = _strict_loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    [line] = captured.out.strip().splitlines()  # stdout is the JSON line alone; progress goes to stderr
+    assert "estimate 2/2" in captured.err and "ETA" in captured.err
+    last = _strict_loads(line)
     figures = last["pg_variance"]["mlp@7"]
     # every "updated" policy is θ₀ and the evaluation uses common random numbers: identical returns
     assert figures["return_std"] == 0.0 and figures["return_mean"] == pytest.approx(figures["return_before_update"])
@@ -156,3 +159,21 @@ def test_an_unbounded_ratio_is_written_as_null_not_infinity(tmp_path):
     assert saved["relative_variance_unbiased"] is None
     assert saved["mean_cosine"] == pytest.approx(out["mean_cosine"]) and saved["estimates"] == 2
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_help_shows_defaults_without_rst(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: pg_variance)" in text and "(default: 0.1)" in text and "``" not in text
+
+
+def test_plot_draws_a_ci_that_lies_beside_its_estimate(tmp_path):
+    """A percentile CI of a biased figure need not contain the estimate (matplotlib refused negative error bars)."""
+    from hyperrl.analysis.pg_variance import plot
+
+    g = np.array([[1.0, 2.0, 0.5], [1.1, 1.9, 0.4], [0.9, 2.2, 0.6]])
+    r = summarize(g @ g.T, np.array([-20.0, -19.0, -21.0]), -20.0, resamples=20, seed=0)
+    r["relative_variance_ci"] = (r["relative_variance"] + 1.0, r["relative_variance"] + 2.0)
+    plot({"mlp@1": r}, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0

@@ -20,14 +20,18 @@ Protocol, at the checkpoint's parameters θ₀ (a :class:`~hyperrl.algos.MAML` o
    :func:`gram_statistics`) and its noise-debiased form ``tr Σ / mean_{k≠l} g_k·g_l``; the mean pairwise cosine
    similarity ``mean_{k≠l} cos(g_k, g_l)`` (Ilyas et al. 2020). All gradient figures come from the Gram matrix.
 
-Writes ``pg_variance.json`` and ``pg_variance.png`` under ``--out`` and prints, last, one JSON line
-``{"pg_variance": {label: figures, ...}}`` with one entry per checkpoint (label: policy name and step).
+Writes ``pg_variance.json`` and ``pg_variance.png`` under ``--out``; stdout is one strict JSON line
+``{"pg_variance": {label: figures, ...}}`` with one entry per checkpoint (label: policy name and step), a value
+without a finite bound written as ``null``. Progress (one line per estimate, with an ETA) and anything the libraries
+print go to stderr.
 Memory: the K gradient vectors are kept (``K × P × 4`` bytes: 1.5 GB for 50 paper-size hypernetwork gradients).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 import time
@@ -40,20 +44,29 @@ from hyperrl.errors import ConfigurationError, require_positive
 from hyperrl.jsonio import dumps, write_json
 
 
+DESCRIPTION = """How noisy is the (meta-)policy gradient at a MAML or context-MAML checkpoint, and how much does that noise
+move the policy's return? K independent gradient estimates, each applied as one update from the checkpoint and
+evaluated on a fixed set of test tasks; writes pg_variance.json and pg_variance.png under --out and prints one JSON
+line on stdout (progress on stderr). The protocol: docs/maml.md."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hyperrl analyze pg-variance", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="hyperrl analyze pg-variance", description=DESCRIPTION,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", action="append", required=True, help="MAML/ContextMAML checkpoint (repeatable)")
-    p.add_argument("--estimates", type=int, default=50, help="K independent gradient estimates (default 50)")
-    p.add_argument("--tasks", type=int, default=None, help="tasks per estimate (default: the run's meta_batch_size)")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: fast_batch_size)")
-    p.add_argument("--update", choices=("trpo", "sgd"), default="trpo")
+    p.add_argument("--estimates", type=int, default=50, help="K independent gradient estimates")
+    p.add_argument("--tasks", type=int, default=None, help="tasks per estimate (None: the run's meta_batch_size)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (None: the run's fast_batch_size)")
+    p.add_argument("--update", choices=("trpo", "sgd"), default="trpo",
+                   help="trpo: the algorithm's own outer step; sgd: theta - lr * g")
     p.add_argument("--lr", type=float, default=0.1, help="step size of --update sgd")
-    p.add_argument("--eval-tasks", type=int, default=None, help="test tasks in the fixed evaluation (default all)")
-    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation task")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="pg_variance")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--eval-tasks", type=int, default=None, help="test tasks in the fixed evaluation (None: all)")
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="episodes per evaluation task (None: the run's setting)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of each 95%% CI")
+    p.add_argument("--seed", type=int, default=0, help="seed of the meta-batches and the evaluation")
+    p.add_argument("--out", default="pg_variance", help="folder of pg_variance.json and pg_variance.png")
+    p.add_argument("--no-plot", action="store_true", help="write no figure")
     return p
 
 
@@ -160,8 +173,9 @@ def _eval_adaptation_steps(module, steps: int):
 
 def analyse(module, estimates: int, tasks: int | None = None, episodes: int | None = None, update: str = "trpo",
             lr: float = 0.1, eval_tasks: int | None = None, eval_episodes: int | None = None,
-            resamples: int = 1000, seed: int = 0) -> dict:
-    """The protocol of the module docstring on one module; returns the figures (plain data)."""
+            resamples: int = 1000, seed: int = 0, progress=None) -> dict:
+    """The protocol of the module docstring on one module; returns the figures (plain data). ``progress(done,
+    total, seconds)`` is called after each estimate."""
     from hyperrl.algos.trpo import flat, trpo_step
 
     require_positive("--estimates", estimates, integer=True)
@@ -216,6 +230,8 @@ def analyse(module, estimates: int, tasks: int | None = None, episodes: int | No
             with torch.no_grad():
                 for p, p0 in zip(params, saved):
                     p.copy_(p0)
+            if progress is not None:
+                progress(len(returns), int(estimates), time.perf_counter() - start)
     g = torch.stack(grads).double()
     gram = (g @ g.T).numpy()
     out = summarize(gram, np.asarray(returns), base, resamples, seed)
@@ -230,6 +246,7 @@ def plot(results: dict[str, dict], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     labels = list(results)
@@ -237,23 +254,34 @@ def plot(results: dict[str, dict], path: str) -> None:
         r = results[label]
         axes[0].hist(r["returns"], bins=15, alpha=0.5, label=label)
         axes[0].axvline(r["return_before_update"], ls="--", lw=0.8)
-    axes[0].set(title="return after one update (K estimates)", xlabel="mean return")
+    axes[0].set(title="return after one update (K estimates)", xlabel="mean return", ylabel="estimates")
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
     axes[0].legend(fontsize=7)
     for ax, name, title in ((axes[1], "mean_cosine", "mean pairwise cosine"),
                             (axes[2], "relative_variance", "tr Var(g) / |mean g|^2")):
         values = [results[k][name] for k in labels]
         lo = [results[k][name] - results[k][f"{name}_ci"][0] for k in labels]
         hi = [results[k][f"{name}_ci"][1] - results[k][name] for k in labels]
-        ax.bar(range(len(labels)), values, yerr=[lo, hi], capsize=4)
+        # a percentile CI of a biased figure can lie beside its estimate: draw the part on each side, or none
+        yerr = np.nan_to_num(np.clip([lo, hi], 0.0, None), nan=0.0, posinf=0.0)
+        ax.bar(range(len(labels)), values, yerr=yerr, capsize=4)
         ax.set_xticks(range(len(labels)), labels, rotation=15, fontsize=7)
         ax.set_title(title)
     k = max(results[label]["estimates"] for label in labels)
-    axes[2].axhline(k, color="k", ls=":", lw=0.8)
-    axes[2].text(0.02, 0.97, f"dotted: K={k}, its value for a zero-mean gradient", transform=axes[2].transAxes,
-                 va="top", fontsize=7)
+    axes[2].axhline(k, color="k", ls=":", lw=0.8, label=f"K={k}: the value for a zero-mean gradient")
+    axes[2].set_ylim(top=max(axes[2].get_ylim()[1], 1.25 * k))  # room above the line for the legend
+    axes[2].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _progress(path: str):
+    def report(done: int, total: int, seconds: float) -> None:
+        eta = seconds / done * (total - done)
+        print(f"pg-variance {path}: estimate {done}/{total}, {seconds:.0f} s, ETA {eta:.0f} s", file=sys.stderr,
+              flush=True)
+    return report
 
 
 def main(args: list[str] | None = None) -> int:
@@ -261,11 +289,25 @@ def main(args: list[str] | None = None) -> int:
     require_positive("--bootstrap", ns.bootstrap, integer=True)
     if ns.update == "sgd" and ns.lr < 0:
         raise ConfigurationError(f"--lr={ns.lr} is not allowed: expected a number >= 0")
+    # stdout is the JSON line alone: TorchRL's info lines (and any other print) go to stderr
+    os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    with contextlib.redirect_stdout(sys.stderr):
+        results = _analyse_all(ns)
+    keys = ("return_before_update", "return_mean", "return_std", "return_std_ci", "trace_variance",
+            "relative_variance", "relative_variance_ci", "relative_variance_unbiased",
+            "relative_variance_unbiased_ci", "mean_cosine", "mean_cosine_ci", "estimates")
+    print(dumps({"pg_variance": {k: {n: r[n] for n in keys} for k, r in results.items()}}))
+    return 0
+
+
+def _analyse_all(ns) -> dict[str, dict]:
     results: dict[str, dict] = {}
     for path in ns.ckpt:
         module = load_module(path)
+        print(f"pg-variance {path}: {ns.estimates} estimates", file=sys.stderr, flush=True)
         r = analyse(module, ns.estimates, ns.tasks, ns.episodes, ns.update, ns.lr, ns.eval_tasks,
-                    ns.eval_episodes, ns.bootstrap, ns.seed)
+                    ns.eval_episodes, ns.bootstrap, ns.seed, progress=_progress(path))
         r["ckpt"] = path
         label = f"{r['policy']}@{r['step']}"
         while label in results:
@@ -275,8 +317,4 @@ def main(args: list[str] | None = None) -> int:
     write_json(os.path.join(ns.out, "pg_variance.json"), results)
     if not ns.no_plot:
         plot(results, os.path.join(ns.out, "pg_variance.png"))
-    keys = ("return_before_update", "return_mean", "return_std", "return_std_ci", "trace_variance",
-            "relative_variance", "relative_variance_ci", "relative_variance_unbiased",
-            "relative_variance_unbiased_ci", "mean_cosine", "mean_cosine_ci", "estimates")
-    print(dumps({"pg_variance": {k: {n: r[n] for n in keys} for k, r in results.items()}}))
-    return 0
+    return results
