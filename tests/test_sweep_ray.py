@@ -1,122 +1,178 @@
-"""hyperrl sweep --launcher ray with Ray itself (a local instance): tasks, progress, threads, failures, resume, errors.
+"""hyperrl sweep on Ray Tune (a local instance): runs in their folders, skip and resume, failures, and faults:
+Ctrl-C / SIGTERM to a running sweep, a re-run after SIGKILL, a second sweep into the same folder.
 
-The tests that need Ray skip when it is not installed (pip install 'hyperrl[ray]'); ``nox -s tests`` installs it.
+These tests skip when Ray Tune is not installed (pip install 'hyperrl[ray]'); ``nox -s tests`` installs it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from hyperrl.errors import ConfigurationError
-from hyperrl.experiments import sweep as sweep_module
-from hyperrl.experiments.sweep import run_sweep
+from hyperrl.experiments.sweep import progress, read_run_file, run_sweep
 
 from conftest import run_entry
 from test_sweep import sweep_file
 
 
 @pytest.fixture
-def ray():
-    return pytest.importorskip("ray", reason="Ray is not installed: pip install 'hyperrl[ray]'")
+def tune():
+    return pytest.importorskip("ray.tune", reason="Ray Tune is not installed: pip install 'hyperrl[ray]'")
 
 
-def test_a_ray_task_needs_the_run_folder_on_its_node_and_resumes_when_ray_retries_it(tmp_path, monkeypatch):
-    with pytest.raises(RuntimeError, match="every node sees"):
-        sweep_module.ray_task(["fit"], str(tmp_path / "elsewhere"), str(tmp_path / "fit.log"), 1, str(tmp_path))
-    run = tmp_path / "run"
-    (run / "version_0" / "checkpoints").mkdir(parents=True)
-    (run / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"")  # written before the worker died
-    calls = []
-    monkeypatch.setattr(sweep_module, "_run_fit", lambda args, log, env, cwd=None: calls.append((args, env, cwd)) or 0)
-    code, _, node = sweep_module.ray_task(["fit", "--x", "1"], str(run), str(run / "fit.log"), 3, str(tmp_path))
-    (args, env, cwd), = calls
-    assert code == 0 and node == socket.gethostname()
-    assert args == ["fit", "--x", "1", "--ckpt_path", str(run / "version_0" / "checkpoints" / "last.ckpt")]
-    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3" and cwd == str(tmp_path)
-    record = json.loads((run / "sweep_run.json").read_text())
-    assert record["state"] == "running" and record["threads"] == 3 and record["node"] == node
-    calls.clear()  # a first attempt that already resumes keeps its own --ckpt_path; a missing cwd is not used
-    sweep_module.ray_task(["fit", "--ckpt_path", "c"], str(run), str(run / "fit.log"), 1, str(tmp_path / "no"))
-    assert calls[0][0] == ["fit", "--ckpt_path", "c"] and calls[0][2] is None
+def metric_steps(run_dir) -> list[int]:
+    from hyperrl.experiments.report import read_metrics
+
+    return [int(r["step"]) for r in read_metrics(str(run_dir)) if r.get("eval/return")]
 
 
-def test_ray_errors_are_one_line(tmp_path):
-    exc = RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
-                       '  File "x.py", line 1, in f\n    g()\nray.exceptions.RpcError: RPC error: 404\n')
-    assert sweep_module._exception_line(exc) == (
-        "Failed to connect to GCS. Last connection error: ray.exceptions.RpcError: RPC error: 404")
-    with pytest.raises(ConfigurationError, match="resources.cpus='two' is not allowed"):
-        sweep_module.load_sweep(sweep_file(tmp_path, "grid: {}\nseeds: [0]\nresources: {cpus: two}"))
+def start_sweep(path: str, out, *args: str) -> tuple[subprocess.Popen, str]:
+    log = os.path.join(os.path.dirname(path), f"sweep-{time.monotonic_ns()}.log")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "hyperrl.commands", "sweep", path, "--out", str(out), *args],
+                                stdout=f, stderr=subprocess.STDOUT)
+    return proc, log
 
 
-def test_an_unreachable_address_is_one_line_exit_2_at_once(ray, tmp_path, capsys):
+def wait_until_training(proc: subprocess.Popen, run_dir, log: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while "train/frames" not in progress(str(run_dir)):  # a metrics row: the fit is past its start
+        assert proc.poll() is None and time.monotonic() < deadline, open(log).read()[-2000:]
+        time.sleep(0.5)
+
+
+def test_an_unreachable_address_is_one_line_exit_2_at_once(tune, tmp_path, capsys):
     from hyperrl.commands import main
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     start = time.monotonic()
-    code, _, err = run_entry(main, ["sweep", sweep_file(tmp_path), "--launcher", "ray", "--address",
-                                    f"127.0.0.1:{port}", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_entry(main, ["sweep", sweep_file(tmp_path), "--address", f"127.0.0.1:{port}", "--out",
+                                    str(tmp_path / "o")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot reach the Ray cluster" in err
     assert time.monotonic() - start < 5  # before the sweep check, without Ray's minutes of retries
-    code, _, err = run_entry(main, ["sweep", sweep_file(tmp_path), "--launcher", "ray", "--address",
-                                    "no-such-host.invalid:6379"], capsys)
+    code, _, err = run_entry(main, ["sweep", sweep_file(tmp_path), "--address", "no-such-host.invalid:6379"], capsys)
     assert code == 2 and "cannot reach the Ray cluster at 'no-such-host.invalid:6379'" in err
-    assert not (tmp_path / "o").exists() and not ray.is_initialized()
-
-
-def test_resources_no_local_node_has_are_refused_not_left_pending(ray, tmp_path, capsys, no_stale_log_streams):
-    path = sweep_file(tmp_path, "grid: {}\nseeds: [0]\nresources: {cpus: 1, gpus: 1000}")
-    with pytest.raises(ConfigurationError, match=r"no node of the local Ray instance .*gpus: 1000"):
-        run_sweep(path, str(tmp_path / "o"), launcher="ray", check=False)
-    assert not ray.is_initialized()
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.slow
-def test_a_sweep_through_a_local_ray_instance(ray, tmp_path, capsys, monkeypatch, no_stale_log_streams):
-    from hyperrl.experiments.report import read_metrics
+def test_resources_no_local_node_has_are_refused_not_left_pending(tune, tmp_path, no_stale_log_streams):
+    import ray
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # what the Ray workers inherit; each fit must get its CPU request
+    path = sweep_file(tmp_path, "grid: {}\nseeds: [0]\nresources: {cpus: 1, gpus: 1000}")
+    with pytest.raises(ConfigurationError, match=r"no node of the local Ray instance .*gpus: 1000"):
+        run_sweep(path, str(tmp_path / "o"), check=False)
+    assert not ray.is_initialized()
+    assert read_run_file(str(tmp_path / "o" / "seed0")).get("state") == "queued"  # nothing started
+
+
+def test_a_sweep_runs_each_fit_in_its_folder_and_skips_it_next_time(tune, tmp_path, capsys, no_stale_log_streams):
+    import ray
+
+    out = tmp_path / "out"
+    states = run_sweep(sweep_file(tmp_path), str(out), fit_options=["--trainer.max_steps", "40"])
+    assert states == {"seed0": "done"} and not ray.is_initialized()
+    assert read_run_file(str(out / "seed0"))["state"] == "done"
+    config = (out / "seed0" / "version_0" / "config.yaml").read_text()
+    assert "max_steps: 40" in config and "critic: mlp" in config  # the full resolved config of the fit
+    assert (out / "seed0" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert "\n$ OMP_NUM_THREADS=1 hyperrl fit " in (out / "seed0" / "fit.log").read_text()
+    assert run_sweep(sweep_file(tmp_path), str(out), fit_options=["--trainer.max_steps", "40"]) == {
+        "seed0": "skipped"}
+    text = capsys.readouterr().out
+    assert "[1/1] seed0: running on " in text and "seed0: done in" in text and "1 done, 0 skipped" in text
+    assert "seed0: done before: skipped" in text and "0 done, 1 skipped (done before), 0 failed, 1 runs" in text
+    assert "0 frames" not in text, "40 steps log no training row (log_every_n_steps 50): no frame count, not 0"
+    assert "Configuration for experiment" not in text and "Trial" not in text  # Tune's own tables stay quiet
+
+
+@pytest.mark.slow
+def test_a_failing_run_does_not_stop_the_others_and_an_interrupted_run_resumes(tune, tmp_path, capsys,
+                                                                             no_stale_log_streams):
     path = sweep_file(tmp_path, """
         grid:
           variant:
             ok: {}
             bad: {trainer.val_check_interval: 0}
         seeds: [0]
-        resources: {cpus: 1, gpus: 0}
         """)
     out = tmp_path / "out"
-    runs = run_sweep(path, str(out), launcher="ray", fit_options=["--trainer.max_steps", "30"], progress_every=2,
-                     poll=0.2, check=False)  # the check before any run is the launcher's business: test_sweep.py
-    assert not ray.is_initialized()  # shut down: the local instance is gone
-    assert [r.state for r in runs] == ["done", "failed"]
-    assert "val_check_interval=0 is not allowed" in runs[1].error
-    assert "val_check_interval=0 is not allowed" in (out / "bad-seed0" / "fit.log").read_text()  # log kept
-    config = (out / "ok-seed0" / "version_0" / "config.yaml").read_text()
-    assert "max_steps: 30" in config and "critic: mlp" in config
-    assert "\n$ OMP_NUM_THREADS=1 hyperrl fit " in (out / "ok-seed0" / "fit.log").read_text()
-    record = json.loads((out / "ok-seed0" / "sweep_run.json").read_text())
-    assert record["state"] == "done" and record["threads"] == 1 and record["node"] == socket.gethostname()
+    states = run_sweep(path, str(out), fit_options=["--trainer.max_steps", "30"], check=False)
+    assert states == {"ok-seed0": "done", "bad-seed0": "failed"}
+    assert "val_check_interval=0 is not allowed" in read_run_file(str(out / "bad-seed0"))["error"]
     text = capsys.readouterr().out
-    for line in ("Ray at ", "ok-seed0: submitted to Ray (1 CPU, 0 GPU)", "ok-seed0: running on ", "ok-seed0: done in",
-                 "bad-seed0: failed (exit 2): hyperrl: error: trainer.val_check_interval=0",
-                 "1 done, 0 skipped (done before), 1 failed, 2 runs"):
-        assert line in text, line
-
-    # the done run marked as interrupted: the next sweep resumes it from last.ckpt in its own folder
+    assert "bad-seed0: failed (exit 2): hyperrl: error: trainer.val_check_interval=0" in text
+    assert "1 done, 0 skipped (done before), 1 failed, 2 runs" in text
+    # the done run marked as interrupted: the next sweep resumes it from last.ckpt in its own folder, and retries
+    # the failed one
+    record = read_run_file(str(out / "ok-seed0"))
     (out / "ok-seed0" / "sweep_run.json").write_text(json.dumps({**record, "state": "running"}))
-    runs = run_sweep(path, str(out), launcher="ray", fit_options=["--trainer.max_steps", "60"], poll=0.2,
-                     check=False)
-    assert [r.state for r in runs] == ["done", "failed"] and runs[0].resumed
-    assert "--ckpt_path" in json.loads((out / "ok-seed0" / "sweep_run.json").read_text())["command"]
-    assert not (out / "ok-seed0" / "version_1").exists()
-    evals = [int(r["step"]) for r in read_metrics(str(out / "ok-seed0" / "version_0")) if r.get("eval/return")]
-    assert evals == [29, 59]  # the first fit's evaluation, then the resumed one's
-    assert not ray.is_initialized() and os.environ["OMP_NUM_THREADS"] == "5"
+    states = run_sweep(path, str(out), fit_options=["--trainer.max_steps", "60"], check=False)
+    assert states == {"ok-seed0": "done", "bad-seed0": "failed"}
+    record = read_run_file(str(out / "ok-seed0"))
+    assert record["resumed"] and "--ckpt_path" in record["command"]
+    assert sorted(os.listdir(out / "ok-seed0")) == [".run.lock", "fit.log", "sweep_run.json", "version_0"]
+    assert metric_steps(out / "ok-seed0" / "version_0") == [29, 59]  # the first fit's evaluation, then the resumed
+    assert (out / "bad-seed0" / "fit.log").read_text().count("\n$ ") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_sweep_its_fits_checkpoint_and_queued_runs_never_start(tune, tmp_path, capsys, sig, code):
+    from hyperrl.commands import main
+
+    path, out = sweep_file(tmp_path, "grid: {}\nseeds: [0, 1]"), tmp_path / "out"
+    proc, log = start_sweep(path, out, "--max-parallel", "1", "--", "--trainer.max_steps", "20000")
+    wait_until_training(proc, out / "seed0", log)
+    if sig == signal.SIGTERM:  # a second sweep into the folder is refused while this one runs
+        second, _, err = run_entry(main, ["sweep", path, "--out", str(out)], capsys)
+        assert second == 2 and f"another sweep (pid {proc.pid} on " in err and len(err.strip().splitlines()) == 1
+    proc.send_signal(sig)
+    assert proc.wait(timeout=90) == code
+    text = open(log).read()
+    summary = [line for line in text.splitlines() if line.startswith("sweep ")]
+    assert len(summary) == 1 and "1 stopped, 1 not started (the same command continues), 2 runs" in summary[0], text
+    assert "Traceback" not in text and "Trial" not in text
+    record = read_run_file(str(out / "seed0"))
+    assert record["state"] == "stopped" and record["returncode"] == 143  # the fit's own clean stop
+    stopped = re.search(r"hyperrl: stopped by SIGTERM after step (\d+): checkpoint (\S+);",
+                        (out / "seed0" / "fit.log").read_text())
+    assert stopped and os.path.isfile(stopped.group(2))
+    assert read_run_file(str(out / "seed1"))["state"] == "queued" and not (out / "seed1" / "fit.log").exists()
+    if sig == signal.SIGTERM:
+        return
+    # the same command continues: seed0 from its checkpoint in its own folder, seed1 from the start
+    step = int(stopped.group(1))
+    proc, log = start_sweep(path, out, "--max-parallel", "1", "--", "--trainer.max_steps", str(step + 30))
+    assert proc.wait(timeout=180) == 0, open(log).read()[-2000:]
+    assert "2 done, 0 skipped (done before), 0 failed, 2 runs" in open(log).read()
+    assert read_run_file(str(out / "seed0"))["resumed"]
+    for run in ("seed0", "seed1"):
+        assert [d for d in os.listdir(out / run) if d.startswith("version_")] == ["version_0"]
+        steps = metric_steps(out / run / "version_0")
+        assert steps == sorted(set(steps)) and steps[-1] == step + 29  # no evaluation logged twice
+
+
+@pytest.mark.slow
+def test_a_rerun_after_the_sweep_was_killed_runs_nothing_twice(tune, tmp_path):
+    path, out = sweep_file(tmp_path, "grid: {}\nseeds: [0, 1]"), tmp_path / "out"
+    proc, log = start_sweep(path, out, "--max-parallel", "1", "--", "--trainer.max_steps", "20000")
+    wait_until_training(proc, out / "seed0", log)
+    proc.kill()  # SIGKILL: no clean-up at all; the fit goes with Ray's worker, before its first checkpoint
+    proc.wait()
+    proc, log = start_sweep(path, out, "--", "--trainer.max_steps", "60")  # at once: Ray's old workers may linger
+    assert proc.wait(timeout=180) == 0, open(log).read()[-2000:]
+    assert "2 done, 0 skipped (done before), 0 failed, 2 runs" in open(log).read()
+    for run in ("seed0", "seed1"):
+        assert [d for d in os.listdir(out / run) if d.startswith("version_")] == ["version_0"]
+        assert metric_steps(out / run / "version_0") == [29, 59]  # one fit's metrics, not two side by side
