@@ -299,6 +299,32 @@ def test_a_misspelled_model_option_names_the_closest_ones(capsys):
     assert "unknown option 'critc' for hyperrl.algos.SAC: closest: critic" in line, line
 
 
+def test_an_interpolated_config_resolves_and_resumes(capsys, tmp_path, monkeypatch):
+    """Configs interpolate their own values (OmegaConf): the run uses the resolved ones, and resumes with them."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "interpolated.yaml"
+    config.write_text(
+        "model:\n  class_path: hyperrl.algos.SAC\n  init_args:\n    env: InvertedPendulum-v5\n    seed: 3\n"
+        "    critic: mlp\n    critic_kwargs: {hidden: [16]}\n    actor_hidden: [16]\n    batch_size: 16\n"
+        "    buffer_size: 1000\n    warmup_frames: 20\n    learning_starts: ${model.init_args.warmup_frames}\n"
+        "    eval_episodes: 1\n"
+        "trainer:\n  max_steps: 30\n  val_check_interval: 30\n  enable_progress_bar: false\n"
+        "  default_root_dir: runs/seed${model.init_args.seed}\n"
+    )
+    code, out, err = run_cli(["fit", "--config", str(config), "--print_config"], capsys)
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["model"]["init_args"]["learning_starts"] == 20
+    assert printed["trainer"]["default_root_dir"] == str(tmp_path / "runs" / "seed3")
+    code, _, err = run_cli(["fit", "--config", str(config)], capsys)
+    assert code == 0, err
+    last = tmp_path / "runs" / "seed3" / "version_0" / "checkpoints" / "last.ckpt"
+    code, _, err = run_cli(["fit", "--config", str(config), "--trainer.max_steps", "40", "--ckpt_path", str(last)],
+                           capsys)
+    assert code == 0, err
+    assert torch.load(last, weights_only=True)["global_step"] == 40
+
+
 def test_fit_resume_and_validate(capsys, tmp_path, monkeypatch):
     """A run writes TensorBoard + CSV + checkpoints into runs/<config>/version_0; --ckpt_path resumes it in that
     same folder (metrics.csv appended, the same TensorBoard run, no "dirpath has changed" warning); validate writes

@@ -503,8 +503,8 @@ def _verbose_flag(args) -> bool:
     return False
 
 
-#: jsonargparse's parser mode for this CLI: its YAML loader, with ``nan``/``inf`` read as numbers (see below).
-PARSER_MODE = "hyperrl_yaml"
+#: jsonargparse's parser mode for this CLI: a config file interpolates its own values (``${model.init_args.seed}``)
+PARSER_MODE = "omegaconf"
 
 
 def _non_finite_values(value):
@@ -520,12 +520,22 @@ def _non_finite_values(value):
 
 
 def _register_parser_mode() -> None:
-    """Config files: ``gamma: nan`` reaches the module's own check as a float, like ``--model.gamma nan``."""
+    """:data:`PARSER_MODE`'s loader: YAML, then OmegaConf's interpolation within the file, and ``gamma: nan`` as a
+    float (YAML reads it as a string) so that it reaches the module's own check, like ``--model.gamma nan``."""
     import yaml
     from jsonargparse import get_loader, set_loader
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     base = get_loader("yaml")
-    set_loader(PARSER_MODE, lambda text: _non_finite_values(base(text)), exceptions=(yaml.YAMLError,))
+
+    def load(text: str):
+        value = base(text)
+        if isinstance(value, dict) and "${" in text:
+            value = OmegaConf.to_container(OmegaConf.create(value), resolve=True)
+        return _non_finite_values(value)
+
+    set_loader(PARSER_MODE, load, exceptions=(yaml.YAMLError, OmegaConfBaseException))
 
 
 def _bare_verbose(args: list[str]) -> list[str]:
