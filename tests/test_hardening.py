@@ -484,3 +484,19 @@ def test_mujoco_model_warnings_are_dropped(capfd):
         assert "settotalmass" not in out + err
     finally:
         mujoco.set_mju_user_warning(previous)
+
+
+def test_subcommand_help_is_cached_and_then_imports_nothing_heavy(tmp_path, capsys, monkeypatch):
+    """``hyperrl fit --help``: the first call builds the text (it needs the algorithm classes), later ones print the
+    stored text without importing torch or Lightning."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100", "PYTHONWARNINGS": "ignore"}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "100")
+    code, first, err = run_cli(["fit", "--help"], capsys)
+    assert code == 0 and "--model.help" in first and "--trainer.max_steps" in first, err
+    script = ("import sys; from hyperrl.commands import main; main(['fit', '--help']); "
+              "print(sorted(m for m in ('torch', 'lightning', 'torchrl', 'jsonargparse') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    text, imported = proc.stdout.rsplit("\n", 2)[0] + "\n", proc.stdout.strip().splitlines()[-1]
+    assert imported == "[]" and text == first
