@@ -500,3 +500,18 @@ def test_subcommand_help_is_cached_and_then_imports_nothing_heavy(tmp_path, caps
     assert proc.returncode == 0, proc.stderr
     text, imported = proc.stdout.rsplit("\n", 2)[0] + "\n", proc.stdout.strip().splitlines()[-1]
     assert imported == "[]" and text == first
+
+
+def test_resuming_an_older_checkpoint_drops_the_rows_logged_after_it(finished_run, tmp_path, capsys):
+    """Even when the resumed run logs nothing before it ends: metrics.csv keeps one history."""
+    run = _copy_run(finished_run, tmp_path / "version_0")
+
+    def steps():
+        with open(run / "metrics.csv") as f:
+            return sorted({int(float(row["step"])) for row in csv.DictReader(f)})
+
+    assert max(steps()) >= 30
+    older = run / "checkpoints" / "epoch=0-step=20.ckpt"
+    code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "25", "--ckpt_path", str(older)], capsys)
+    assert code == 0, err
+    assert steps() == [s for s in steps() if s < 20] and steps(), steps()

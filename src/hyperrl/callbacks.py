@@ -244,9 +244,9 @@ def _number(value, rate: bool = False) -> str:
 
 class CSVLogger(_LightningCSVLogger):
     """Lightning's ``CSVLogger``, except that an existing ``metrics.csv`` in the log folder is continued (a resumed
-    run appends its rows; new columns rewrite the header with the old rows kept) instead of being deleted. Rows at
-    or after the first step the resumed run logs are dropped first: a run resumed from an older checkpoint than its
-    last recomputes those steps, and the file keeps one history, not two."""
+    run appends its rows; new columns rewrite the header with the old rows kept) instead of being deleted. At train
+    start (:class:`ContinuedMetrics`) the rows logged after the checkpoint's step are dropped: a run resumed from an
+    older checkpoint than its last recomputes those steps, and the file keeps one history, not two."""
 
     @property
     def experiment(self):
@@ -254,6 +254,15 @@ class CSVLogger(_LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class ContinuedMetrics(Callback):
+    """A resumed run's ``metrics.csv`` (:class:`CSVLogger`) keeps the rows up to its checkpoint's step only."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.experiment.drop_rows_from(trainer.global_step)
 
 
 class _AppendingExperimentWriter(ExperimentWriter):
@@ -264,13 +273,13 @@ class _AppendingExperimentWriter(ExperimentWriter):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = list(next(csv.reader(f), []))
 
-    def log_metrics(self, metrics_dict, step=None) -> None:
-        if self._continued and step is not None:
-            self._continued = False
-            self._drop_rows_from(int(step))
-        super().log_metrics(metrics_dict, step)
-
-    def _drop_rows_from(self, step: int) -> None:
+    def drop_rows_from(self, step: int) -> None:
+        """Drop the rows of step ``step`` and later (Lightning labels the rows of training step ``n`` with
+        ``n - 1``: a checkpoint at step ``s`` holds the rows before ``s``, the evaluation after its last step
+        included)."""
+        if not self._continued:
+            return
+        self._continued = False
         with self._fs.open(self.metrics_file_path, "r", newline="") as f:
             rows = list(csv.DictReader(f))
 

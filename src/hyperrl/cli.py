@@ -161,7 +161,7 @@ def _configuration_error_in(exc: BaseException, kinds: tuple[type[BaseException]
 def _cli_class():
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from hyperrl.callbacks import CurrentLastCheckpoint, RunProgressBar, StopOnSignal
+    from hyperrl.callbacks import ContinuedMetrics, CurrentLastCheckpoint, RunProgressBar, StopOnSignal
 
     class Parser(LightningArgumentParser):
         def error(self, message: str, ex: Exception | None = None):
@@ -228,7 +228,7 @@ def _cli_class():
             config = dict(config)
             given = config.get("callbacks") or []
             given = given if isinstance(given, list) else [given]
-            extra = [self.stop_on_signal, CurrentLastCheckpoint()]
+            extra = [self.stop_on_signal, CurrentLastCheckpoint(), ContinuedMetrics()]
             if config.get("enable_progress_bar", True) is not False and not any(
                 _is_progress_bar(c) for c in [*given, *callbacks]
             ):
