@@ -474,9 +474,13 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
     except OSError:
         same = False
     try:
+        tuner = None
         if same and tune.Tuner.can_restore(experiment):  # unfinished, failed and stopped trials resume; done ones not
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
-        else:
+            finished = {r.config["run"] for r in tuner.get_results() if r.error is None and r.metrics.get("done")}
+            if any(states[n] != "skipped" for n in finished):  # a run folder says otherwise (removed, edited)
+                tuner = None
+        if tuner is None:
             todo = [n for n in names if states[n] != "skipped"]
             if not todo:
                 return _summary(states, out, start)
