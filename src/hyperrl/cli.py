@@ -17,11 +17,23 @@ torch uses. ``hyperrl --help`` imports nothing heavy (``benchmarks/cli_startup.p
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Optional
 
 from hyperrl import help_cache
+from hyperrl.cli_input import (
+    PARSER_MODE,
+    UsageError,
+    bare_verbose,
+    check_config_files,
+    configuration_error_in,
+    drop_switched_network_settings,
+    model_options_given,
+    non_finite_as_yaml,
+    one_line,
+    register_parser_mode,
+    verbose_flag,
+)
 from hyperrl.errors import (
     CheckpointError,
     CheckpointWriteError,
@@ -95,69 +107,6 @@ Run "hyperrl <subcommand> --help" for every setting of a subcommand, and
 """ % {"names": ",".join(SUBCOMMANDS), "rows": "\n".join(f"  {k:<9} {v}" for k, v in SUBCOMMANDS.items())}
 
 
-class UsageError(Exception):
-    """A command-line or configuration mistake caught by the argument parser."""
-
-
-def one_line(message: str) -> str:
-    """Condense jsonargparse's nested, multi-line report to the line that names the bad value."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    ours = ("is not allowed", "unknown critic", "unknown environment", "environment '", "unknown option")
-    unknown = next((re.search(r"Option '(\w+)' is not accepted", line) for line in lines
-                    if "is not accepted" in line), None)
-    classes = [re.search(r"class_path '([\w.]+)'", line) for line in lines]
-    classes = [m.group(1) for m in classes if m]
-    if unknown and classes:
-        return _unknown_option(unknown.group(1), classes[-1])
-    for line in lines:
-        if any(marker in line for marker in ours):
-            return line[2:] if line.startswith("- ") else line
-    keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "')]
-    given = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")]
-    subtypes = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Subtypes:")]
-    if keys and given and subtypes:  # a value none of an optional/union setting's types accepts
-        names = re.findall(r"<class '(?:\w+\.)*(\w+)'>", subtypes[0])
-        allowed = " or ".join("null" if n == "NoneType" else f"an {n}" if n[0] in "aeiou" else f"a {n}" for n in names)
-        return f"{keys[-1]}={given[0]} is not allowed: expected {allowed}"
-    for i, line in enumerate(lines):
-        if line.startswith("Expected a <class") and "NoneType" not in line:
-            keys = [m for m in lines[:i] if m.startswith('Parser key "')]
-            key = keys[-1].split('"')[1] if keys else "value"
-            return f"{key}: {line}"
-        if line.startswith(("Option '", "Key '")) or "unrecognized arguments" in line or "does not exist" in line:
-            return line
-    return lines[0] if lines else "invalid arguments"
-
-
-def _unknown_option(key: str, class_path: str) -> str:
-    """``unknown option 'critc' for hyperrl.algos.SAC: closest critic, critic_kwargs``, from the options
-    jsonargparse reads off the class's signature."""
-    import difflib
-    import importlib
-
-    from jsonargparse import ArgumentParser
-
-    module, name = class_path.rsplit(".", 1)
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(getattr(importlib.import_module(module), name), fail_untyped=False)
-    valid = [k for k in parser.get_defaults().keys() if "." not in k]
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}" if close else f"expected one of {', '.join(valid)}"
-    return f"unknown option {key!r} for {class_path}: {hint} (hyperrl fit --model.help {name} lists them)"
-
-
-def _configuration_error_in(exc: BaseException, kinds: tuple[type[BaseException], ...] = ()) -> BaseException | None:
-    """The first :class:`ConfigurationError` (or one of ``kinds``) in the chain of causes of ``exc``."""
-    kinds = (ConfigurationError, *kinds)
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kinds):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def _cli_class():
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -220,7 +169,7 @@ def _cli_class():
                 # a resumed run with other checkpoint settings writes last.ckpt, not a last-v1.ckpt beside a stale one
                 if str(getattr(callback, "class_path", "")).endswith(".ModelCheckpoint"):
                     callback.init_args.enable_version_counter = False
-            if _verbose_flag(sys.argv[1:] if self._args is None else self._args):
+            if verbose_flag(sys.argv[1:] if self._args is None else self._args):
                 config.trainer.enable_model_summary = True
 
         def _instantiate_trainer(self, config, callbacks):
@@ -238,7 +187,7 @@ def _cli_class():
 
         def parse_arguments(self, parser, args) -> None:
             self._args = args
-            self._model_options = _model_options_given(sys.argv[1:] if args is None else args)
+            self._model_options = model_options_given(sys.argv[1:] if args is None else args)
             super().parse_arguments(parser, args)
             # read --ckpt_path first: Lightning's own first look at it (_parse_ckpt_path) raises a traceback
             subcommand = self.config.get("subcommand")
@@ -348,35 +297,6 @@ def _check_seed(seed) -> None:
         )
 
 
-def _model_options_given(args) -> list[str]:
-    """The model settings named on the command line: ``--model.lr 1`` / ``--model.init_args.lr=1`` give ``"lr"``,
-    ``--model hyperrl.algos.TD3`` gives ``"class_path"``."""
-    names = []
-    for token in args:
-        token = str(token)
-        if token == "--model" or token.startswith("--model="):
-            names.append("class_path")
-        elif token.startswith("--model."):
-            name = token[len("--model."):].split("=", 1)[0]
-            name = name[len("init_args."):] if name.startswith("init_args.") else name
-            names.append(name.split(".", 1)[0])
-    return list(dict.fromkeys(names))
-
-
-def drop_switched_network_settings(config, options: list[str]) -> None:
-    """A network chosen on the command line (``--model.critic mlp``) is built with its own defaults: the
-    ``<network>_kwargs`` of the config file belong to the network it replaces (``blocks_per_stage`` means nothing
-    to an MLP). Settings given on the command line with it (``--model.critic_kwargs ...``) stay."""
-    model = config.get("model") if config is not None else None
-    init = model.get("init_args") if model is not None and hasattr(model, "get") else None
-    if init is None:
-        return
-    for name in options:
-        settings = f"{name}_kwargs"
-        if settings in init and settings not in options:
-            init[settings] = None
-
-
 def _check_trainer_settings(config) -> None:
     """Reject settings Lightning accepts but fails on later (``val_check_interval 0``: a ZeroDivisionError after the
     first training step)."""
@@ -420,132 +340,6 @@ def _quiet_mujoco_model_warnings() -> None:
             print(f"WARNING: {message}", file=sys.stderr)
 
     mujoco.set_mju_user_warning(handler)
-
-
-def _check_config_files(args: list[str]) -> None:
-    """Each ``--config FILE`` must hold a YAML mapping of settings; a binary, empty or non-mapping file raises
-    :class:`ConfigurationError` naming it (jsonargparse would raise a UnicodeDecodeError traceback, or say
-    "Unexpected config" without the file). A value that is not a file is left to jsonargparse."""
-    for i, token in enumerate(args):
-        if token in ("--config", "-c") and i + 1 < len(args):
-            path = args[i + 1]
-        elif token.startswith("--config="):
-            path = token.split("=", 1)[1]
-        else:
-            continue
-        if os.path.isfile(path):
-            check_config_file(path)
-
-
-def check_config_file(path: str) -> None:
-    import yaml
-
-    expected = "expected a YAML mapping of settings (model:, trainer:, ...), as in conf/*.yaml"
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data.strip():
-        raise ConfigurationError(f"--config {path}: the file is empty: {expected}")
-    try:
-        if b"\0" in data:
-            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"--config {path} is not a text file: {expected}") from None
-    try:
-        content = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigurationError(f"--config {path} is not valid YAML ({problem}{where}): {expected}") from None
-    if content is None:
-        raise ConfigurationError(f"--config {path} holds no settings (only comments or blank lines): {expected}")
-    if not isinstance(content, dict):
-        kind = "list" if isinstance(content, list) else type(content).__name__
-        raise ConfigurationError(f"--config {path} holds a YAML {kind}, not a mapping: {expected}")
-
-
-#: A non-finite number as a user types it; YAML (which jsonargparse reads command-line values with) spells it .nan.
-_NON_FINITE = re.compile(r"([-+]?)(nan|inf|infinity)", re.IGNORECASE)
-
-
-def _non_finite_as_yaml(args: list[str]) -> list[str]:
-    """``--model.gamma nan`` -> ``--model.gamma .nan``: the command line then reaches the module's own check (``gamma=nan
-    is not allowed: expected 0 <= gamma <= 1``), as the same value does from a config file, instead of jsonargparse's
-    "Expected a <class 'float'>. Got value: nan"."""
-
-    def as_yaml(value: str) -> str:
-        match = _NON_FINITE.fullmatch(value.strip())
-        if match is None:
-            return value
-        return ".nan" if match.group(2).lower() == "nan" else f"{'-' if match.group(1) == '-' else ''}.inf"
-
-    out = []
-    for i, token in enumerate(args):
-        token = str(token)
-        if token.startswith("--") and "=" in token:
-            key, value = token.split("=", 1)
-            token = f"{key}={as_yaml(value)}"
-        elif i > 0 and str(args[i - 1]).startswith("--") and "=" not in str(args[i - 1]):
-            token = as_yaml(token)
-        out.append(token)
-    return out
-
-
-def _verbose_flag(args) -> bool:
-    """Whether the command line asks for ``--verbose`` (``--verbose``, ``--verbose true``, ``--verbose=true``)."""
-    args = [str(a) for a in args]
-    for i, token in enumerate(args):
-        if token.startswith("--verbose="):
-            return token.split("=", 1)[1].lower() in ("true", "1", "yes")
-        if token == "--verbose":
-            following = args[i + 1].lower() if i + 1 < len(args) else ""
-            return following not in ("false", "0", "no")
-    return False
-
-
-#: jsonargparse's parser mode for this CLI: a config file interpolates its own values (``${model.init_args.seed}``)
-PARSER_MODE = "omegaconf"
-
-
-def _non_finite_values(value):
-    """``"nan"``, ``"inf"``, ``"-inf"`` strings (how YAML 1.1 reads a user's ``gamma: nan``) as floats, recursively."""
-    if isinstance(value, str):
-        match = _NON_FINITE.fullmatch(value.strip())
-        return float(value) if match else value
-    if isinstance(value, dict):
-        return {k: _non_finite_values(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_non_finite_values(v) for v in value]
-    return value
-
-
-def _register_parser_mode() -> None:
-    """:data:`PARSER_MODE`'s loader: YAML, then OmegaConf's interpolation within the file, and ``gamma: nan`` as a
-    float (YAML reads it as a string) so that it reaches the module's own check, like ``--model.gamma nan``."""
-    import yaml
-    from jsonargparse import get_loader, set_loader
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    base = get_loader("yaml")
-
-    def load(text: str):
-        value = base(text)
-        if isinstance(value, dict) and "${" in text:
-            value = OmegaConf.to_container(OmegaConf.create(value), resolve=True)
-        return _non_finite_values(value)
-
-    set_loader(PARSER_MODE, load, exceptions=(yaml.YAMLError, OmegaConfBaseException))
-
-
-def _bare_verbose(args: list[str]) -> list[str]:
-    """``--verbose`` alone means ``--verbose=true`` (jsonargparse's bool options want a value)."""
-    values = ("true", "false", "yes", "no", "1", "0")
-    return [
-        "--verbose=true" if t == "--verbose" and (i + 1 == len(args) or args[i + 1].lower() not in values) else t
-        for i, t in enumerate(args)
-    ]
 
 
 def _set_verbosity(verbose: bool) -> None:
@@ -611,16 +405,16 @@ def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # jsonargparse's switch for its deprecation notices, which Lightning's own calls into it trigger in every run
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    verbose = _verbose_flag(args)
+    verbose = verbose_flag(args)
     _set_verbosity(verbose)
     _quiet_known_warnings()
     _quiet_mujoco_model_warnings()
     try:
-        _check_config_files(args)
+        check_config_files(args)
     except ConfigurationError as exc:
         print(f"hyperrl: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    args = _bare_verbose(_non_finite_as_yaml(args))
+    args = bare_verbose(non_finite_as_yaml(args))
     if from_argv:  # LightningCLI warns when given args while sys.argv holds some: hand it the rewritten ones there
         sys.argv[1:] = args
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -630,7 +424,7 @@ def main(args: list[str] | None = None) -> None:
         from hyperrl.algos import Algorithm
 
         _set_verbosity(verbose)  # Lightning sets its loggers to INFO when imported
-        _register_parser_mode()
+        register_parser_mode()
         cli = _cli_class()
         with help_cache.recording(args):
             cli(
@@ -661,7 +455,7 @@ def main(args: list[str] | None = None) -> None:
     except ValueError as exc:
         # jsonargparse wraps errors raised while instantiating classes: report ours and Lightning's
         # MisconfigurationException (a callback's init_args), re-raise anything else
-        cause = _configuration_error_in(exc, (MisconfigurationException,))
+        cause = configuration_error_in(exc, (MisconfigurationException,))
         if cause is None:
             raise
         message = one_line(str(cause)) if isinstance(cause, ConfigurationError) else " ".join(str(cause).split())
