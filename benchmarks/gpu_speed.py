@@ -50,21 +50,24 @@ import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: (name, compile, cudagraphs, bf16, needs CUDA, timed unless named in --only)
+#: (name, compile, cudagraphs, precision, needs CUDA, timed unless named in --only); precision "tf32" is fp32
+#: weights and data with TensorFloat-32 matrix multiplies (``torch.set_float32_matmul_precision("high")``)
 VARIANTS = (
-    ("eager_fp32", False, False, False, False, True),
-    ("eager_bf16", False, False, True, False, True),
-    ("compiled_fp32", True, False, False, False, True),
-    ("cudagraphs_fp32", False, True, False, True, True),
-    ("cudagraphs_bf16", False, True, True, True, True),
-    ("compiled_cudagraphs_fp32", True, True, False, True, True),
-    ("compiled_cudagraphs_bf16", True, True, True, True, False),
+    ("eager_fp32", False, False, "fp32", False, True),
+    ("eager_bf16", False, False, "bf16", False, True),
+    ("compiled_fp32", True, False, "fp32", False, True),
+    ("cudagraphs_fp32", False, True, "fp32", True, True),
+    ("cudagraphs_bf16", False, True, "bf16", True, True),
+    ("cudagraphs_tf32", False, True, "tf32", True, True),
+    ("compiled_cudagraphs_fp32", True, True, "fp32", True, True),
+    ("compiled_cudagraphs_bf16", True, True, "bf16", True, False),
 )
 
 _GRAPHS = ["--model.init_args.cudagraphs", "true"]
 _COMPILE = ["--model.init_args.compile", "true"]
 _BF16 = ["--trainer.precision", "bf16-mixed"]
-#: (name, config, extra fit options, training steps): the fits of part 2, most informative first
+_BATCH10 = ["--model.init_args.frames_per_batch", "10", "--model.init_args.updates_per_batch", "10"]
+#: (name, config, extra fit options, environment frames): the fits of part 2, most informative first
 FITS = (
     ("sac_hyper_cudagraphs_fp32", "conf/sac_hyper.yaml", _GRAPHS, 3000),
     ("sac_mlp_cudagraphs_fp32", "conf/sac_mlp.yaml", _GRAPHS, 3000),
@@ -75,6 +78,10 @@ FITS = (
     ("sac_mlp_compiled_cudagraphs_fp32", "conf/sac_mlp.yaml", _COMPILE + _GRAPHS, 3000),
     ("sac_hyper_compiled_cudagraphs_fp32", "conf/sac_hyper.yaml", _COMPILE + _GRAPHS, 3000),
     ("td3_mlp_cudagraphs_fp32", "conf/td3_mlp.yaml", _GRAPHS, 3000),
+    # ten frames per collector batch and ten updates after it: the same update-to-data ratio, the collector's and
+    # Lightning's per-step work paid once per ten frames
+    ("sac_mlp_cudagraphs_fp32_batch10", "conf/sac_mlp.yaml", _GRAPHS + _BATCH10, 3000),
+    ("sac_hyper_cudagraphs_fp32_batch10", "conf/sac_hyper.yaml", _GRAPHS + _BATCH10, 3000),
 )
 
 
@@ -86,18 +93,21 @@ def sync(device: torch.device) -> None:
 class Variant:
     """A SAC module (paper-size SA-Hyper twin) set up for one speed option, updating on a fixed batch."""
 
-    def __init__(self, base, name: str, compile_: bool, cudagraphs: bool, bf16: bool, batch, device) -> None:
+    def __init__(self, base, name: str, compile_: bool, cudagraphs: bool, precision: str, batch, device) -> None:
         self.name, self.batch, self.device = name, batch, device
         self.module = copy.deepcopy(base)
         self.module.hparams.compile, self.module.hparams.cudagraphs = compile_, cudagraphs
         # as Lightning's bf16-mixed runs it: no autocast weight cache (a cache would outlive a CUDA-graph capture)
         bf16_autocast = torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
-        self.autocast = bf16_autocast if bf16 else nullcontext()
+        self.autocast = bf16_autocast if precision == "bf16" else nullcontext()
+        self.matmul = "high" if precision == "tf32" else "highest"
         self.k = 0
 
     def step(self) -> None:
+        torch.set_float32_matmul_precision(self.matmul)  # a CUDA graph keeps the kernels chosen at its capture
         with self.autocast:
             self.module.run_update(self.batch, self.k)
+        torch.set_float32_matmul_precision("highest")
         self.k += 1
 
 
@@ -130,8 +140,8 @@ def time_updates(args, device) -> dict:
         result["compiled_vs_eager_max_rel_loss_difference"] = float(f"{losses_match(base, batch):.3g}")
     chosen = [v for v in VARIANTS if (device.type == "cuda" or not v[4]) and (v[0] in args.only if args.only else v[5])]
     variants, errors = [], {}
-    for name, compile_, graphs, bf16, *_ in chosen:
-        variant = Variant(base, name, compile_, graphs, bf16, batch, device)
+    for name, compile_, graphs, precision, *_ in chosen:
+        variant = Variant(base, name, compile_, graphs, precision, batch, device)
         t0 = time.perf_counter()
         try:
             for _ in range(args.warmup + (8 if compile_ or graphs else 0)):
@@ -147,7 +157,8 @@ def time_updates(args, device) -> dict:
     for module in (ref.critic, ref.critic_target, ref.policy):
         module.to(device)
     ref.log_alpha = ref.log_alpha.detach().to(device).requires_grad_(True)
-    ref.alpha_opt = torch.optim.Adam([ref.log_alpha], lr=3e-4, foreach=True)
+    ref.alpha = ref.log_alpha.detach().exp()
+    ref.alpha_optim = torch.optim.Adam([ref.log_alpha], lr=3e-4, foreach=True)
     ref_in = reference_inputs(batch)
     runners = [(v.name, v.step) for v in variants] + [("reference", lambda: ref.update(*ref_in))]
     for _ in range(args.warmup):
@@ -180,11 +191,14 @@ def time_updates(args, device) -> dict:
 def fit_fps(name: str, config: str, extra: list[str], steps: int, args, device) -> dict:
     """Median ``train/fps`` of the second half of a short ``hyperrl fit`` (a subprocess, as a user runs it)."""
     root = tempfile.mkdtemp(prefix=f"gpu_speed_{name}_")
-    steps = int(steps * args.fit_scale)
+    frames = int(steps * args.fit_scale)  # environment frames; a training step collects frames_per_batch of them
+    per_batch = int(extra[extra.index("--model.init_args.frames_per_batch") + 1]) \
+        if "--model.init_args.frames_per_batch" in extra else 1
+    steps = frames // per_batch
     cmd = [sys.executable, "-c", "import sys; from hyperrl.commands import main; sys.exit(main())", "fit",
            "--config", config, "--trainer.accelerator", "gpu" if device.type == "cuda" else "cpu",
            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(10 * steps),
-           "--trainer.default_root_dir", root, "--model.init_args.warmup_frames", str(min(1000, steps // 4)),
+           "--trainer.default_root_dir", root, "--model.init_args.warmup_frames", str(min(1000, frames // 4)),
            *extra]
     t0 = time.perf_counter()
     try:
@@ -241,7 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
                 f.write(line + "\n")
 
     if args.only != []:
-        result.update(time_updates(args, device))
+        try:
+            result.update(time_updates(args, device))
+        except Exception as exc:  # keep going: the fits are worth having on their own
+            result["update_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         save()
     fits = args.fits if args.fits is not None else (["all"] if device.type == "cuda" else [])
     chosen = [f for f in FITS if "all" in fits or f[0] in fits]

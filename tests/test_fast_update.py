@@ -85,7 +85,7 @@ def test_cudagraphs_on_a_cpu_exits_2_from_the_command_line(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", "conf/quickstart.yaml", "--model.init_args.cudagraphs", "true",
-              "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path)])
+              "--trainer.accelerator", "cpu", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cudagraphs=True is not allowed on device 'cpu'" in err[0], err
