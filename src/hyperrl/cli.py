@@ -124,7 +124,8 @@ def _cli_class():
             if "trainer" in cfg and getattr(self, "subcommand", None):
                 cfg = cfg.clone()
                 resolve_run_folder(cfg, self.subcommand)
-                drop_switched_network_settings(cfg, getattr(_cli_class.last, "_model_options", []))
+                if cfg.get("ckpt_path") is None:  # a resumed model keeps its checkpoint's settings
+                    drop_switched_network_settings(cfg, getattr(_cli_class.last, "_model_options", []))
             return super().dump(cfg, *args, **kwargs)
 
     class HyperRLCLI(LightningCLI):
