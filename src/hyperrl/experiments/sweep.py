@@ -352,23 +352,17 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, cwd: str, 
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             now, state, frames = time.monotonic(), result.get("state"), result.get("train/frames")
-            before = self.seen.get(trial.trial_id)
-            if state == "running" and before is None:
+            if state == "running" and trial.trial_id not in self.seen:
                 resumed = read_run_file(os.path.join(out, trial.config["run"])).get("resumed")
                 self.line(trial, f"running on {result.get('node')} ({threads} thread{'s' * (threads != 1)})"
                                  + (", resumed from its last.ckpt" if resumed else ""))
-            if state == "running" and before is not None and now - before[0] < every:
+                self.seen[trial.trial_id] = now
+            if state == "running" and (now - self.seen[trial.trial_id] < every or frames is None):
                 return
-            self.seen[trial.trial_id] = (now, frames)
-            if state == "running" and (before is None or frames is None):
-                return
+            self.seen[trial.trial_id] = now
             text = {"skipped": "done before: skipped", "done": f"done in {result.get('wall_s', 0):.0f} s"}.get(
                 state, "running")
-            parts = []
-            if frames is not None:
-                rate = (f" at {(frames - before[1]) / (now - before[0]):.0f} frames/s"
-                        if state == "running" and before[1] is not None and frames > before[1] else "")
-                parts.append(f"{int(frames)} frames{rate}")
+            parts = [f"{int(frames)} frames"] if frames is not None else []
             if result.get("eval/return") is not None:
                 parts.append(f"eval/return {result['eval/return']:.1f}")
             self.line(trial, text + (f" ({', '.join(parts)})" if parts else ""))
@@ -460,7 +454,9 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
         else:
             os.makedirs(os.path.join(out, name), exist_ok=True)
             _update_run_file(os.path.join(out, name), name=name, state="queued")
+    before = signal.getsignal(signal.SIGTERM)
     _connect_ray(address, sweep.resources)
+    _stop_on_sigterm()
     start, cpus = time.monotonic(), float(sweep.resources.get("cpus", 1))
     jobs = {r.name: fit_args(sweep, r, out, fit_options) for r in sweep.runs}
     trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), os.getcwd(), progress_every, names)
@@ -505,6 +501,7 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
         import ray
 
         ray.shutdown()  # a local instance stops; a cluster only loses this driver
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
     states.update({n: read_run_file(os.path.join(out, n)).get("state", "queued") for n in names
                    if states[n] != "skipped"})
     return _summary(states, out, start)
@@ -526,6 +523,12 @@ def _summary(states: dict[str, str], out: str, start: float) -> dict[str, str]:
 _SIGNALS: list[int] = []  # SIGTERM once received: Tune stops on SIGINT, which the handler raises
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM -> SIGINT (Tune's interrupt: stop the trials, keep the experiment state); installed again after
+    ``ray.init``, whose own handler would end the process at once."""
+    signal.signal(signal.SIGTERM, lambda *_: (_SIGNALS.append(signal.SIGTERM), signal.raise_signal(signal.SIGINT)))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise ConfigurationError(message)
@@ -542,7 +545,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--retries", type=int, default=0, help="times a failed run is restarted from its last.ckpt")
     parser.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress lines")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_SIGNALS.append(signal.SIGTERM), signal.raise_signal(signal.SIGINT)))
+    _stop_on_sigterm()
     try:
         states = run_sweep(args.sweep_file, args.out, args.address, args.max_parallel, fit_options,
                            args.progress_every, args.retries)
