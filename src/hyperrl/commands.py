@@ -1,6 +1,6 @@
 """The ``hyperrl`` console entry point: the experiment commands, and everything else to the LightningCLI.
 
-    hyperrl sweep SWEEP_FILE [--out DIR] [--launcher local|ray] [--address ADDR] [--max-parallel N] [-- FIT OPTIONS]
+    hyperrl sweep SWEEP_FILE [--out DIR] [--address ADDR] [--max-parallel N] [--retries N] [-- FIT OPTIONS]
     hyperrl report SWEEP_FOLDER [--out DIR]
     hyperrl analyze gradients RUN_OR_SWEEP_FOLDER [--states N] [--actions K] [--rollouts M] [--hold H] [--out DIR]
     hyperrl analyze pg-variance ...
@@ -18,7 +18,7 @@ import sys
 
 EXPERIMENT_HELP = """
 experiment commands (hyperrl COMMAND --help for their options):
-  sweep               run a grid of fits from a sweep file (conf/sweeps/), locally or on Ray
+  sweep               run a grid of fits from a sweep file (conf/sweeps/) on Ray Tune
   report              IQM learning curves, final-performance tables and P(improvement) of a sweep folder
   analyze gradients   critic action-gradient vs Monte-Carlo gradient on a run's analysis snapshots
   analyze pg-variance policy-gradient variance analysis
