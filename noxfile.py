@@ -8,8 +8,8 @@ nox.options.sessions = ["tests"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The full test suite (CPU, small widths; ~10 minutes on 2 cores). With the ray extra, so the
-    ``hyperrl sweep --launcher ray`` tests run on a real local Ray instance (installing it: ~15 s, 80 MB wheel)."""
+    """The full test suite (CPU, small widths). With the ray extra, so the ``hyperrl sweep`` tests run on a real
+    local Ray Tune instance."""
     session.install("-e", ".[test,ray]")
     session.run("pytest", "-q", "--timeout=900", *session.posargs, env={"MUJOCO_GL": "egl", "OMP_WAIT_POLICY": "PASSIVE"})
 
