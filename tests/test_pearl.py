@@ -254,7 +254,7 @@ def test_evaluation_explores_with_the_prior_then_adapts():
         returns = module.adapt_on_tasks(env, module.acting_policy(), module.pools.test[:1], torch.Generator())
     assert len(returns) == 1 and len(returns[0]) == 3  # whole episodes of 100 until 250 steps: the third ends at 300
     assert calls == [([200], [0]), ([300], [0])]  # after the 2nd and 3rd episodes, from everything seen on the task
-    module.hparams.num_steps_per_eval = 50  # one episode per task: the first is also the last
+    module.evaluator.steps = 50  # one episode per task: the first is also the last
     results = module.evaluate_pools()
     assert results["test"]["return"] == results["test"]["prior_return"]
     assert set(results) == {"train", "test"} and set(results["test"]) == {"return", "prior_return"}
@@ -326,7 +326,7 @@ def test_evaluation_runs_side_by_side_equal_runs_one_at_a_time():
 
 def test_evaluation_runs_are_cut_into_equal_chunks():
     module = PEARL(**pearl_kwargs(n_test_tasks=30, eval_train_tasks=3, num_evals=5))  # 165 runs
-    assert module._eval_rows() == 83  # two chunks of at most 128
+    assert module.evaluator.rows(module.eval_tasks()) == 83  # two chunks of at most 128
 
 # ---------------------------------------------------------------------------------------------- resume and errors
 def test_interrupted_and_resumed_pearl_run_equals_an_uninterrupted_one(tmp_path):
@@ -354,9 +354,24 @@ def test_interrupted_and_resumed_pearl_run_equals_an_uninterrupted_one(tmp_path)
 def test_meta_sac_refuses_the_pearl_provider():
     from test_meta_sac import meta_kwargs
 
-    with pytest.raises(ConfigurationError, match="use class_path hyperrl.algos.pearl.PEARL") as info:
+    with pytest.raises(ConfigurationError, match="use class_path hyperrl.algos.PEARL") as info:
         MetaSAC(**meta_kwargs(context="pearl"))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, value", [("context", "oracle"), ("context_kwargs", {"latent_dim": 2}),
+                                         ("steps_per_task", 3), ("eval_episodes", 2)])
+def test_pearl_takes_none_of_metasac_s_own_options(name, value):
+    """PEARL composes the shared algorithm with its own encoder, data and evaluation: MetaSAC's context, collection
+    and evaluation options are not PEARL's (the CLI lists only PEARL's and the shared ones)."""
+    from jsonargparse import ArgumentParser
+
+    with pytest.raises(TypeError, match=name):
+        PEARL(**pearl_kwargs(**{name: value}))
+    parser = ArgumentParser()
+    parser.add_class_arguments(PEARL, "model")
+    options = set(parser.get_defaults().keys())
+    assert f"model.{name}" not in options and "model.latent_dim" in options and "model.meta_batch" in options
 
 
 @pytest.mark.parametrize(
@@ -370,9 +385,6 @@ def test_meta_sac_refuses_the_pearl_provider():
         ({"update_post_train": 0}, "update_post_train=0 is not allowed"),
         ({"num_steps_per_eval": 0}, "num_steps_per_eval=0 is not allowed"),
         ({"use_information_bottleneck": "yes"}, "use_information_bottleneck='yes' is not allowed"),
-        ({"context": "oracle"}, "context is not allowed with PEARL"),
-        ({"context_kwargs": {"latent_dim": 2}}, "context_kwargs is not allowed with PEARL"),
-        ({"steps_per_task": 3}, "steps_per_task is not allowed with PEARL"),
         ({"critic": "nope"}, "unknown meta-critic 'nope'"),
         ({"context_lr": 0.0}, "context_lr=0.0 is not allowed"),
         ({"eval_sample_exploration": "yes"}, "eval_sample_exploration='yes' is not allowed: expected true or false"),
@@ -458,8 +470,8 @@ def test_the_cpu_demo_keeps_the_exact_tanh_log_prob_and_the_option_reaches_pearl
 
 
 def test_the_demo_train_goals_leave_no_gap_wider_than_10_degrees_and_keep_the_test_goals():
-    """The demo's 40 train goals (``docs/benchmarks.md``, session 12): consecutive train angles at most 10° apart
-    (20 goals leave two gaps over 25°), the 20 goals of the 20-goal pool among them, and the same 20 test goals."""
+    """The demo's 40 train goals: consecutive train angles at most 10° apart (20 goals leave two gaps over 25°), the
+    20 goals of the 20-goal pool among them, and the same 20 test goals."""
     import math
 
     import yaml

@@ -3,9 +3,9 @@
 from hyperrl.algos.actor_critic import OffPolicyAlgorithm
 from hyperrl.algos.base import Algorithm
 from hyperrl.algos.maml import MAML, ContextMAML
-from hyperrl.algos.meta_sac import MetaSAC
+from hyperrl.algos.meta_sac import ContextSAC, MetaSAC
 from hyperrl.algos.pearl import PEARL
 from hyperrl.algos.sac import SAC
 from hyperrl.algos.td3 import TD3
 
-__all__ = ["MAML", "PEARL", "SAC", "TD3", "Algorithm", "ContextMAML", "MetaSAC", "OffPolicyAlgorithm"]
+__all__ = ["MAML", "PEARL", "SAC", "TD3", "Algorithm", "ContextMAML", "ContextSAC", "MetaSAC", "OffPolicyAlgorithm"]

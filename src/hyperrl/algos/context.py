@@ -1,13 +1,14 @@
 """Context providers: where the task context that meta-RL networks condition on comes from.
 
-The seam between PEARL's SAC (:class:`~hyperrl.algos.meta_sac.MetaSAC`) and the context: the SAC losses only ever
+The seam between PEARL's SAC (:class:`~hyperrl.algos.meta_sac.ContextSAC`) and the context: the SAC losses only ever
 see ``z``, the output of a provider, never where it came from.
 
 * :class:`OracleContext`: the task's true context, as the environment reports it (``info["context"]``, the
   TensorDict entry ``"context"``): the paper's oracle-context experiments (``hyperrl-paper.md`` §6.1,
   ``use_pearl_context=False``).
-* A learned provider (PEARL's encoder ``q(z | c)``) implements the same three methods and adds its loss terms
-  (the KL term) to ``infer``'s output; it is a ``nn.Module`` whose parameters get their own param group.
+* :class:`~hyperrl.algos.pearl_encoder.PEARLEncoder`: PEARL's learned ``q(z | c)``; it implements the same methods,
+  adds its loss term (the KL term) to ``infer``'s output, and its parameters get their own param group. It needs
+  PEARL's data and evaluation, so :class:`~hyperrl.algos.pearl.PEARL` builds it; plain MetaSAC offers the oracle.
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ class ContextProvider(nn.Module):
     * ``acting(context) -> z``: the ``z`` to act with while collecting or evaluating, from the env's ``"context"``
       entry (a learned provider ignores it and uses its own posterior);
     * ``param_groups(lr)``: its optimizer param groups (none for the oracle);
-    * ``from_spec(env_spec, **kwargs)``: how :class:`~hyperrl.algos.meta_sac.MetaSAC` builds it;
-    * ``algorithm``: ``None`` when plain MetaSAC can run it, else the name of the MetaSAC subclass that brings the
-      data and evaluation it needs (``"PEARL"`` for the encoder).
+    * ``from_spec(env_spec, **kwargs)``: a provider built from the env's sizes.
     """
 
     output_dim: int
-    algorithm: str | None = None
 
     @classmethod
     def from_spec(cls, env_spec, **kwargs) -> ContextProvider:
@@ -65,5 +63,7 @@ class OracleContext(ContextProvider):
         return context
 
 
-#: name -> provider class; :mod:`hyperrl.algos.pearl` registers its encoder (``pearl``) here
+#: MetaSAC's ``context`` choices: name -> provider class
 CONTEXT_PROVIDERS: dict[str, type[ContextProvider]] = {"oracle": OracleContext}
+#: contexts that come with an algorithm of their own (their data and evaluation): name -> that algorithm's class path
+CONTEXT_ALGORITHMS: dict[str, str] = {"pearl": "hyperrl.algos.PEARL"}

@@ -1,7 +1,7 @@
 """PEARL's SAC over a family of tasks, with a pluggable context (``hyperrl-paper.md`` §6.3).
 
 One update on a meta-batch of ``T`` tasks × ``B`` transitions ``(s, a, r, s', terminated)``, with ``z`` the context
-of each task from the context provider (the true context for the oracle, PEARL's ``q(z|c)`` later) and ``z̄`` it
+of each task from the context provider (the true context for the oracle, PEARL's ``q(z|c)``) and ``z̄`` it
 detached::
 
     y_Q   = ρ r + γ (1 − terminated) V̄(s', z̄)                                 ρ: reward_scale   (no gradient)
@@ -13,52 +13,60 @@ detached::
     V̄ ← (1 − τ) V̄ + τ V
 
 The temperature is fixed at 1 (the reward scale acts as its inverse, as in PEARL); only V has a target network.
-All terms are minimised by ONE Adam step over param groups (Q, V, policy, and the provider's, each with its own
-learning rate). This differs from PEARL's code in one way: PEARL steps Q first and evaluates ``min Q(s, ã)`` for
-``y_V`` and ``L_π`` with the updated critics; here every term sees the parameters from before the step, the
-simultaneous update of SAC implementations such as TorchRL's (``docs/deviations.md``).
+All terms (and the provider's, e.g. PEARL's KL term) are minimised by ONE Adam step over param groups (Q, V, policy,
+and the provider's, each with its own learning rate). This differs from PEARL's code in one way: PEARL steps Q
+first and evaluates ``min Q(s, ã)`` for ``y_V`` and ``L_π`` with the updated critics; here every term sees the
+parameters from before the step, the simultaneous update of SAC implementations such as TorchRL's
+(``docs/deviations.md``).
 
 The primary network of the hypernetwork policy runs once per task (``z`` is ``(T, 1, ·)``); the state-only part
 of the critics (for the ``hyper`` meta-Q: the primary network on ``s``) runs once and serves ``L_Q`` and ``L_π``.
 
+Composition, as PEARL's original splits agent and algorithm: :class:`ContextSAC` is the algorithm (the update above,
+its optimizer, the training loop, logging the evaluation), built from three parts that a subclass supplies: a context
+provider (:mod:`hyperrl.algos.context`), a data source (:mod:`hyperrl.data.multitask`) and an evaluator
+(:mod:`hyperrl.algos.meta_eval`). :class:`MetaSAC` takes the oracle context, the plain multi-task data and
+deterministic episodes; :class:`~hyperrl.algos.pearl.PEARL` the learned encoder, PEARL's data and adaptation.
+
 Steps: ONE Lightning training step = one gradient update. Every ``updates_per_iteration`` updates a training step
-starts with one collection iteration (:mod:`hyperrl.data.multitask`): all train tasks at the first, then
-``tasks_per_iteration`` random ones. So ``--trainer.max_steps`` = iterations × ``updates_per_iteration`` (the
-authors' 400 iterations of 2000 updates: 800,000), and ``--trainer.val_check_interval`` counts updates.
+starts with one collection iteration: all train tasks at the first, then ``tasks_per_iteration`` random ones. So
+``--trainer.max_steps`` = iterations × ``updates_per_iteration`` (the authors' 400 iterations of 2000 updates:
+800,000), and ``--trainer.val_check_interval`` counts updates.
+
+Speed settings (for GPUs): ``compile`` runs the whole update (:meth:`ContextSAC.update`: losses, the provider's
+terms, backward, Adam step, target update) through ``torch.compile``; ``cudagraphs`` captures it in a CUDA graph and
+replays it. In both, the learning rates are device tensors updated in place, so the cosine decay reaches a captured
+graph and a compiled update does not recompile when a rate changes.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
 from typing import Any
 
 import numpy as np
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
+from hyperrl.algos.arguments import LeftOpenUnitInterval, check_arguments
 from hyperrl.algos.base import (
     Algorithm,
     check_lr_decay,
     cosine_decay,
     detach_condition,
+    detached,
     frozen,
     polyak_update,
 )
-from hyperrl.algos.context import CONTEXT_PROVIDERS
-from hyperrl.data.multitask import MultiTaskData, task_episodes
-from hyperrl.envs import (
-    check_context_dim,
-    check_task_env_id,
-    env_rows,
-    episode_horizon,
-    make_task_env,
-    make_task_pools,
-)
-from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
+from hyperrl.algos.context import CONTEXT_ALGORITHMS, CONTEXT_PROVIDERS, ContextProvider
+from hyperrl.algos.meta_eval import EpisodeEvaluator
+from hyperrl.data.multitask import MultiTaskData
+from hyperrl.envs import check_context_dim, check_task_env_id, episode_horizon, make_task_env, make_task_pools
+from hyperrl.errors import ConfigurationError
 from hyperrl.nn import CriticEnsemble, make_meta_critic, make_meta_value, make_policy
 from hyperrl.nn.actors import check_tanh_log_prob
 
@@ -66,8 +74,6 @@ from hyperrl.nn.actors import check_tanh_log_prob
 HYPER_CRITIC_LR = 5e-5
 HYPER_POLICY_LR = 1e-4
 DEFAULT_LR = 3e-4
-#: at most this many evaluated tasks are stepped side by side (the eval env's rows)
-EVAL_ROWS = 32
 
 
 class MetaActingPolicy(nn.Module):
@@ -92,15 +98,16 @@ class MetaActingPolicy(nn.Module):
         return action.to(observation.device)
 
 
-class MetaSAC(Algorithm):
-    """PEARL's SAC on a task family, the context from a provider (``context: oracle``: the true task context).
+class ContextSAC(Algorithm):
+    """PEARL's SAC on a task family, conditioned on ``z`` from a context provider (module docstring); the provider,
+    the data source and the evaluator come from a subclass (:meth:`make_context_provider`, :meth:`make_data`,
+    :meth:`make_evaluator`). The settings below are shared by :class:`MetaSAC` and :class:`~hyperrl.algos.pearl.PEARL`,
+    which forward them with ``**kwargs`` (the CLI follows them, ``--print_config`` lists them all).
 
     Args:
         env: a task family, e.g. ``hyperrl/HalfCheetahVel-v0``; ``env_kwargs`` go to ``gymnasium.make``.
         split, n_train_tasks, n_test_tasks, n_ood_tasks, task_seed: the task pools (``make_task_pools``; sizes
             ``None`` take the split's defaults, e.g. 100/30, and ``split: medium`` adds the OOD pool).
-        context: the context provider (``oracle``; ``pearl`` is :class:`~hyperrl.algos.pearl.PEARL`'s); ``context_dim``
-            optionally asserts the env's context size; ``context_kwargs`` go to the provider.
         policy, critic, value: network names (``make_policy`` with ``distribution="tanh_normal"``,
             ``make_meta_critic``, ``make_meta_value``), each with ``*_kwargs`` overrides.
         tanh_log_prob: the tanh term of the policy's log-density: ``exact`` (the stable closed form of
@@ -110,14 +117,13 @@ class MetaSAC(Algorithm):
         reward_scale, gamma, tau: SAC; policy_mean_reg, policy_std_reg: the 1e-3 regularisers.
         meta_batch, batch_size: an update sees ``meta_batch`` tasks × ``batch_size`` transitions.
         buffer_size: replay capacity per train task.
-        initial_steps, tasks_per_iteration, steps_per_task, updates_per_iteration: the collection schedule
-            (PEARL's ``num_initial_steps``, ``num_tasks_sample``, ``num_steps_prior + num_extra_rl_steps_posterior``,
-            ``num_train_steps_per_itr``).
-        eval_train_tasks: how many train tasks to evaluate (``None``: as many as test tasks, as PEARL);
-            eval_episodes: deterministic episodes per task.
+        initial_steps, tasks_per_iteration, updates_per_iteration: the collection schedule (PEARL's
+            ``num_initial_steps``, ``num_tasks_sample``, ``num_train_steps_per_itr``).
+        eval_train_tasks: how many train tasks to evaluate (``None``: as many as test tasks, as PEARL).
         lr_decay_updates, lr_decay_final: ``[start, end]`` update counts over which every learning rate decays along
             a half cosine to ``lr_decay_final`` × itself, and stays there (``None``, the default and the authors':
             constant rates). The factor is a function of the update count, so a resumed run continues it exactly.
+        compile, cudagraphs: the speed settings (module docstring); ``cudagraphs`` needs a CUDA device.
     """
 
     def __init__(
@@ -128,10 +134,7 @@ class MetaSAC(Algorithm):
         n_train_tasks: int | None = None,
         n_test_tasks: int | None = None,
         n_ood_tasks: int | None = None,
-        task_seed: int = 0,
-        context: str = "oracle",
-        context_dim: int | None = None,
-        context_kwargs: dict[str, Any] | None = None,
+        task_seed: NonNegativeInt = 0,
         policy: str = "hyper",
         policy_kwargs: dict[str, Any] | None = None,
         tanh_log_prob: str = "exact",
@@ -139,77 +142,36 @@ class MetaSAC(Algorithm):
         critic_kwargs: dict[str, Any] | None = None,
         value: str = "hyper",
         value_kwargs: dict[str, Any] | None = None,
-        critic_lr: float | None = None,
-        policy_lr: float | None = None,
-        reward_scale: float = 5.0,
-        gamma: float = 0.99,
-        tau: float = 0.005,
-        policy_mean_reg: float = 1e-3,
-        policy_std_reg: float = 1e-3,
-        meta_batch: int = 16,
-        batch_size: int = 256,
-        buffer_size: int = 1_000_000,
-        initial_steps: int = 2000,
-        tasks_per_iteration: int = 5,
-        steps_per_task: int = 1000,
-        updates_per_iteration: int = 2000,
-        eval_train_tasks: int | None = None,
-        eval_episodes: int = 1,
-        seed: int = 0,
+        critic_lr: PositiveFloat | None = None,
+        policy_lr: PositiveFloat | None = None,
+        reward_scale: PositiveFloat = 5.0,
+        gamma: ClosedUnitInterval = 0.99,
+        tau: LeftOpenUnitInterval = 0.005,
+        policy_mean_reg: NonNegativeFloat = 1e-3,
+        policy_std_reg: NonNegativeFloat = 1e-3,
+        meta_batch: PositiveInt = 16,
+        batch_size: PositiveInt = 256,
+        buffer_size: PositiveInt = 1_000_000,
+        initial_steps: PositiveInt = 2000,
+        tasks_per_iteration: PositiveInt = 5,
+        updates_per_iteration: PositiveInt = 2000,
+        eval_train_tasks: PositiveInt | None = None,
+        seed: NonNegativeInt = 0,
         fused_adam: bool | None = None,
         lr_decay_updates: tuple[int, int] | None = None,
-        lr_decay_final: float = 0.0,
+        lr_decay_final: ClosedUnitInterval = 0.0,
+        compile: bool = False,
+        cudagraphs: bool = False,
     ) -> None:
-        arguments = dict(locals())
         super().__init__()
+        check_arguments(ContextSAC.__init__, locals())
         self.save_hyperparameters()
-        hp = self.hparams
-        # under the LightningCLI the hyperparameters are the arguments it was given: a subclass (PEARL) sets some of
-        # these itself, so they are filled in from this call
-        for name in inspect.signature(MetaSAC.__init__).parameters:
-            if name != "self" and name not in hp:
-                hp[name] = arguments[name]
-        for name in ("meta_batch", "batch_size", "buffer_size", "tasks_per_iteration", "updates_per_iteration",
-                     "eval_episodes"):
-            require_positive(name, hp[name], integer=True)
-        for name in ("initial_steps", "steps_per_task", "task_seed", "seed"):
-            require_non_negative_int(name, hp[name])
-        if initial_steps == 0:
-            raise ConfigurationError("initial_steps=0 is not allowed: every train task needs transitions before "
-                                     "the first update (expected a positive integer)")
-        if eval_train_tasks is not None:
-            require_positive("eval_train_tasks", eval_train_tasks, integer=True)
-        for name in ("reward_scale", "tau"):
-            require_positive(name, hp[name])
-        for name in ("critic_lr", "policy_lr"):
-            if hp[name] is not None:
-                require_positive(name, hp[name])
-        for name in ("policy_mean_reg", "policy_std_reg"):
-            if isinstance(hp[name], bool) or not isinstance(hp[name], (int, float)) or not hp[name] >= 0:
-                raise ConfigurationError(f"{name}={hp[name]!r} is not allowed: expected a number >= 0")
-        if not 0.0 < tau <= 1.0:
-            raise ConfigurationError(f"tau={tau!r} is not allowed: expected 0 < tau <= 1")
-        if not 0.0 <= gamma <= 1.0:
-            raise ConfigurationError(f"gamma={gamma!r} is not allowed: expected 0 <= gamma <= 1")
-        import hyperrl.algos.pearl  # noqa: F401  (registers the ``pearl`` provider)
-
-        if context not in CONTEXT_PROVIDERS:
-            raise ConfigurationError(f"unknown context provider {context!r}; allowed: {', '.join(CONTEXT_PROVIDERS)}")
-        required = CONTEXT_PROVIDERS[context].algorithm
-        if required is not None and type(self).__name__ != required:
-            raise ConfigurationError(
-                f"context={context!r} is not allowed with {type(self).__name__}: it needs its own data and "
-                f"evaluation, use class_path hyperrl.algos.pearl.{required}"
-            )
-        self._lr_decay = check_lr_decay(hp.lr_decay_updates, hp.lr_decay_final)
+        self._lr_decay = check_lr_decay(lr_decay_updates, lr_decay_final)
         if batch_size > buffer_size:
             raise ConfigurationError(
                 f"batch_size={batch_size} is not allowed: it must not exceed buffer_size={buffer_size}"
             )
-
         self.env_spec = check_task_env_id(env)
-        if context_dim is not None:
-            check_context_dim(env, context_dim)
         self.pools = make_task_pools(env, task_seed, split, n_train_tasks, n_test_tasks, n_ood_tasks)
         torch.manual_seed(seed)
         obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
@@ -225,13 +187,21 @@ class MetaSAC(Algorithm):
         self.value = make_meta_value(value, obs_dim, z_dim, **(value_kwargs or {}))
         self.target_value = copy.deepcopy(self.value).requires_grad_(False)
         self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
+        self.evaluator = self.make_evaluator()
         self._updates_done = 0
         self._last_eval: dict | None = None
 
-    def make_context_provider(self):
-        """The provider named by ``context``, built from the env spec and ``context_kwargs``."""
-        hp = self.hparams
-        return CONTEXT_PROVIDERS[hp.context].from_spec(self.env_spec, **(hp.context_kwargs or {}))
+    # ------------------------------------------------------------------ the parts a subclass supplies
+    def make_context_provider(self) -> ContextProvider:
+        """The context provider (built in ``__init__``, after the hyperparameters and ``self.env_spec``)."""
+        raise NotImplementedError
+
+    def make_evaluator(self):
+        """The evaluator (:mod:`hyperrl.algos.meta_eval`), built at the end of ``__init__``."""
+        raise NotImplementedError
+
+    def make_data(self) -> MultiTaskData:
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ optimizer
     def learning_rates(self) -> dict[str, float]:
@@ -244,13 +214,30 @@ class MetaSAC(Algorithm):
         return {"critic": critic_lr, "policy": policy_lr, "context": DEFAULT_LR}
 
     def param_groups(self) -> list[dict]:
+        """One group per network with its rate and, as ``base_lr``, the rate the decay scales. A fast update gets
+        each rate as a device tensor, changed in place (:meth:`scale_learning_rates`): a CUDA graph reads the tensor
+        at every replay, where a Python number would stay what it was at capture."""
         lr = self.learning_rates()
-        return [
+        groups = [
             {"params": list(self.critics.parameters()), "lr": lr["critic"], "name": "critic"},
             {"params": list(self.value.parameters()), "lr": lr["critic"], "name": "value"},
             {"params": list(self.policy.parameters()), "lr": lr["policy"], "name": "policy"},
             *self.context_provider.param_groups(lr["context"]),
         ]
+        for group in groups:
+            group["base_lr"] = float(group["lr"])
+            if self.is_fast:
+                group["lr"] = torch.tensor(group["base_lr"], device=self.device)
+        return groups
+
+    def scale_learning_rates(self, factor: float) -> None:
+        """Every group's rate := ``factor`` × its ``base_lr``; a tensor rate (fast updates) is written in place."""
+        for group in self.optimizer.param_groups:
+            rate = group.setdefault("base_lr", float(group["lr"])) * factor
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(rate)
+            else:
+                group["lr"] = rate
 
     # ------------------------------------------------------------------ data
     def acting_policy(self):
@@ -260,7 +247,7 @@ class MetaSAC(Algorithm):
             MetaActingPolicy(self.policy, self.context_provider), in_keys=["observation", "context"], out_keys=["action"]
         )
 
-    def _task_env(self, seed: int, rows: int):
+    def _task_env(self, seed: int | None, rows: int):
         """A task env of ``rows`` rows (tasks side by side, :func:`~hyperrl.envs.make_task_env` ``num_envs``)."""
         # the networks act in [-1, 1], the env maps that onto its bounds: as rlkit's NormalizedBoxEnv under PEARL
         return make_task_env(self.hparams.env, seed=seed, context_bounds=self.pools, rescale_actions=True,
@@ -269,19 +256,6 @@ class MetaSAC(Algorithm):
     def _collection_rows(self) -> int:
         """Rows of the collection env: an iteration's tasks side by side."""
         return max(1, int(self.hparams.tasks_per_iteration))
-
-    def make_data(self) -> MultiTaskData:
-        hp = self.hparams
-        rank = self.global_rank
-        env = self._task_env(hp.seed + rank, self._collection_rows())
-        data = MultiTaskData(
-            env, self.acting_policy(), self.pools, buffer_size=hp.buffer_size, batch_size=hp.batch_size,
-            meta_batch=hp.meta_batch, initial_steps=hp.initial_steps, tasks_per_iteration=hp.tasks_per_iteration,
-            steps_per_task=hp.steps_per_task, seed=hp.seed + 1000 * rank, horizon=self._horizon(env),
-            device=self.device,
-        )  # fmt: skip
-        torch.manual_seed(hp.seed + 10_000 * rank + 1)  # each rank explores and samples with its own stream
-        return data
 
     @staticmethod
     def _horizon(env) -> int:
@@ -326,6 +300,30 @@ class MetaSAC(Algorithm):
     def after_update(self) -> None:
         polyak_update(self.target_value, self.value, self.hparams.tau)
 
+    def update(self, batch: TensorDictBase) -> TensorDictBase:
+        """One whole gradient update on ``batch``: the loss terms (the provider's included: PEARL's encoder forward,
+        its reparameterised ``z`` and KL term), one backward pass, one Adam step over every group (the encoder's
+        too), the target-V update. Returns the detached loss terms. Eagerly, a non-finite loss stops the run before
+        the backward pass. The collection state of a provider (PEARL's per-row ``q`` and ``z``) is not touched."""
+        losses = self.losses(batch)
+        if not self.is_fast:
+            self.stop_if_not_finite(losses)
+        optimizer = self.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        self.backpropagate(losses["loss"])
+        optimizer.step()
+        self.after_update()
+        return detached(losses)
+
+    def run_update(self, batch: TensorDictBase) -> TensorDictBase:
+        """:meth:`update`, compiled and/or CUDA-graphed when asked (one control flow: one key); a fast update checks
+        its losses after the step, before anything is checkpointed."""
+        if not self.is_fast:
+            return self.update(batch)
+        losses = self.fast_update("update", self.update)(batch)
+        self.stop_if_not_finite(losses)
+        return losses
+
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, Tensor]:
         if self._updates_done % self.hparams.updates_per_iteration == 0:
@@ -333,11 +331,10 @@ class MetaSAC(Algorithm):
             self.count_frames(collected.numel())
             if collected.numel():
                 self.record_episodes(collected)
-        losses = self.losses(self.data.sample())
+        batch = self.data.sample()
         if self._lr_decay is not None:
             self.scale_learning_rates(cosine_decay(self._updates_done, *self._lr_decay, self.hparams.lr_decay_final))
-        self.backward_and_step(losses)
-        self.after_update()
+        losses = self.run_update(batch)
         self._updates_done += 1
         self.update_count.fill_(self._updates_done)
         return losses
@@ -360,43 +357,25 @@ class MetaSAC(Algorithm):
         return pools
 
     def _eval_env(self):
-        """The evaluation env (built once), reseeded so every evaluation sees the same episodes' randomness."""
+        """The evaluation env (built once, with the evaluator's rows), reseeded so every evaluation sees the same
+        episodes' randomness."""
         if "eval" not in self._envs:
-            self._envs["eval"] = self._task_env(None, self._eval_rows())
+            self._envs["eval"] = self._task_env(None, self.evaluator.rows(self.eval_tasks()))
         env = self._envs["eval"]
         env.set_seed(self.hparams.seed + 100 + self.global_rank)
         return env
 
-    def _eval_rows(self) -> int:
-        """The eval env's rows: every evaluated task of a pool side by side (at most ``EVAL_ROWS``)."""
-        return min(EVAL_ROWS, max(len(tasks) for tasks in self.eval_tasks().values()))
+    @torch.no_grad()
+    def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
+        """``pool -> metric -> one value per task`` from the evaluator; logged as ``eval/{pool}_tasks_{metric}``."""
+        env = self._eval_env()
+        return self.evaluator.evaluate(env, self.acting_policy(), self.eval_tasks(), self._horizon(env),
+                                       seed=self.hparams.seed + self.global_rank, device=self.device)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, list[float]]:
         """The return per task, for every evaluated pool (``evaluate_pools``' ``"return"``)."""
         return {pool: metrics["return"] for pool, metrics in self.evaluate_pools().items()}
-
-    @torch.no_grad()
-    def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
-        """``pool -> metric -> one value per task``; logged as ``eval/{pool}_tasks_{metric}``. Here the one metric
-        ``return``: the mean return of ``eval_episodes`` deterministic episodes with the task's context."""
-        from torchrl.envs.utils import ExplorationType, set_exploration_type
-
-        env = self._eval_env()
-        policy = self.acting_policy()
-        horizon = self._horizon(env)
-        rows = env_rows(env)
-        results: dict[str, dict[str, list[float]]] = {}
-        with set_exploration_type(ExplorationType.DETERMINISTIC):
-            for pool, tasks in self.eval_tasks().items():
-                returns = []
-                for start in range(0, len(tasks), rows):
-                    per_task = task_episodes(env, policy, tasks[start : start + rows], horizon,
-                                             episodes=self.hparams.eval_episodes)
-                    returns += [float(np.mean([e.get(("next", "reward")).sum().item() for e in episodes]))
-                                for episodes in per_task]
-                results[pool] = {"return": returns}
-        return results
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         results = self.evaluate_pools()
@@ -425,3 +404,58 @@ class MetaSAC(Algorithm):
         with open(tmp, "w") as f:
             json.dump(self._last_eval, f, indent=1)
         os.replace(tmp, path)
+
+
+class MetaSAC(ContextSAC):
+    """PEARL's SAC on a task family with the oracle context (the true task context): :class:`ContextSAC` with
+    :class:`~hyperrl.algos.context.OracleContext`, :class:`~hyperrl.data.multitask.MultiTaskData` and
+    :class:`~hyperrl.algos.meta_eval.EpisodeEvaluator`.
+
+    Args (besides :class:`ContextSAC`'s, forwarded through ``**kwargs``):
+        context: the context provider (``oracle``; PEARL's learned encoder is :class:`~hyperrl.algos.pearl.PEARL`);
+            ``context_dim`` optionally asserts the env's context size; ``context_kwargs`` go to the provider.
+        steps_per_task: transitions collected per drawn task and iteration (PEARL's ``num_steps_prior +
+            num_extra_rl_steps_posterior``).
+        eval_episodes: deterministic episodes per evaluated task.
+    """
+
+    def __init__(
+        self,
+        context: str = "oracle",
+        context_dim: int | None = None,
+        context_kwargs: dict[str, Any] | None = None,
+        steps_per_task: NonNegativeInt = 1000,
+        eval_episodes: PositiveInt = 1,
+        **kwargs: Any,
+    ) -> None:
+        check_arguments(MetaSAC.__init__, locals())
+        if context in CONTEXT_ALGORITHMS:
+            raise ConfigurationError(
+                f"context={context!r} is not allowed with MetaSAC: it needs its own data and evaluation, use "
+                f"class_path {CONTEXT_ALGORITHMS[context]}"
+            )
+        if context not in CONTEXT_PROVIDERS:
+            raise ConfigurationError(f"unknown context provider {context!r}; allowed: {', '.join(CONTEXT_PROVIDERS)}")
+        super().__init__(**kwargs)
+
+    def make_context_provider(self) -> ContextProvider:
+        hp = self.hparams
+        if hp.context_dim is not None:
+            check_context_dim(hp.env, hp.context_dim)
+        return CONTEXT_PROVIDERS[hp.context].from_spec(self.env_spec, **(hp.context_kwargs or {}))
+
+    def make_evaluator(self) -> EpisodeEvaluator:
+        return EpisodeEvaluator(self.hparams.eval_episodes)
+
+    def make_data(self) -> MultiTaskData:
+        hp = self.hparams
+        rank = self.global_rank
+        env = self._task_env(hp.seed + rank, self._collection_rows())
+        data = MultiTaskData(
+            env, self.acting_policy(), self.pools, buffer_size=hp.buffer_size, batch_size=hp.batch_size,
+            meta_batch=hp.meta_batch, initial_steps=hp.initial_steps, tasks_per_iteration=hp.tasks_per_iteration,
+            steps_per_task=hp.steps_per_task, seed=hp.seed + 1000 * rank, horizon=self._horizon(env),
+            device=self.device,
+        )  # fmt: skip
+        torch.manual_seed(hp.seed + 10_000 * rank + 1)  # each rank explores and samples with its own stream
+        return data
