@@ -78,8 +78,8 @@ def test_rollout_shapes_contexts_and_per_task_actor_equals_shared_actor():
 
 
 def test_a_rollout_after_one_that_ended_mid_episode_starts_every_episode_afresh_in_the_new_task():
-    # a regression: the vector env's plain reset is partial after its autoreset, so rows whose episode had ended
-    # early (and restarted) began the next rollout from their old state, with the old task's context
+    # the vector env's plain reset is partial after its autoreset: rows whose episode ended early (and restarted)
+    # must not begin the next rollout from their old state, with the old task's context
     m = ContextMAML(**{**TINY, "policy": "context_mlp"})
     data = m.make_data()
     contexts_seen = []
@@ -193,7 +193,7 @@ def test_the_trust_region_kl_is_new_given_old_as_the_authors():
     for i in range(valid.shape[0]):
         phi = m.adapt(m.meta_params(), train[i], train_adv[i], create_graph=False)
         new = Normal(*m.distribution(phi, valid[i]["observation"], valid[i]["context"][0, 0]))
-        before = Normal(old[i][0], old[i][1])
+        before = Normal(old[0][i], old[1][i])
         mask = valid[i]["mask"]
         new_old.append((kl_divergence(new, before).sum(-1) * mask).sum() / mask.sum())
         old_new.append((kl_divergence(before, new).sum(-1) * mask).sum() / mask.sum())
@@ -315,6 +315,25 @@ def test_inner_learning_rate_defaults_per_policy():
         ({"env": "Pendulum-v1"}, "Pendulum-v1"),
         ({"fast_lr": -0.1}, "fast_lr=-0.1"),
         ({"post_adaptation_baseline": "post"}, "post_adaptation_baseline='post' is not allowed: expected one of pre"),
+        ({"max_kl": float("inf")}, "max_kl=inf is not allowed: expected a finite positive number"),
+        ({"max_kl": float("nan")}, "max_kl=nan is not allowed"),
+        ({"max_kl": -0.01}, "max_kl=-0.01 is not allowed"),
+        ({"baseline_reg": float("inf")}, "baseline_reg=inf is not allowed"),
+        ({"fast_lr": float("inf")}, "fast_lr=inf is not allowed"),
+        ({"cg_damping": float("inf")}, "cg_damping=inf is not allowed: expected a finite number >= 0"),
+        ({"cg_damping": float("nan")}, "cg_damping=nan is not allowed"),
+        ({"ls_ratio": float("nan")}, "ls_ratio=nan is not allowed"),
+        ({"cg_iterations": 0}, "cg_iterations=0 is not allowed"),
+        ({"ls_max_steps": 2.5}, "ls_max_steps=2.5 is not allowed"),
+        ({"compile": "yes"}, "compile='yes' is not allowed: expected true or false"),
+        # the pool sizes are named as the user sets them
+        ({"n_train_tasks": 0}, "n_train_tasks=0 is not allowed"),
+        ({"n_test_tasks": -3}, "n_test_tasks=-3 is not allowed"),
+        ({"n_test_tasks": 2.5}, "n_test_tasks=2.5 is not allowed"),
+        ({"n_ood_tasks": 5}, "n_ood_tasks=5 is not allowed"),
+        ({"env": "hyperrl/HalfCheetahVel-v0", "n_train_tasks": 1}, "n_train_tasks >= 2"),
+        ({"env": "hyperrl/HalfCheetahDir-v0", "n_train_tasks": 3}, "n_train_tasks=3 is not allowed"),
+        ({"task_seed": -1}, "task_seed=-1 is not allowed"),
     ],
 )
 def test_bad_settings_raise_one_line_configuration_errors(overrides, words):
@@ -344,3 +363,27 @@ def test_paper_maml_configs_take_the_authors_pools_and_baseline_and_the_cpu_demo
         assert (model["n_train_tasks"], model["n_test_tasks"]) == (80, 20), name
     assert yaml.safe_load((conf / "maml_quickstart.yaml").read_text())["model"]["init_args"][
         "post_adaptation_baseline"] == "refit"
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("max_kl", "inf", "max_kl=inf is not allowed: expected a finite positive number"),
+        ("n_test_tasks", "0", "n_test_tasks=0 is not allowed"),
+        ("cudagraphs", "true", "cudagraphs=True is not allowed for MAML"),
+    ],
+)
+def test_the_cli_refuses_bad_maml_settings_in_one_line(option, value, words, capsys, tmp_path, monkeypatch):
+    import pathlib
+
+    from conftest import run_entry
+
+    from hyperrl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = pathlib.Path(__file__).resolve().parents[1] / "conf" / "meta" / "maml_quickstart.yaml"
+    code, _, err = run_entry(main, ["fit", "--config", str(config), f"--model.init_args.{option}", value,
+                                    "--trainer.max_steps", "1"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("hyperrl:")]
+    assert code == 2 and len(lines) == 1 and words in lines[0], err
+    assert "Traceback" not in err and not list(tmp_path.rglob("*.ckpt"))

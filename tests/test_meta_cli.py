@@ -66,7 +66,7 @@ def test_meta_quickstart_runs_through_the_cli(capsys, tmp_path, monkeypatch):
     ("args", "needle"),
     [
         (["--model.init_args.env", "HalfCheetah-v5"], "has no task API"),
-        (["--model.init_args.n_train_tasks", "0"], "n_train=0 is not allowed"),
+        (["--model.init_args.n_train_tasks", "0"], "n_train_tasks=0 is not allowed"),
         (["--model.init_args.context", "telepathy"], "unknown context provider 'telepathy'"),
         (["--model.init_args.policy", "nope"], "unknown policy 'nope'"),
     ],

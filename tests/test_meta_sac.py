@@ -258,8 +258,8 @@ def test_mlp_networks_and_the_learning_rate_rule():
     [
         ({"env": "HalfCheetah-v5"}, "has no task API"),
         ({"env": "hyperrl/NoSuchTask-v0"}, "unknown environment id 'hyperrl/NoSuchTask-v0'"),
-        ({"n_train_tasks": 0}, "n_train=0 is not allowed"),
-        ({"n_test_tasks": -3}, "n_test=-3 is not allowed"),
+        ({"n_train_tasks": 0}, "n_train_tasks=0 is not allowed"),
+        ({"n_test_tasks": -3}, "n_test_tasks=-3 is not allowed"),
         ({"context_dim": 1}, "context_dim"),
         ({"context": "telepathy"}, "unknown context provider 'telepathy'; allowed: oracle"),
         ({"policy": "transformer"}, "unknown policy 'transformer'"),

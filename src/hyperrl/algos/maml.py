@@ -28,6 +28,15 @@ except the direction families, whose pool is the fixed ``[-1, +1]``.
 ``eval/{train,test,ood}_{before,after}_return``.
 
 Inner step sizes by default (§5.4): 0.1 for the MLP policies, 5e-5 for the hypernetwork policy.
+
+Per-task terms are one function of a task's tensors (:meth:`MAML.task_outer_terms`, inner step by
+:func:`torch.func.grad`), batched over the meta-batch with :func:`torch.func.vmap`. ``compile=True`` runs the outer
+step's three functions of θ (the meta-gradient with the surrogate and KL, the Fisher-vector product, the surrogate
+and KL of a line-search candidate) through ``torch.compile``, all derivatives taken with :mod:`torch.func` inside
+them (a compiled graph's backward cannot be differentiated again, which the second-order meta-gradient and the
+Fisher-vector product need); conjugate gradient and the line search stay in Python. ``cudagraphs`` is refused: the
+outer step is no fixed sequence of kernels (CG stops on a residual, the line search on its result) and every
+meta-update steps CPU environments between its phases.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -43,7 +53,7 @@ from torch.func import functional_call
 
 from hyperrl.algos.base import Algorithm
 from hyperrl.algos.returns import advantages, masked_mean
-from hyperrl.algos.trpo import trpo_step
+from hyperrl.algos.trpo import flat, natural_gradient_step, trpo_step
 from hyperrl.data.onpolicy import OnPolicyData
 from hyperrl.envs import check_task_env_id, make_task_pools
 from hyperrl.envs.tasks import task_family
@@ -72,6 +82,8 @@ def maml_pool_sizes(env: str, split: str, n_train: int | None, n_test: int | Non
     return {k: defaults[k] if v is None else v for k, v in sizes.items()}
 
 Params = dict[str, Tensor]
+#: settings that must be finite positive numbers (``inf`` would make the trust region or the ridge meaningless)
+FINITE_POSITIVE = ("max_kl", "baseline_reg")
 
 
 class _Dispatch(nn.Module):
@@ -120,8 +132,9 @@ class MAML(Algorithm):
         eval_episodes: episodes per task in evaluation (None: fast_batch_size);
         eval_adaptation_steps: inner steps in evaluation (None: ``max(adaptation_steps, 1)``).
         cpu_threads: torch intra-op threads during a meta-update and an evaluation when the module is on the CPU
-            (None: leave torch's setting). Default 1: these are many small ops, and on the shared 2-core box two
-            threads made the TRPO step ~8x and sampling ~9x slower than one.
+            (None: leave torch's setting). Default 1: these are many small ops, which extra threads slow down.
+        compile: run the outer step's functions of θ through ``torch.compile`` (module docstring).
+        cudagraphs: refused (module docstring); the option exists so that every algorithm takes the same flags.
         seed: network initialisation and sampling.
     """
 
@@ -153,6 +166,8 @@ class MAML(Algorithm):
         eval_episodes: int | None = None,
         eval_adaptation_steps: int | None = None,
         cpu_threads: int | None = 1,
+        compile: bool = False,
+        cudagraphs: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -183,10 +198,11 @@ class MAML(Algorithm):
         for name in ("meta_batch_size", "fast_batch_size", "cg_iterations", "ls_max_steps"):
             require_positive(name, getattr(hp, name), integer=True)
         require_non_negative_int("adaptation_steps", hp.adaptation_steps)
-        for name in ("max_kl", "baseline_reg"):
-            require_positive(name, getattr(hp, name))
-        if hp.fast_lr is not None:
-            require_positive("fast_lr", hp.fast_lr)
+        for name in FINITE_POSITIVE + (("fast_lr",) if hp.fast_lr is not None else ()):
+            value = getattr(hp, name)
+            require_positive(name, value)
+            if not math.isfinite(value):
+                raise ConfigurationError(f"{name}={value!r} is not allowed: expected a finite positive number")
         for name in ("eval_tasks", "eval_episodes"):
             if getattr(hp, name) is not None:
                 require_positive(name, getattr(hp, name), integer=True)
@@ -194,8 +210,9 @@ class MAML(Algorithm):
             require_positive("cpu_threads", hp.cpu_threads, integer=True)
         if hp.eval_adaptation_steps is not None:
             require_non_negative_int("eval_adaptation_steps", hp.eval_adaptation_steps)
-        if isinstance(hp.cg_damping, bool) or not isinstance(hp.cg_damping, (int, float)) or hp.cg_damping < 0:
-            raise ConfigurationError(f"cg_damping={hp.cg_damping!r} is not allowed: expected a number >= 0")
+        if (isinstance(hp.cg_damping, bool) or not isinstance(hp.cg_damping, (int, float))
+                or not 0 <= hp.cg_damping < math.inf):
+            raise ConfigurationError(f"cg_damping={hp.cg_damping!r} is not allowed: expected a finite number >= 0")
         for name in ("gamma", "gae_lambda"):
             value = getattr(hp, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -205,8 +222,15 @@ class MAML(Algorithm):
         if hp.post_adaptation_baseline not in POST_ADAPTATION_BASELINES:
             raise ConfigurationError(f"post_adaptation_baseline={hp.post_adaptation_baseline!r} is not allowed: "
                                      f"expected one of {', '.join(POST_ADAPTATION_BASELINES)}")
-        if not isinstance(hp.first_order, bool):
-            raise ConfigurationError(f"first_order={hp.first_order!r} is not allowed: expected true or false")
+        for name in ("first_order", "compile", "cudagraphs"):
+            if not isinstance(hp.get(name), bool):
+                raise ConfigurationError(f"{name}={hp.get(name)!r} is not allowed: expected true or false")
+        if hp.cudagraphs:
+            raise ConfigurationError(
+                f"cudagraphs=True is not allowed for {type(self).__name__}: its TRPO step is no fixed sequence of "
+                "kernels (conjugate gradient and the line search stop on data) and each meta-update steps CPU "
+                "environments; use --model.init_args.compile true"
+            )
 
     # ------------------------------------------------------------------ functional policy
     def meta_params(self) -> Params:
@@ -223,24 +247,33 @@ class MAML(Algorithm):
 
     def inner_loss(self, params: Params, batch, adv: Tensor) -> Tensor:
         """REINFORCE ``−mean_t[log π(a|s) A]`` (mask-weighted) on one task's episodes ``batch (E, T)``."""
-        loc, scale = self.distribution(params, batch["observation"], batch["context"][0, 0])
-        return -masked_mean(normal_log_prob(batch["action"], loc, scale) * adv, batch["mask"])
+        return self._inner_loss(params, batch["observation"], batch["action"], batch["mask"], adv,
+                                batch["context"][0, 0])
+
+    def _inner_loss(self, params: Params, observation: Tensor, action: Tensor, mask: Tensor, adv: Tensor,
+                    context: Tensor) -> Tensor:
+        loc, scale = self.distribution(params, observation, context)
+        return -masked_mean(normal_log_prob(action, loc, scale) * adv, mask)
 
     def adapt(self, params: Params, batch, adv: Tensor, steps: int | None = None, lr: float | None = None,
               create_graph: bool | None = None) -> Params:
         """``steps`` functional SGD steps ``φ ← φ − α ∇_φ L(φ)`` from ``params`` on one task's episodes.
 
-        ``create_graph`` (default: ``not first_order``) keeps the graph of ``∇L`` so that ``φ`` is differentiable
-        to second order in ``params``; without it ``∇L`` is a constant and ``∂φ/∂params = I``.
+        ``create_graph`` (default: ``not first_order``) keeps ``∇L`` a function of ``params``, so that ``φ`` is
+        differentiable to second order in ``params``; without it ``∇L`` is a constant and ``∂φ/∂params = I``.
         """
+        return self._adapt(params, batch["observation"], batch["action"], batch["mask"], adv, batch["context"][0, 0],
+                           steps, lr, create_graph)
+
+    def _adapt(self, params: Params, observation: Tensor, action: Tensor, mask: Tensor, adv: Tensor,
+               context: Tensor, steps: int | None = None, lr: float | None = None,
+               create_graph: bool | None = None) -> Params:
         steps = self.hparams.adaptation_steps if steps is None else steps
         lr = self.fast_lr if lr is None else lr
         create_graph = (not self.hparams.first_order) if create_graph is None else create_graph
         for _ in range(steps):
-            with torch.enable_grad():
-                loss = self.inner_loss(params, batch, adv)
-                grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-            params = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
+            grads = torch.func.grad(self._inner_loss)(params, observation, action, mask, adv, context)
+            params = {k: v - lr * (grads[k] if create_graph else grads[k].detach()) for k, v in params.items()}
         return params
 
     def task_advantages(self, episodes, fit_on=None) -> Tensor:
@@ -322,24 +355,82 @@ class MAML(Algorithm):
         fit_on = train if hp.post_adaptation_baseline == "pre" else None
         return train, train_adv, valid, self.task_advantages(valid, fit_on=fit_on)
 
-    def outer_terms(self, train, train_adv, valid, valid_adv, old: list | None = None,
-                    create_graph: bool | None = None) -> tuple[Tensor, Tensor, list]:
-        """Surrogate ``S(θ)`` and mean KL at the current θ, with graphs through the inner step (module docstring);
-        ``old``: the per-task ``(loc, scale, log_prob)`` at θ₀ (None: this call is at θ₀ and returns them)."""
-        meta = self.meta_params()
-        losses, kls, olds = [], [], []
-        for i in range(valid.shape[0]):
-            params = self.adapt(meta, train[i], train_adv[i], create_graph=create_graph) \
-                if self.hparams.adaptation_steps else meta
-            batch = valid[i]
-            loc, scale = self.distribution(params, batch["observation"], batch["context"][0, 0])
-            log_prob = normal_log_prob(batch["action"], loc, scale)
-            o = (loc.detach(), scale.detach(), log_prob.detach()) if old is None else old[i]
-            olds.append(o)
-            ratio = torch.exp(log_prob - o[2])
-            losses.append(-masked_mean(ratio * valid_adv[i], batch["mask"]))
-            kls.append(masked_mean(normal_kl(loc, scale, o[0], o[1]), batch["mask"]))  # KL(new ‖ old)
-        return torch.stack(losses).mean(), torch.stack(kls).mean(), olds
+    @staticmethod
+    def task_tensors(train, train_adv: Tensor, valid, valid_adv: Tensor) -> tuple[Tensor, ...]:
+        """A meta-batch as plain tensors, the task first: the inputs of :meth:`task_outer_terms`."""
+        return (train["observation"], train["action"], train["mask"], train_adv, train["context"][:, 0, 0],
+                valid["observation"], valid["action"], valid["mask"], valid_adv)
+
+    def task_outer_terms(self, params: Params, train_obs: Tensor, train_action: Tensor, train_mask: Tensor,
+                         train_adv: Tensor, context: Tensor, valid_obs: Tensor, valid_action: Tensor,
+                         valid_mask: Tensor, valid_adv: Tensor, old: tuple[Tensor, Tensor, Tensor] | None = None,
+                         create_graph: bool = True) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """One task's surrogate and KL at ``params`` (module docstring), through the inner step; ``old``: the
+        task's ``(loc, scale, log_prob)`` at θ₀ (None: ``params`` is θ₀, and they are returned detached)."""
+        if self.hparams.adaptation_steps:
+            params = self._adapt(params, train_obs, train_action, train_mask, train_adv, context,
+                                 create_graph=create_graph)
+        loc, scale = self.distribution(params, valid_obs, context)
+        log_prob = normal_log_prob(valid_action, loc, scale)
+        if old is None:
+            old = (loc.detach(), scale.detach(), log_prob.detach())
+        loss = -masked_mean(torch.exp(log_prob - old[2]) * valid_adv, valid_mask)
+        kl = masked_mean(normal_kl(loc, scale, old[0], old[1]), valid_mask)  # KL(new ‖ old)
+        return loss, kl, old
+
+    def batched_outer_terms(self, params: Params, data: tuple[Tensor, ...], old: tuple | None = None,
+                            create_graph: bool = True) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """:meth:`task_outer_terms` of every task of ``data`` (:meth:`task_tensors`) at once; mean surrogate, mean
+        KL and the stacked ``old``."""
+        in_dims = (None,) + (0,) * len(data) + (None if old is None else 0,)
+        losses, kls, old = torch.func.vmap(partial(self.task_outer_terms, create_graph=create_graph),
+                                           in_dims=in_dims)(params, *data, old)
+        return losses.mean(), kls.mean(), old
+
+    def outer_terms(self, train, train_adv, valid, valid_adv, old: tuple | None = None,
+                    create_graph: bool | None = None) -> tuple[Tensor, Tensor, tuple]:
+        """Surrogate ``S(θ)`` and mean KL at the current θ, with autograd graphs to the module's parameters through
+        the inner step (module docstring); ``old``: the stacked ``(loc, scale, log_prob)`` of every task at θ₀
+        (None: this call is at θ₀ and returns them)."""
+        create_graph = (not self.hparams.first_order) if create_graph is None else create_graph
+        return self.batched_outer_terms(self.meta_params(), self.task_tensors(train, train_adv, valid, valid_adv),
+                                        old, create_graph)
+
+    def outer_functions(self) -> dict:
+        """The outer step's functions of θ (a dict of detached parameter tensors), derivatives by :mod:`torch.func`,
+        through ``torch.compile`` when ``compile`` is on (built once; the data keep their shapes):
+
+        * ``gradient(θ, data) -> (∇S, S, KL, old)`` at θ₀;
+        * ``fvp(θ, data, old, v) -> F v + damping·v`` (flat ``v``), ``F`` the Hessian of the mean KL at θ₀;
+        * ``evaluate(θ, data, old) -> (S, KL)`` at a line-search candidate (first order in the inner step).
+        """
+        hp = self.hparams
+        second = not hp.first_order
+
+        def gradient(params, data):
+            def surrogate(p):
+                loss, kl, old = self.batched_outer_terms(p, data, None, second)
+                return loss, (kl, old)
+
+            grads, (loss, (kl, old)) = torch.func.grad_and_value(surrogate, has_aux=True)(params)
+            return flat(list(grads.values())), loss, kl, old
+
+        def fvp(params, data, old, v):
+            def kl(p):
+                return self.batched_outer_terms(p, data, old, second)[1]
+
+            def directional(p):
+                grads = flat(list(torch.func.grad(kl)(p).values()))
+                return grads.dot(v)
+
+            return flat(list(torch.func.grad(directional)(params).values())) + hp.cg_damping * v
+
+        def evaluate(params, data, old):
+            loss, kl, _ = self.batched_outer_terms(params, data, old, False)
+            return loss, kl
+
+        return {name: self.fast_update(name, fn) for name, fn in
+                (("gradient", gradient), ("fvp", fvp), ("evaluate", evaluate))}
 
     @contextmanager
     def _threads(self):
@@ -368,17 +459,7 @@ class MAML(Algorithm):
         self._episode_returns = (self._episode_returns + returns)[-100:]
         self._new_returns.extend(returns)
 
-        with torch.enable_grad():
-            loss, kl, old = self.outer_terms(train, train_adv, valid, valid_adv)
-            self.stop_if_not_finite({"loss": loss})
-
-            def evaluate() -> tuple[float, float]:
-                new_loss, new_kl, _ = self.outer_terms(train, train_adv, valid, valid_adv, old, create_graph=False)
-                return new_loss.item(), new_kl.item()
-
-            result = trpo_step(list(self.meta_params().values()), loss, kl, evaluate, max_kl=hp.max_kl,
-                               damping=hp.cg_damping, cg_iterations=hp.cg_iterations, ratio=hp.ls_ratio,
-                               max_steps=hp.ls_max_steps)
+        result, loss = self.outer_step(train, train_adv, valid, valid_adv)
         elapsed = time.perf_counter() - start
         return {
             "loss": loss.detach(),
@@ -393,6 +474,36 @@ class MAML(Algorithm):
                 (train.shape[0] * train.shape[1] * (2 if hp.adaptation_steps else 1)) / max(sample_time, 1e-9)),
             "update_s": torch.tensor(elapsed),
         }
+
+    def outer_step(self, train, train_adv, valid, valid_adv):
+        """The TRPO step on θ (in place) for one meta-batch; returns the line search's result and ``S(θ₀)``.
+        Eagerly: autograd graphs of :meth:`outer_terms` (built once at θ₀; the Fisher-vector products reuse it);
+        with ``compile``: the compiled :meth:`outer_functions`. A non-finite surrogate stops the run first."""
+        hp = self.hparams
+        params = list(self.meta_params().values())
+        trpo = dict(max_kl=hp.max_kl, cg_iterations=hp.cg_iterations, ratio=hp.ls_ratio, max_steps=hp.ls_max_steps)
+        if self.is_fast:
+            fns = self.outer_functions()
+            theta = self._detached(self.meta_params())  # shares storage: the line search's steps are seen
+            data = self.task_tensors(train, train_adv, valid, valid_adv)
+            grad, loss, _, old = fns["gradient"](theta, data)
+            self.stop_if_not_finite({"loss": loss})
+
+            def evaluate() -> tuple[float, float]:
+                new_loss, new_kl = fns["evaluate"](theta, data, old)
+                return new_loss.item(), new_kl.item()
+
+            return natural_gradient_step(params, grad, lambda v: fns["fvp"](theta, data, old, v), loss.item(),
+                                         evaluate, **trpo), loss.detach()
+        with torch.enable_grad():
+            loss, kl, old = self.outer_terms(train, train_adv, valid, valid_adv)
+            self.stop_if_not_finite({"loss": loss})
+
+            def evaluate() -> tuple[float, float]:
+                new_loss, new_kl, _ = self.outer_terms(train, train_adv, valid, valid_adv, old, create_graph=False)
+                return new_loss.item(), new_kl.item()
+
+            return trpo_step(params, loss, kl, evaluate, damping=hp.cg_damping, **trpo), loss.detach()
 
     # ------------------------------------------------------------------ evaluation
     def eval_pools(self) -> dict[str, list[dict]]:

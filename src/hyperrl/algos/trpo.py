@@ -1,7 +1,7 @@
 """TRPO's pieces in plain torch (TorchRL has none): conjugate gradient, the Fisher-vector product of a mean KL, and
 the backtracking line search, configured as the authors' MAML outer step (hyperrl-paper.md §5.4).
 
-One TRPO step on a loss ``L(θ)`` (to minimise) under ``KL(θ) = mean KL(π_old ‖ π_θ) ≤ δ``:
+One TRPO step on a loss ``L(θ)`` (to minimise) under ``KL(θ) = mean KL(π_θ ‖ π_old) ≤ δ``:
 
 1. ``g = ∇L(θ₀)``; ``F v = ∇(∇KL(θ₀)·v) + damping·v`` (Hessian of the mean KL at θ₀, which is the Fisher matrix
    there, plus damping);
@@ -9,6 +9,9 @@ One TRPO step on a loss ``L(θ)`` (to minimise) under ``KL(θ) = mean KL(π_old 
 3. full step ``Δ = s / √(sᵀF s / (2δ))`` (the step whose quadratic KL model equals δ);
 4. ``θ = θ₀ − βᵏ Δ`` for k = 0, 1, ... ``max_steps − 1``: accept the first with ``L(θ) < L(θ₀)`` and
    ``KL(θ) < δ``; if none is accepted, θ₀ is restored bit for bit.
+
+:func:`trpo_step` takes ``L`` and ``KL`` as tensors with autograd graphs to ``θ``; :func:`natural_gradient_step` takes
+``g`` and the product ``v ↦ F v`` as given (e.g. compiled functions computed with :mod:`torch.func`) and does 2-4.
 """
 
 from __future__ import annotations
@@ -101,6 +104,20 @@ def line_search(params: Sequence[Tensor], step: Tensor, evaluate: Callable[[], t
     return LineSearchResult(False, 0.0, int(max_steps), float(old_loss), 0.0)
 
 
+def natural_gradient_step(params: Sequence[Tensor], grad: Tensor, fvp: Callable[[Tensor], Tensor], old_loss: float,
+                          evaluate: Callable[[], tuple[float, float]], max_kl: float = 1e-2, cg_iterations: int = 10,
+                          ratio: float = 0.8, max_steps: int = 20) -> LineSearchResult:
+    """Steps 2-4 of the module docstring: ``params`` move in place along ``F⁻¹ g`` (``grad``: the flat gradient of
+    the loss at θ₀, ``fvp(v) = F v`` with its damping, ``old_loss`` = L(θ₀)); ``evaluate()`` recomputes
+    ``(loss, kl)`` at the current parameter values. Nothing moves if ``sᵀF s`` is not positive and finite."""
+    direction = conjugate_gradient(fvp, grad, cg_iterations)
+    shs = 0.5 * direction.dot(fvp(direction))
+    if not torch.isfinite(shs) or shs <= 0:
+        return LineSearchResult(False, 0.0, 0, float(old_loss), 0.0)
+    step = direction / torch.sqrt(shs / max_kl)
+    return line_search(params, step, evaluate, float(old_loss), max_kl, ratio, max_steps)
+
+
 def trpo_step(params: Sequence[Tensor], loss: Tensor, kl: Tensor, evaluate: Callable[[], tuple[float, float]],
               max_kl: float = 1e-2, damping: float = 1e-5, cg_iterations: int = 10, ratio: float = 0.8,
               max_steps: int = 20) -> LineSearchResult:
@@ -109,9 +126,4 @@ def trpo_step(params: Sequence[Tensor], loss: Tensor, kl: Tensor, evaluate: Call
     params = list(params)
     grad = flat(torch.autograd.grad(loss, params, retain_graph=True)).detach()
     fvp = fisher_vector_product(kl, params, damping)
-    direction = conjugate_gradient(fvp, grad, cg_iterations)
-    shs = 0.5 * direction.dot(fvp(direction))
-    if not torch.isfinite(shs) or shs <= 0:
-        return LineSearchResult(False, 0.0, 0, loss.item(), 0.0)
-    step = direction / torch.sqrt(shs / max_kl)
-    return line_search(params, step, evaluate, loss.item(), max_kl, ratio, max_steps)
+    return natural_gradient_step(params, grad, fvp, loss.item(), evaluate, max_kl, cg_iterations, ratio, max_steps)

@@ -11,7 +11,7 @@ The result is a TensorDict of batch shape ``(M, E)`` with entries ``observation 
 (.., T, c)`` and ``return (M, E)``, the undiscounted episode returns. Steps after an episode's end are padding.
 
 Threads: a rollout runs torch with ``threads`` intra-op threads (1 by default): its per-step forward passes are
-small, and on a few shared cores two threads made them ~9x slower than one (measured on the 2-core dev box).
+small, and extra threads only add synchronisation (``docs/benchmarks.md``, MAML).
 
 Actions: the sampler draws ``a = loc + scale·ε`` with its own ``torch.Generator`` per stream (``"train"``,
 ``"eval"``), so evaluation never moves the training noise, and a checkpoint holds every RNG that sampling uses

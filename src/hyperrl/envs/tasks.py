@@ -195,7 +195,7 @@ class TaskFamily:
         if not hi > lo:
             raise ConfigurationError(
                 f"train pool {list(tasks)!r} has a degenerate context range [{lo}, {hi}]: "
-                "expected at least two distinct train tasks"
+                "expected at least two distinct train tasks (n_train_tasks >= 2)"
             )
         return [lo] * self.context_dim, [hi] * self.context_dim
 
@@ -516,7 +516,8 @@ def _draw_unseen(family: TaskFamily, distribution: str, n: int, rng: np.random.G
         if len(out) == n:
             return out
     raise ConfigurationError(
-        f"cannot draw {n} distinct {family.name} tasks from distribution {distribution!r}: it has too few"
+        f"cannot draw {n} distinct {family.name} tasks from distribution {distribution!r}: it has too few "
+        "(lower n_train_tasks, n_test_tasks or n_ood_tasks)"
     )
 
 
@@ -542,19 +543,20 @@ def make_task_pools(
             f"split={split!r} is not allowed for {env_id!r}: expected one of {sorted(family.splits)}"
         )
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ConfigurationError(f"seed={seed!r} is not allowed: expected a non-negative integer")
+        raise ConfigurationError(f"task_seed={seed!r} is not allowed: expected a non-negative integer")
     spec = family.splits[split]
-    for name, value in (("n_train", n_train), ("n_test", n_test), ("n_ood", n_ood)):
+    # messages name the algorithms' options (n_train_tasks, ...), which is what a user sets
+    for name, value in (("n_train_tasks", n_train), ("n_test_tasks", n_test), ("n_ood_tasks", n_ood)):
         if value is not None:
             _require_size(name, value)
     if n_ood is not None and spec.ood is None:
         raise ConfigurationError(
-            f"n_ood={n_ood!r} is not allowed for {env_id!r} split {split!r}: it has no OOD tasks "
+            f"n_ood_tasks={n_ood!r} is not allowed for {env_id!r} split {split!r}: it has no OOD tasks "
             f"(splits with OOD tasks: {sorted(k for k, s in family.splits.items() if s.ood) or 'none'})"
         )
     if family.fixed_tasks is not None:
         fixed = [family.make_task([v]) for v in family.fixed_tasks]
-        for name, value in (("n_train", n_train), ("n_test", n_test)):
+        for name, value in (("n_train_tasks", n_train), ("n_test_tasks", n_test)):
             if value is not None and value != len(fixed):
                 raise ConfigurationError(
                     f"{name}={value!r} is not allowed for {env_id!r}: a {family.name} family has the fixed pool "
