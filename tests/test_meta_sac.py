@@ -283,3 +283,41 @@ def test_bad_meta_settings_are_one_line_errors(overrides, message):
 def test_plain_sac_refuses_a_task_family():
     with pytest.raises(ConfigurationError, match="task famil"):
         SAC(env="hyperrl/Navigation2D-v0")
+
+
+@pytest.mark.xfail(strict=True, reason="the CLI's one_line does not yet condense jsonargparse's 'Not of type' report "
+                   "of a typed setting (patch in /work/notes/h5-one_line.patch)")
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("meta_batch", "0", "meta_batch=0 is not allowed: expected PositiveInt"),
+    ("critic_lr", "0", "critic_lr=0 is not allowed: expected PositiveFloat"),
+    ("tau", "0", "tau=0 is not allowed: expected LeftOpenUnitInterval"),
+])
+def test_typed_settings_refused_by_the_cli_in_one_line_naming_the_value(option, value, needle, capsys, tmp_path):
+    """Typed settings (jsonargparse's ``PositiveInt``, ``PositiveFloat | None``, ...) are checked by the CLI's parser:
+    one line naming the setting and the value, exit 2."""
+    from hyperrl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", "conf/meta/quickstart.yaml", f"--model.init_args.{option}", value,
+              "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hyperrl:")]
+    assert exc.value.code == 2 and len(err) == 1 and needle in err[0], err
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"meta_batch": 1.5}, "meta_batch=1.5 is not allowed: expected a positive integer"),
+        ({"tau": 0.0}, "tau=0.0 is not allowed: expected a number in (0, 1]"),
+        ({"gamma": float("nan")}, "gamma=nan is not allowed: expected a number in [0, 1]"),
+        ({"critic_lr": 0}, "critic_lr=0 is not allowed: expected a positive number or null"),
+        ({"policy_std_reg": -1e-3}, "policy_std_reg=-0.001 is not allowed: expected a number >= 0"),
+        ({"steps_per_task": True}, "steps_per_task=True is not allowed: expected an integer >= 0"),
+        ({"compile": "yes"}, "compile='yes' is not allowed: expected true or false"),
+    ],
+)
+def test_typed_settings_refused_in_python_as_the_cli_refuses_them(overrides, message):
+    """A module built in Python checks its typed settings (the annotations the CLI validates) in one line."""
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as info:
+        MetaSAC(**meta_kwargs(**overrides))
+    assert "\n" not in str(info.value)
