@@ -3,11 +3,9 @@
 The tasks of a collection run side by side: a batched TorchRL task env (:func:`hyperrl.envs.make_task_env`
 ``num_envs``, one row per task, ``set_task`` on each row: same dynamics, another reward) is stepped by one
 ``env.rollout`` for all rows with the current (exploring) policy (:func:`task_episodes`), so one TorchRL step and
-one policy call serve every task; on the navigation demo that halves the time of a collection iteration
-(``docs/benchmarks.md``). Whole episodes go into the replay buffer of their task: one uniform
-``TensorDictReplayBuffer`` per train task, as PEARL keeps them (measured against one buffer
-indexed by task in ``benchmarks/meta_update_speed.py``: sampling 16 × 256 takes a few milliseconds either way,
-against hundreds of milliseconds for the update itself, and per-task buffers need no bookkeeping).
+one policy call serve every task. Whole episodes go into the replay buffer of their task: one uniform
+``TensorDictReplayBuffer`` per train task, as PEARL keeps them (per-task buffers need no bookkeeping; their speed
+against one buffer indexed by task is in ``docs/benchmarks.md``).
 
 The schedule, one *iteration* at a time (:meth:`MultiTaskData.collect`):
 
@@ -46,8 +44,7 @@ def sample_buffers(buffers, tasks: list[int], n: int, keys) -> TensorDict:
     The same draws and values as ``torch.stack([buffers[t].sample() for t in tasks])`` with TorchRL's default
     ``RandomSampler`` (one ``torch.randint(len(buffer), (n,))`` per task from torch's global generator, in order),
     less the buffer's ``"index"`` entry. It gathers key by key from the storages' tensors and skips the TensorDict
-    built per sample and per task: a meta-batch of 16 × 128, drawn every update, comes about 3× faster
-    (``benchmarks/meta_batch_sampling.py``). It reads ``LazyTensorStorage._storage``, the storage's TensorDict:
+    built per sample and per task (``benchmarks/meta_batch_sampling.py`` times both). It reads ``LazyTensorStorage._storage``, the storage's TensorDict:
     torchrl 0.14 has no public accessor that does not first build a view of the filled part.
     """
     empty = sorted({t for t in tasks if len(buffers[t]) == 0})
