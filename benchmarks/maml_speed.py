@@ -23,6 +23,14 @@ after adaptation) and their per-task difference in standard errors (``diff_se``,
 with independent noise: |diff_se| of about 2 at most; after adaptation the inner steps differ too, from different
 train episodes), and ``reference_workers_left`` (live worker processes after shutdown: 0).
 ``--quick``: 4 tasks x 5 episodes, 2 repeats. ``--no-reference``: ours only (the fields of before).
+
+``--compile``: instead, the TRPO outer step eager against ``compile=True`` (``MAML.outer_step``), side by side on the
+same meta-batches and the same θ (the compiled module is reset to the eager one's parameters after each repeat;
+which goes first alternates). Medians over ``--updates`` repeats after one warm-up meta-batch that compiles:
+``eager_trpo_s``, ``compiled_trpo_s``, ``trpo_speedup`` = eager / compiled, ``compile_s`` (the warm-up's compiled
+call, compilation included), the sampling phase ``meta_update_sampling_s`` (not compiled) and
+``meta_update_speedup`` = (sampling + eager) / (sampling + compiled); ``max_param_diff``: the largest difference of
+the two modules' parameters after a step (a check that both did the same step).
 """
 
 from __future__ import annotations
@@ -61,9 +69,12 @@ def main() -> None:
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--first-order", action="store_true")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--compile", action="store_true", help="eager against compiled outer step (module docstring)")
     a = p.parse_args()
     if a.quick:
         a.tasks, a.episodes, a.updates = 4, 5, 2
+    if a.compile:
+        return compare_compile(a)
     workers = a.workers if a.workers is not None else max((os.cpu_count() or 2) - 1, 1)
     load_start = os.getloadavg()[0]
     import multiprocessing as mp
@@ -168,6 +179,55 @@ def main() -> None:
             "mean_return_after_adaptation": _compare(returns["ours_valid"], returns["reference_valid"]),
             "reference_workers_left": len(mp.active_children()),
         })
+    out.update(run_info(load_start, a.quick))
+    print(json.dumps(out))
+
+
+def compare_compile(a) -> None:
+    """``--compile`` (module docstring)."""
+    load_start = os.getloadavg()[0]
+    import torch
+
+    from _common import run_info
+    from hyperrl.algos import MAML
+
+    kwargs = dict(env=a.env, policy=a.policy, meta_batch_size=a.tasks, fast_batch_size=a.episodes,
+                  first_order=a.first_order)
+    eager, fast = MAML(**kwargs), MAML(**kwargs, compile=True)
+    fast.load_state_dict(eager.state_dict())
+    eager.data = eager.make_data()
+    times = {"eager": [], "compiled": []}
+    sample_s, diffs = [], []
+    compile_s = None
+    with eager._threads():
+        for k in range(a.updates + 1):
+            t = time.perf_counter()
+            batch = eager.sample_meta_batch(eager.data.collect())
+            sample_s.append(time.perf_counter() - t)
+            order = [("eager", eager), ("compiled", fast)]
+            for name, module in order if k % 2 else order[::-1]:
+                t = time.perf_counter()
+                module.outer_step(*batch)
+                elapsed = time.perf_counter() - t
+                if k == 0 and name == "compiled":
+                    compile_s = elapsed
+                elif k:
+                    times[name].append(elapsed)
+            diffs.append(max(float((p - q).abs().max()) for p, q in zip(eager.parameters(), fast.parameters())))
+            fast.load_state_dict(eager.state_dict())
+    med = {n: statistics.median(v) for n, v in times.items()}
+    sampling = statistics.median(sample_s[1:])
+    out = {
+        "benchmark": "maml_speed_compile", "env": a.env, "policy": a.policy, "tasks": a.tasks, "episodes": a.episodes,
+        "first_order": a.first_order, "repeats": a.updates, "device": "cpu",
+        "eager_trpo_s": round(med["eager"], 3), "compiled_trpo_s": round(med["compiled"], 3),
+        "trpo_speedup": round(med["eager"] / med["compiled"], 2),
+        "eager_trpo_s_all": [round(x, 3) for x in times["eager"]],
+        "compiled_trpo_s_all": [round(x, 3) for x in times["compiled"]],
+        "compile_s": round(compile_s, 1), "meta_update_sampling_s": round(sampling, 3),
+        "meta_update_speedup": round((sampling + med["eager"]) / (sampling + med["compiled"]), 2),
+        "max_param_diff": float(f"{max(diffs):.3g}"),
+    }
     out.update(run_info(load_start, a.quick))
     print(json.dumps(out))
 

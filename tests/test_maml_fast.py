@@ -11,6 +11,7 @@ from hyperrl.errors import ConfigurationError
 
 TINY = dict(env="hyperrl/Navigation2D-v0", policy="mlp", policy_kwargs={"hidden": [8]}, meta_batch_size=2,
             fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
+TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
 
 def _pair(cls=MAML, **overrides):
@@ -40,8 +41,9 @@ def _assert_same_step(eager, fast, batch, rtol, atol):
 
 @pytest.mark.parametrize("cls, overrides", [(MAML, {}), (MAML, {"first_order": True}),
                                             (MAML, {"adaptation_steps": 2}),
+                                            (MAML, {"policy": "hyper", "policy_kwargs": TINY_HYPER, "fast_lr": 0.1}),
                                             (ContextMAML, {"policy": "context_mlp"})],
-                         ids=["second_order", "first_order", "two_inner_steps", "context_maml"])
+                         ids=["second_order", "first_order", "two_inner_steps", "hyper", "context_maml"])
 def test_the_functional_outer_step_gives_the_eager_autograd_step(cls, overrides, monkeypatch):
     """``compile=True`` with the compiler replaced by the identity: the torch.func gradient, Fisher-vector product
     and line-search evaluation take the same TRPO step as autograd on :meth:`MAML.outer_terms`."""
