@@ -285,8 +285,6 @@ def test_plain_sac_refuses_a_task_family():
         SAC(env="hyperrl/Navigation2D-v0")
 
 
-@pytest.mark.xfail(strict=True, reason="the CLI's one_line does not yet condense jsonargparse's 'Not of type' report "
-                   "of a typed setting (patch in /work/notes/h5-one_line.patch)")
 @pytest.mark.parametrize(("option", "value", "needle"), [
     ("meta_batch", "0", "meta_batch=0 is not allowed: expected PositiveInt"),
     ("critic_lr", "0", "critic_lr=0 is not allowed: expected PositiveFloat"),

@@ -28,6 +28,9 @@ def one_line(message: str) -> str:
     for line in lines:
         if any(marker in line for marker in ours):
             return line[2:] if line.startswith("- ") else line
+    typed = _typed_setting(str(message), lines)
+    if typed:
+        return typed
     keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "')]
     given = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")]
     subtypes = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Subtypes:")]
@@ -43,6 +46,28 @@ def one_line(message: str) -> str:
         if line.startswith(("Option '", "Key '")) or "unrecognized arguments" in line or "does not exist" in line:
             return line
     return lines[0] if lines else "invalid arguments"
+
+
+def _typed_setting(message: str, lines: list[str]) -> str | None:
+    """``KEY=VALUE is not allowed: expected TYPE (RULE)`` for a value that a typed setting refuses (a restricted type
+    of ``jsonargparse.typing`` such as ``PositiveInt``, or a ``Literal``), else ``None``."""
+    for i, line in enumerate(lines):
+        typed = re.match(r"(?:- )?Not of type (\w+): (.*)$", line)
+        literal = re.match(r"(?:- )?Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$", line)
+        if not (typed or literal):
+            continue
+        keys = [m.split('"')[1] for m in lines[:i] if m.startswith('Parser key "')]
+        key = keys[-1] if keys else "value"
+        if literal:
+            allowed = ", ".join(o.strip().strip("'\"") for o in literal.group(1).split(","))
+            return f"{key}={literal.group(2)} is not allowed: expected one of {allowed}"
+        given = re.search(rf"NestedArg\(key='{re.escape(key)}', val='(.*?)'\)", message)
+        inline = re.match(r"(.+?) (?:does not conform|not an? )", typed.group(2))
+        later = [m.split(":", 1)[1].strip() for m in lines[i:] if m.startswith("Given value:")]
+        value = given.group(1) if given else inline.group(1) if inline else later[0] if later else "?"
+        rule = re.search(r"does not conform to restriction (.+)$", typed.group(2))
+        return f"{key}={value} is not allowed: expected {typed.group(1)}" + (f" ({rule.group(1)})" if rule else "")
+    return None
 
 
 def _unknown_option(key: str, class_path: str) -> str:

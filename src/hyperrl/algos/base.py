@@ -318,8 +318,11 @@ class Algorithm(L.LightningModule):
     def _should_log(self) -> bool:
         """Lightning writes step metrics every ``log_every_n_steps``; calling ``self.log`` on the other steps costs
         milliseconds per step for nothing (``benchmarks/overhead.py``), so metrics are only built when written.
-        Lightning's own rule decides (there is no public accessor for it)."""
-        return self.trainer._logger_connector.should_update_logs
+        Lightning's rule, from public state: called after this step's counted optimizer step, ``global_step`` is
+        the number of the step being logged."""
+        trainer = self.trainer
+        every = trainer.log_every_n_steps
+        return every > 0 and (trainer.global_step % every == 0 or trainer.should_stop)
 
     def _log_step(self, losses: dict[str, Tensor]) -> None:
         frames = self.frames

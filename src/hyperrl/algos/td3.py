@@ -54,16 +54,16 @@ class TD3(OffPolicyAlgorithm):
                 raise ConfigurationError(f"{name}={value!r} is not allowed: expected a number >= 0")
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
 
-    def setup(self, stage: str) -> None:
-        from lightning.pytorch.strategies import DDPStrategy
+    def on_fit_start(self) -> None:
+        # the wrapped model exists only now; DDP's own flag says whether it tolerates parameters without a gradient
+        from torch.nn.parallel import DistributedDataParallel
 
-        strategy = self.trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+        model = self.trainer.strategy.model
+        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
             raise ConfigurationError(
                 "strategy 'ddp' is not allowed for TD3: its delayed actor updates leave the actor unused on every "
                 "other step; use --trainer.strategy ddp_find_unused_parameters_true"
             )
-        super().setup(stage)
 
     def build_actor(self, observation_dim, action_dim, low, high) -> DeterministicPolicy:
         return DeterministicPolicy(observation_dim, action_dim, low, high, hidden=self.hparams.actor_hidden)
