@@ -70,7 +70,7 @@ def evaluate_runs_in_turn(module, env) -> dict:
     generator = torch.Generator().manual_seed(module.hparams.seed + 100)
     results = {}
     with torch.random.fork_rng(), set_exploration_type(ExplorationType.DETERMINISTIC):
-        for pool, tasks in module.eval_tasks().items():
+        for pool, tasks in module.evaluation_pools().items():
             final = []
             for start in range(0, len(tasks), rows):
                 chunk = tasks[start : start + rows]
@@ -91,7 +91,7 @@ def main() -> None:
     sides = {"side_by_side": build(False), "one_at_a_time": build(True)}
     times = {name: {"collection": [], "evaluation": []} for name in sides}
     module = sides["side_by_side"][0]
-    pool_rows = module._task_env(None, max(len(tasks) for tasks in module.eval_tasks().values()))
+    pool_rows = module._task_env(None, max(len(tasks) for tasks in module.evaluation_pools().values()))
     times["runs_in_turn"] = {"evaluation": []}
     for r in range(repeats):
         start = time.perf_counter()

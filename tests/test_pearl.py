@@ -326,7 +326,7 @@ def test_evaluation_runs_side_by_side_equal_runs_one_at_a_time():
 
 def test_evaluation_runs_are_cut_into_equal_chunks():
     module = PEARL(**pearl_kwargs(n_test_tasks=30, eval_train_tasks=3, num_evals=5))  # 165 runs
-    assert module.evaluator.rows(module.eval_tasks()) == 83  # two chunks of at most 128
+    assert module.evaluator.rows(module.evaluation_pools()) == 83  # two chunks of at most 128
 
 # ---------------------------------------------------------------------------------------------- resume and errors
 def test_interrupted_and_resumed_pearl_run_equals_an_uninterrupted_one(tmp_path):

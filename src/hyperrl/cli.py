@@ -401,7 +401,7 @@ def main(args: list[str] | None = None) -> None:
         return
     os.environ.setdefault("MUJOCO_GL", "egl")
     # OpenMP threads that spin while waiting make every op crawl once another process shares the cores
-    # (measured: an MLP SAC step 2.5 ms -> 210 ms under load); passive waiting costs nothing when alone.
+    # (docs/benchmarks.md, "Shared machines"); passive waiting costs nothing when alone.
     # Must be set before torch is imported, which happens below.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # jsonargparse's switch for its deprecation notices, which Lightning's own calls into it trigger in every run

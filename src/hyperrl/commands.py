@@ -57,7 +57,7 @@ def _target(argv: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     # before torch is imported: OpenMP threads spinning while they wait make small ops crawl on shared cores
-    # (hyperrl analyze gradients: 7-14x slower rollouts without it under load, docs/experiments.md)
+    # (docs/benchmarks.md, "Shared machines")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     target, rest = _target(argv)
     if target is None:

@@ -16,10 +16,13 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
+
+from hyperrl.algos.arguments import check_arguments
 from hyperrl.algos.base import Algorithm, detached
 from hyperrl.data import OffPolicyData
 from hyperrl.envs import check_env_id, make_env
-from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
+from hyperrl.errors import ConfigurationError
 from hyperrl.nn import CriticEnsemble, make_critic
 
 #: Critic learning rates of the paper: 5e-5 for hypernetwork critics, 3e-4 for every other critic.
@@ -65,17 +68,17 @@ class OffPolicyAlgorithm(Algorithm):
         critic: str = "sa_hyper",
         critic_kwargs: dict[str, Any] | None = None,
         actor_hidden: list[int] | tuple[int, ...] = (256, 256),
-        critic_lr: float | None = None,
-        actor_lr: float = 3e-4,
+        critic_lr: PositiveFloat | None = None,
+        actor_lr: PositiveFloat = 3e-4,
         gamma: float = 0.99,
         tau: float = 0.005,
-        batch_size: int = 256,
-        buffer_size: int = 1_000_000,
-        warmup_frames: int = 1000,
-        learning_starts: int = 256,
-        frames_per_batch: int = 1,
-        updates_per_batch: int = 1,
-        eval_episodes: int = 10,
+        batch_size: PositiveInt = 256,
+        buffer_size: PositiveInt = 1_000_000,
+        warmup_frames: NonNegativeInt = 1000,
+        learning_starts: NonNegativeInt = 256,
+        frames_per_batch: PositiveInt = 1,
+        updates_per_batch: PositiveInt = 1,
+        eval_episodes: PositiveInt = 10,
         seed: int = 0,
         fused_adam: bool | None = None,
         env_kwargs: dict[str, Any] | None = None,
@@ -84,18 +87,12 @@ class OffPolicyAlgorithm(Algorithm):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for name in ("batch_size", "buffer_size", "frames_per_batch", "updates_per_batch", "eval_episodes"):
-            require_positive(name, getattr(self.hparams, name), integer=True)
-        for name in ("actor_lr", "tau"):
-            require_positive(name, getattr(self.hparams, name))
-        if critic_lr is not None:
-            require_positive("critic_lr", critic_lr)
-        if not 0.0 < tau <= 1.0:
+        check_arguments(OffPolicyAlgorithm.__init__, locals())  # the annotations' rules, for Python callers too
+        # spelled out, not typed: these messages read better than a restricted type's name
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0:
             raise ConfigurationError(f"tau={tau!r} is not allowed: expected 0 < tau <= 1")
-        if not 0.0 <= gamma <= 1.0:
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
             raise ConfigurationError(f"gamma={gamma!r} is not allowed: expected 0 <= gamma <= 1")
-        for name in ("warmup_frames", "learning_starts"):
-            require_non_negative_int(name, getattr(self.hparams, name))
         check_collection_schedule(buffer_size, frames_per_batch, warmup_frames, learning_starts, batch_size)
 
         self.env_spec = check_env_id(env, env_kwargs=env_kwargs)
@@ -186,25 +183,17 @@ class OffPolicyAlgorithm(Algorithm):
         update. Returns the detached loss terms. Eagerly, a non-finite loss stops the run before the backward pass
         (:meth:`~hyperrl.algos.base.Algorithm.stop_if_not_finite`)."""
         losses = self.losses(batch, update)
-        if not self.is_fast:
-            self.stop_if_not_finite(losses)
-        optimizer = self.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        self.backpropagate(losses["loss"])
-        optimizer.step()
+        self.backward_and_step(losses)
         self.after_update(update)
         return detached(losses)
 
     def run_update(self, batch: TensorDictBase, update: int) -> TensorDictBase:
-        """:meth:`update`, compiled and/or CUDA-graphed once per :meth:`update_phase` when asked. A compiled update
-        checks its losses after the step (a check inside would split the graph): a non-finite loss still stops the
-        run before anything is checkpointed."""
+        """:meth:`update`, compiled and/or CUDA-graphed once per :meth:`update_phase` when asked
+        (:meth:`~hyperrl.algos.base.Algorithm.run_fast_update`)."""
         if not self.is_fast:
             return self.update(batch, update)
         phase = self.update_phase(update)
-        losses = self.fast_update(phase, lambda b: self.update(b, phase))(batch)
-        self.stop_if_not_finite(losses)
-        return losses
+        return self.run_fast_update(phase, lambda b: self.update(b, phase), batch)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "update_count" in checkpoint.get("state_dict", {}):

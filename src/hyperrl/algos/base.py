@@ -252,8 +252,10 @@ class Algorithm(L.LightningModule):
         optimizer.step()
 
     def backward_and_step(self, losses: dict[str, Tensor]) -> None:
-        """Check ``losses`` (see :meth:`stop_if_not_finite`), backpropagate ``losses["loss"]``, step the optimizer."""
-        self.stop_if_not_finite(losses)
+        """Check ``losses`` (see :meth:`stop_if_not_finite`; a compiled or CUDA-graphed update is checked by
+        :meth:`run_fast_update` after its step), backpropagate ``losses["loss"]``, step the optimizer."""
+        if not self.is_fast:
+            self.stop_if_not_finite(losses)
         optimizer = self.optimizer
         optimizer.zero_grad(set_to_none=True)
         self.backpropagate(losses["loss"])
@@ -270,7 +272,8 @@ class Algorithm(L.LightningModule):
         distinct control flow, e.g. TD3's updates with and without the actor step: a CUDA graph replays one fixed
         sequence of kernels). With ``cudagraphs`` the first calls run eagerly on a side stream (warm-up, compiling
         when ``compile`` is on too), then one call is captured and every later call replays it: the batch must keep
-        its shape, and nothing in ``update`` may depend on Python values that change between calls."""
+        its shape, and nothing in ``update`` may depend on Python values that change between calls. A caller checks
+        the returned losses after the step (:meth:`run_fast_update`): a check inside would split the graph."""
         fn = self._fast_updates.get(key)
         if fn is None:
             fn = update
@@ -282,6 +285,14 @@ class Algorithm(L.LightningModule):
                 fn = CudaGraphModule(fn, in_keys=[], out_keys=[], warmup=5 if self.hparams.get("compile") else 2)
             self._fast_updates[key] = fn
         return fn
+
+    def run_fast_update(self, key: Hashable, update: Callable[[TensorDictBase], TensorDictBase],
+                        batch: TensorDictBase) -> TensorDictBase:
+        """``update(batch)`` through :meth:`fast_update`, its losses checked after the step: a non-finite loss still
+        stops the run before anything is checkpointed."""
+        losses = self.fast_update(key, update)(batch)
+        self.stop_if_not_finite(losses)
+        return losses
 
     def scale_learning_rates(self, factor: float) -> None:
         """Set every param group's ``lr`` to ``factor`` × its configured rate (kept in the group as ``base_lr``, so

@@ -306,23 +306,15 @@ class ContextSAC(Algorithm):
         too), the target-V update. Returns the detached loss terms. Eagerly, a non-finite loss stops the run before
         the backward pass. The collection state of a provider (PEARL's per-row ``q`` and ``z``) is not touched."""
         losses = self.losses(batch)
-        if not self.is_fast:
-            self.stop_if_not_finite(losses)
-        optimizer = self.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        self.backpropagate(losses["loss"])
-        optimizer.step()
+        self.backward_and_step(losses)
         self.after_update()
         return detached(losses)
 
     def run_update(self, batch: TensorDictBase) -> TensorDictBase:
-        """:meth:`update`, compiled and/or CUDA-graphed when asked (one control flow: one key); a fast update checks
-        its losses after the step, before anything is checkpointed."""
+        """:meth:`update`, compiled and/or CUDA-graphed when asked (one control flow: one key)."""
         if not self.is_fast:
             return self.update(batch)
-        losses = self.fast_update("update", self.update)(batch)
-        self.stop_if_not_finite(losses)
-        return losses
+        return self.run_fast_update("update", self.update, batch)
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, Tensor]:
@@ -345,7 +337,7 @@ class ContextSAC(Algorithm):
         super().on_load_checkpoint(checkpoint)
 
     # ------------------------------------------------------------------ evaluation
-    def eval_tasks(self) -> dict[str, list[dict]]:
+    def evaluation_pools(self) -> dict[str, list[dict]]:
         """The tasks evaluated: a fixed subset of the train tasks (drawn from ``task_seed``), the test tasks and, where
         the split has them, the OOD tasks."""
         n = self.hparams.eval_train_tasks or len(self.pools.test)
@@ -360,7 +352,7 @@ class ContextSAC(Algorithm):
         """The evaluation env (built once, with the evaluator's rows), reseeded so every evaluation sees the same
         episodes' randomness."""
         if "eval" not in self._envs:
-            self._envs["eval"] = self._task_env(None, self.evaluator.rows(self.eval_tasks()))
+            self._envs["eval"] = self._task_env(None, self.evaluator.rows(self.evaluation_pools()))
         env = self._envs["eval"]
         env.set_seed(self.hparams.seed + 100 + self.global_rank)
         return env
@@ -369,7 +361,7 @@ class ContextSAC(Algorithm):
     def evaluate_pools(self) -> dict[str, dict[str, list[float]]]:
         """``pool -> metric -> one value per task`` from the evaluator; logged as ``eval/{pool}_tasks_{metric}``."""
         env = self._eval_env()
-        return self.evaluator.evaluate(env, self.acting_policy(), self.eval_tasks(), self._horizon(env),
+        return self.evaluator.evaluate(env, self.acting_policy(), self.evaluation_pools(), self._horizon(env),
                                        seed=self.hparams.seed + self.global_rank, device=self.device)
 
     @torch.no_grad()
@@ -383,7 +375,7 @@ class ContextSAC(Algorithm):
             for metric, values in metrics.items():
                 self.log(f"eval/{pool}_tasks_{metric}", float(np.mean(values)),
                          prog_bar=pool == "test" and metric == "return", sync_dist=True, batch_size=1)
-        tasks = self.eval_tasks()
+        tasks = self.evaluation_pools()
         self._last_eval = {"step": int(self.global_step), "frames": self.frames, "returns": {
             pool: [{"task": task, **{metric: values[i] for metric, values in metrics.items()}}
                    for i, task in enumerate(tasks[pool])]

@@ -20,12 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
 from hyperrl.algos.actor_critic import OffPolicyAlgorithm
+from hyperrl.algos.arguments import check_arguments
 from hyperrl.algos.base import detach_condition, frozen, polyak_update
-from hyperrl.errors import ConfigurationError, require_positive
 from hyperrl.nn import TanhGaussianPolicy, policy_module
 
 
@@ -41,17 +42,14 @@ class SAC(OffPolicyAlgorithm):
 
     def __init__(
         self,
-        alpha: float | None = None,
-        initial_alpha: float = 1.0,
-        alpha_lr: float = 3e-4,
+        alpha: NonNegativeFloat | None = None,
+        initial_alpha: PositiveFloat = 1.0,
+        alpha_lr: PositiveFloat = 3e-4,
         target_entropy: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if alpha is not None and not (isinstance(alpha, (int, float)) and alpha >= 0):
-            raise ConfigurationError(f"alpha={alpha!r} is not allowed: expected a number >= 0, or null to tune it")
-        require_positive("initial_alpha", initial_alpha)
-        require_positive("alpha_lr", alpha_lr)
+        check_arguments(SAC.__init__, locals())
         self.autotune = alpha is None
         start = initial_alpha if self.autotune else max(float(alpha), 1e-30)
         log_alpha = torch.tensor(float(start)).log()

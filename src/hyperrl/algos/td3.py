@@ -18,12 +18,14 @@ import copy
 from typing import Any
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from tensordict import TensorDictBase
 from torch import Tensor
 
 from hyperrl.algos.actor_critic import OffPolicyAlgorithm
 from hyperrl.algos.base import detach_condition, frozen, polyak_update
-from hyperrl.errors import ConfigurationError, require_positive
+from hyperrl.algos.arguments import check_arguments
+from hyperrl.errors import ConfigurationError
 from hyperrl.nn import DeterministicPolicy, policy_module
 
 
@@ -39,19 +41,16 @@ class TD3(OffPolicyAlgorithm):
 
     def __init__(
         self,
-        policy_delay: int = 2,
-        policy_noise: float = 0.2,
-        noise_clip: float = 0.5,
-        exploration_noise: float = 0.1,
-        batch_size: int = 100,
-        learning_starts: int = 1000,
+        policy_delay: PositiveInt = 2,
+        policy_noise: NonNegativeFloat = 0.2,
+        noise_clip: NonNegativeFloat = 0.5,
+        exploration_noise: NonNegativeFloat = 0.1,
+        batch_size: PositiveInt = 100,
+        learning_starts: NonNegativeInt = 1000,
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, learning_starts=learning_starts, **kwargs)
-        require_positive("policy_delay", policy_delay, integer=True)
-        for name, value in (("policy_noise", policy_noise), ("noise_clip", noise_clip), ("exploration_noise", exploration_noise)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigurationError(f"{name}={value!r} is not allowed: expected a number >= 0")
+        check_arguments(TD3.__init__, locals())
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
 
     def on_fit_start(self) -> None:

@@ -6,9 +6,8 @@ parameter of the members (e.g. the random-hyper critic's embedding) is stacked a
 The critics' own ``condition``/``evaluate`` code runs unchanged: it is written for any leading batch shape, and
 here the leading dimension is the member index.
 
-Why: on a CPU, one batched multiply of the twin critics runs each member's matrix product on its own thread. For
-the paper-size SA-Hyper twin on 2 cores, forward plus backward took 92 ms against 111 ms for two separate modules,
-and a whole SAC update ran 1.19× faster (``docs/benchmarks.md``). On a GPU it halves the number of kernel launches.
+Why: on a CPU, one batched multiply of the twin critics runs each member's matrix product on its own thread, and on
+a GPU it halves the number of kernel launches (the measured gains are in ``docs/benchmarks.md``).
 The ``(E, in, out)`` weight layout lets the backward pass compute ``∂L/∂W = xᵀ ∂L/∂y`` without a transposed copy.
 
 Members are independent networks: ``ensemble(o, a)[k] == members[k](o, a)`` exactly, the parameters of member
