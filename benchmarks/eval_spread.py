@@ -10,8 +10,13 @@ standard deviation.
 
     python benchmarks/eval_spread.py RUN/version_0/checkpoints/last.ckpt [MORE.ckpt ...] --repeats 8
     python benchmarks/eval_spread.py CKPT --algo MetaSAC     # an oracle-context run
+    python benchmarks/eval_spread.py CKPT --test-task-seed 1  # on a fresh test pool (same size, drawn from seed 1)
 
-``docs/benchmarks.md`` (PEARL demo, session 11) reports it for the demo's final checkpoints.
+``--test-task-seed S`` replaces the checkpoint's test tasks by the test pool that ``task_seed = S`` draws (same
+family, split and size; the train pool and its normalisation bounds stay the checkpoint's): goals that played no part
+in training or in choosing the run's settings.
+
+``docs/benchmarks.md`` (the PEARL demo) reports it for the demo's final checkpoints.
 """
 
 from __future__ import annotations
@@ -28,13 +33,20 @@ import torch  # noqa: E402
 ALGOS = ("PEARL", "MetaSAC")
 
 
-def spread(path: str, algo: str, repeats: int) -> dict:
+def spread(path: str, algo: str, repeats: int, test_task_seed: int | None = None) -> dict:
     """``repeats`` evaluations of the checkpoint at ``path`` (module docstring)."""
+    import dataclasses
+
     import numpy as np
 
     from hyperrl import algos
+    from hyperrl.envs.tasks import make_task_pools
 
     module = getattr(algos, algo).load_from_checkpoint(path, map_location="cpu")
+    if test_task_seed is not None:
+        hp, pools = module.hparams, module.pools
+        fresh = make_task_pools(hp.env, test_task_seed, pools.split, len(pools.train), len(pools.test))
+        module.pools = dataclasses.replace(pools, test=fresh.test)
     base = module.hparams.seed
     returns = []
     for k in range(repeats):
@@ -45,6 +57,7 @@ def spread(path: str, algo: str, repeats: int) -> dict:
     return {
         "checkpoint": path,
         "step": step,
+        "test_task_seed": test_task_seed if test_task_seed is not None else module.hparams.task_seed,
         "test_returns": [round(r, 3) for r in returns],
         "mean": round(statistics.fmean(returns), 3),
         "sd": round(statistics.stdev(returns), 3) if repeats > 1 else None,
@@ -57,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--algo", choices=ALGOS, default="PEARL")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--test-task-seed", type=int, default=None,
+                        help="evaluate on the test pool this task seed draws instead of the checkpoint's")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats} is not allowed: expected at least 1")
@@ -65,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"checkpoint {path!r} does not exist")
     torch.set_num_threads(args.threads)
     for path in args.checkpoints:
-        print(json.dumps(spread(path, args.algo, args.repeats)))
+        print(json.dumps(spread(path, args.algo, args.repeats, args.test_task_seed)))
 
 
 if __name__ == "__main__":
