@@ -17,19 +17,19 @@ python3 -c "import torch, torchrl, tensordict, lightning; print(torch.__version_
 
 # 1. the update per option, then the most informative fits (the rest wait for part 3)
 timeout 330 python3 benchmarks/gpu_speed.py --device cuda --out "$OUT/gpu_speed.json" --budget-s 250 \
-  --fits sac_hyper_cudagraphs_fp32 sac_mlp_cudagraphs_fp32 sac_hyper_eager_fp32 td3_hyper_cudagraphs_fp32 \
+  --fits sac_hyper_cudagraphs_fp32 sac_mlp_cudagraphs_fp32_batch10 sac_mlp_cudagraphs_fp32 sac_hyper_eager_fp32 \
   > "$OUT/gpu_speed.stdout" 2> "$OUT/gpu_speed.err"
 echo "part 1 done, $(left) s left" >> "$OUT/timeline.txt"
 
 # 2. the CUDA tests: fast updates on a GPU, and every algorithm in fp32 and bf16-mixed on a GPU
 t=$(( $(left) - 60 )); [ "$t" -gt 150 ] && t=150
 [ "$t" -gt 20 ] && timeout "$t" python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
-  tests/test_fast_update.py tests/test_precision.py > "$OUT/pytest_cuda.txt" 2>&1
+  tests/test_fast_update.py tests/test_meta_fast_update.py tests/test_precision.py > "$OUT/pytest_cuda.txt" 2>&1
 echo "part 2 done, $(left) s left" >> "$OUT/timeline.txt"
 
 # 3. the remaining fits, as long as time lasts
 t=$(( $(left) - 10 ))
 [ "$t" -gt 40 ] && timeout "$t" python3 benchmarks/gpu_speed.py --device cuda --only --out "$OUT/gpu_speed_fits.json" \
-  --budget-s $(( t - 40 )) --fits sac_hyper_cudagraphs_bf16 sac_mlp_eager_fp32 sac_mlp_compiled_cudagraphs_fp32 \
-  sac_hyper_compiled_cudagraphs_fp32 td3_mlp_cudagraphs_fp32 > "$OUT/gpu_speed_fits.stdout" 2> "$OUT/gpu_speed_fits.err"
+  --budget-s $(( t - 40 )) --fits td3_hyper_cudagraphs_fp32 sac_hyper_cudagraphs_fp32_batch10 \
+  sac_hyper_cudagraphs_bf16 sac_mlp_eager_fp32 sac_hyper_compiled_cudagraphs_fp32 sac_mlp_compiled_cudagraphs_fp32 > "$OUT/gpu_speed_fits.stdout" 2> "$OUT/gpu_speed_fits.err"
 echo "part 3 done, $(left) s left" >> "$OUT/timeline.txt"
