@@ -213,7 +213,8 @@ def compare_compile(a) -> None:
                     compile_s = elapsed
                 elif k:
                     times[name].append(elapsed)
-            diffs.append(max(float((p - q).abs().max()) for p, q in zip(eager.parameters(), fast.parameters())))
+            with torch.no_grad():
+                diffs.append(max(float((p - q).abs().max()) for p, q in zip(eager.parameters(), fast.parameters())))
             fast.load_state_dict(eager.state_dict())
     med = {n: statistics.median(v) for n, v in times.items()}
     sampling = statistics.median(sample_s[1:])
