@@ -436,7 +436,7 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
     if check:
         validate(sweep, out, fit_options)
     os.makedirs(out, exist_ok=True)
-    lock = open(os.path.join(out, SWEEP_LOCK), "a+")  # noqa: SIM115 - held until this process ends
+    lock = open(os.path.join(out, SWEEP_LOCK), "a+")  # noqa: SIM115 - held until this sweep ends
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -446,65 +446,69 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
     lock.truncate(0)
     lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
     lock.flush()
-    names = [r.name for r in sweep.runs]
-    states = {n: "skipped" if read_run_file(os.path.join(out, n)).get("state") == "done" else "queued" for n in names}
-    for i, (name, state) in enumerate(states.items()):
-        if state == "skipped":
-            print(f"[{i + 1:>{len(str(len(names)))}}/{len(names)}] {name}: done before: skipped")
-        else:
-            os.makedirs(os.path.join(out, name), exist_ok=True)
-            _update_run_file(os.path.join(out, name), name=name, state="queued")
-    before = signal.getsignal(signal.SIGTERM)
-    _connect_ray(address, sweep.resources)
-    _stop_on_sigterm()
-    start, cpus = time.monotonic(), float(sweep.resources.get("cpus", 1))
-    jobs = {r.name: fit_args(sweep, r, out, fit_options) for r in sweep.runs}
-    trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), os.getcwd(), progress_every, names)
-    trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": float(sweep.resources.get("gpus", 0))})
-    experiment = os.path.join(out, TUNE_DIR)
-    # Tune restores its run config (callbacks, concurrency, retries) from the experiment: restore only when unchanged
-    fingerprint = json.dumps([names, out, sweep.resources, max_parallel, retries, progress_every])
-    try:
-        with open(os.path.join(experiment, "sweep.json")) as f:
-            same = f.read() == fingerprint
-    except OSError:
-        same = False
-    try:
-        tuner = None
-        if same and tune.Tuner.can_restore(experiment):  # unfinished, failed and stopped trials resume; done ones not
-            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
-            finished = {r.config["run"] for r in tuner.get_results() if r.error is None and r.metrics.get("done")}
-            if any(states[n] != "skipped" for n in finished):  # a run folder says otherwise (removed, edited)
-                tuner = None
-        if tuner is None:
-            todo = [n for n in names if states[n] != "skipped"]
-            if not todo:
-                return _summary(states, out, start)
-            with contextlib.suppress(FileNotFoundError):  # only Tune's own bookkeeping: the runs are beside it
-                import shutil
+    with lock:  # released when this sweep returns or raises, not when the file object is collected
+        names = [r.name for r in sweep.runs]
+        states = {n: "skipped" if read_run_file(os.path.join(out, n)).get("state") == "done" else "queued"
+                  for n in names}
+        for i, (name, state) in enumerate(states.items()):
+            if state == "skipped":
+                print(f"[{i + 1:>{len(str(len(names)))}}/{len(names)}] {name}: done before: skipped")
+            else:
+                os.makedirs(os.path.join(out, name), exist_ok=True)
+                _update_run_file(os.path.join(out, name), name=name, state="queued")
+        before = signal.getsignal(signal.SIGTERM)
+        _connect_ray(address, sweep.resources)
+        _stop_on_sigterm()
+        start, cpus = time.monotonic(), float(sweep.resources.get("cpus", 1))
+        jobs = {r.name: fit_args(sweep, r, out, fit_options) for r in sweep.runs}
+        trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), os.getcwd(), progress_every, names)
+        trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": float(sweep.resources.get("gpus", 0))})
+        experiment = os.path.join(out, TUNE_DIR)
+        # Tune restores its run config (callbacks, concurrency, retries) from the experiment: restore only when
+        # nothing changed
+        fingerprint = json.dumps([names, out, sweep.resources, max_parallel, retries, progress_every])
+        try:
+            with open(os.path.join(experiment, "sweep.json")) as f:
+                same = f.read() == fingerprint
+        except OSError:
+            same = False
+        try:
+            tuner = None
+            # unfinished, failed and stopped trials resume; done ones do not
+            if same and tune.Tuner.can_restore(experiment):
+                tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
+                finished = {r.config["run"] for r in tuner.get_results() if r.error is None and r.metrics.get("done")}
+                if any(states[n] != "skipped" for n in finished):  # a run folder says otherwise (removed, edited)
+                    tuner = None
+            if tuner is None:
+                todo = [n for n in names if states[n] != "skipped"]
+                if not todo:
+                    return _summary(states, out, start)
+                with contextlib.suppress(FileNotFoundError):  # only Tune's own bookkeeping: the runs are beside it
+                    import shutil
 
-                shutil.rmtree(experiment)
-            os.makedirs(experiment)
-            with open(os.path.join(experiment, "sweep.json"), "w") as f:
-                f.write(fingerprint)
-            tuner = tune.Tuner(
-                trainable, param_space={"run": tune.grid_search(todo)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel,
-                                            trial_name_creator=lambda t: t.config["run"],
-                                            trial_dirname_creator=lambda t: t.config["run"]),
-                run_config=tune.RunConfig(  # no Tune checkpoints: each fit resumes from its own last.ckpt
-                    name=TUNE_DIR, storage_path=out, verbose=0, callbacks=[lines()],
-                    checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                    failure_config=tune.FailureConfig(max_failures=retries)))
-        tuner.fit()
-    finally:
-        import ray
+                    shutil.rmtree(experiment)
+                os.makedirs(experiment)
+                with open(os.path.join(experiment, "sweep.json"), "w") as f:
+                    f.write(fingerprint)
+                tuner = tune.Tuner(
+                    trainable, param_space={"run": tune.grid_search(todo)},
+                    tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel,
+                                                trial_name_creator=lambda t: t.config["run"],
+                                                trial_dirname_creator=lambda t: t.config["run"]),
+                    run_config=tune.RunConfig(  # no Tune checkpoints: each fit resumes from its own last.ckpt
+                        name=TUNE_DIR, storage_path=out, verbose=0, callbacks=[lines()],
+                        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                        failure_config=tune.FailureConfig(max_failures=retries)))
+            tuner.fit()
+        finally:
+            import ray
 
-        ray.shutdown()  # a local instance stops; a cluster only loses this driver
-        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
-    states.update({n: read_run_file(os.path.join(out, n)).get("state", "queued") for n in names
-                   if states[n] != "skipped"})
-    return _summary(states, out, start)
+            ray.shutdown()  # a local instance stops; a cluster only loses this driver
+            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+        states.update({n: read_run_file(os.path.join(out, n)).get("state", "queued") for n in names
+                       if states[n] != "skipped"})
+        return _summary(states, out, start)
 
 
 def _summary(states: dict[str, str], out: str, start: float) -> dict[str, str]:
