@@ -26,7 +26,7 @@ import difflib
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -265,14 +265,9 @@ ANT_GOAL = TaskFamily(
 
 # PEARL's ant-goal (its own family, not MAML's AntPos): goals uniform in the disc of radius 3; the authors' PEARL
 # config (PEARL/configs/ant-goal.json) splits 150 train / 30 test.
-PEARL_ANT_GOAL = TaskFamily(
+PEARL_ANT_GOAL = replace(
+    ANT_GOAL,
     name="PEARL ant goal",
-    key="goal",
-    context_dim=2,
-    context_range=(-1.0, 1.0),
-    nominal_low=-3.0,
-    nominal_high=3.0,
-    default_value=(1.5, 1.5),
     distributions={"train": _disc(3.0)},
     splits={"default": Split("train", "train", None, 150, 30)},
 )
