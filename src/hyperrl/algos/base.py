@@ -222,6 +222,7 @@ class Algorithm(L.LightningModule):
     def setup(self, stage: str) -> None:
         check_precision(self)
         check_fast_update(self)
+        self._fast_updates.clear()  # a new fit gets a new optimizer: graphs captured with the old one must go
         if stage == "fit" and self.data is None:
             self.data = self.make_data()
 
