@@ -99,3 +99,25 @@ def test_meta_runs_log_frames_per_second(capsys, tmp_path, monkeypatch):
     with open(metrics) as f:
         rates = [row["train/fps"] for row in csv.DictReader(f) if row.get("train/fps")]
     assert rates and float(rates[0]) > 0
+
+
+def test_a_pearl_checkpoint_with_retired_settings_still_resumes(tmp_path, capsys):
+    """Checkpoints written before PEARL was composed of parts carry settings PEARL now derives (``context``,
+    ``steps_per_task``, ...): resuming drops them and continues, instead of failing to rebuild the model."""
+    import torch
+
+    from hyperrl.algos import PEARL
+
+    base = ["fit", "--config", os.path.join(ROOT, "conf", "meta", "pearl_quickstart.yaml"),
+            "--model.init_args.initial_steps", "20", "--model.init_args.batch_size", "8",
+            "--trainer.default_root_dir", str(tmp_path)]
+    code, _, err = run_cli([*base, "--trainer.max_steps", "3"], capsys)
+    assert code == 0, err
+    path = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    legacy = {"context": "pearl", "context_kwargs": None, "context_dim": 8, "steps_per_task": 500, "eval_episodes": 1}
+    assert set(legacy) == PEARL.RETIRED_HPARAMS
+    checkpoint["hyper_parameters"].update(legacy)
+    torch.save(checkpoint, path)
+    code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
+    assert code == 0, err

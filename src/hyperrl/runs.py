@@ -111,8 +111,26 @@ def _load_failure(exc: BaseException) -> str:
 
 
 def hyperparameters(checkpoint: dict) -> dict:
+    """The checkpoint's saved hyperparameters, less those its algorithm has retired (``RETIRED_HPARAMS``: settings
+    older checkpoints carry that the algorithm now derives), so that an older checkpoint still rebuilds its model."""
     saved = checkpoint.get("hyper_parameters")
-    return saved if isinstance(saved, dict) else {}
+    if not isinstance(saved, dict):
+        return {}
+    retired = _retired_hparams(saved.get("_class_path"))
+    return {k: v for k, v in saved.items() if k not in retired}
+
+
+def _retired_hparams(class_path) -> frozenset:
+    if not isinstance(class_path, str) or not class_path.startswith("hyperrl."):
+        return frozenset()
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return frozenset()
+    return frozenset(getattr(cls, "RETIRED_HPARAMS", ()))
 
 
 def check_checkpoint_fits(path: str, checkpoint: dict, model) -> None:

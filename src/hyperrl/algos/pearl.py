@@ -76,6 +76,10 @@ class PEARL(ContextSAC):
     MLPs, §6.2), with ``z`` of size ``latent_dim``.
     """
 
+    #: settings that checkpoints written before PEARL was composed of parts carry and PEARL now derives itself; the
+    #: CLI drops them when it rebuilds a model from such a checkpoint (``hyperrl.runs.hyperparameters``)
+    RETIRED_HPARAMS = frozenset({"context", "context_kwargs", "context_dim", "steps_per_task", "eval_episodes"})
+
     def __init__(
         self,
         latent_dim: PositiveInt = 5,
