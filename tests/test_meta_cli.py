@@ -121,3 +121,23 @@ def test_a_pearl_checkpoint_with_retired_settings_still_resumes(tmp_path, capsys
     torch.save(checkpoint, path)
     code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
     assert code == 0, err
+
+
+def test_a_checkpoint_whose_model_no_longer_builds_is_refused_in_one_line(tmp_path, capsys):
+    """A saved setting the algorithm does not know (a checkpoint of another version): one line naming the
+    checkpoint, exit 2, no traceback."""
+    import torch
+
+    base = ["fit", "--config", os.path.join(ROOT, "conf", "meta", "pearl_quickstart.yaml"),
+            "--model.init_args.initial_steps", "20", "--model.init_args.batch_size", "8",
+            "--trainer.default_root_dir", str(tmp_path)]
+    code, _, err = run_cli([*base, "--trainer.max_steps", "3"], capsys)
+    assert code == 0, err
+    path = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["hyper_parameters"]["setting_of_a_later_version"] = 1
+    torch.save(checkpoint, path)
+    code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert any(str(path) in line and "setting_of_a_later_version" in line for line in lines), err

@@ -17,6 +17,7 @@ torch uses. ``hyperrl --help`` imports nothing heavy (``benchmarks/cli_startup.p
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Optional
 
@@ -172,6 +173,22 @@ def _cli_class():
                     callback.init_args.enable_version_counter = False
             if verbose_flag(sys.argv[1:] if self._args is None else self._args):
                 config.trainer.enable_model_summary = True
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # the model a checkpoint was saved with no longer builds from its settings
+                checkpoint = getattr(self, "_checkpoint_file", None)
+                if checkpoint is None:
+                    raise
+                unknown = re.findall(r"unexpected keyword argument '(\w+)'", str(exc))
+                reason = (f"it holds settings this version does not know: {', '.join(sorted(set(unknown)))}"
+                          if unknown else one_line(str(exc)))
+                raise ConfigurationError(
+                    f"--ckpt_path {checkpoint[0]}: cannot rebuild the model it was saved with: {reason}"
+                ) from exc
 
         def _instantiate_trainer(self, config, callbacks):
             # the CLI's own callbacks, whatever callbacks list the config gives (LightningCLI replaces lists)
