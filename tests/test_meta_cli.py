@@ -101,12 +101,9 @@ def test_meta_runs_log_frames_per_second(capsys, tmp_path, monkeypatch):
     assert rates and float(rates[0]) > 0
 
 
-def test_a_pearl_checkpoint_with_retired_settings_still_resumes(tmp_path, capsys):
-    """Checkpoints written before PEARL was composed of parts carry settings PEARL now derives (``context``,
-    ``steps_per_task``, ...): resuming drops them and continues, instead of failing to rebuild the model."""
+def _tiny_pearl_checkpoint(tmp_path, capsys, **saved_settings):
+    """A 3-step PEARL run's last.ckpt with ``saved_settings`` added to its hyperparameters; the fit's arguments."""
     import torch
-
-    from hyperrl.algos import PEARL
 
     base = ["fit", "--config", os.path.join(ROOT, "conf", "meta", "pearl_quickstart.yaml"),
             "--model.init_args.initial_steps", "20", "--model.init_args.batch_size", "8",
@@ -115,10 +112,19 @@ def test_a_pearl_checkpoint_with_retired_settings_still_resumes(tmp_path, capsys
     assert code == 0, err
     path = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=False)
+    checkpoint["hyper_parameters"].update(saved_settings)
+    torch.save(checkpoint, path)
+    return base, path
+
+
+def test_a_pearl_checkpoint_with_retired_settings_still_resumes(tmp_path, capsys):
+    """Checkpoints written before PEARL was composed of parts carry settings PEARL now derives (``context``,
+    ``steps_per_task``, ...): resuming drops them and continues, instead of failing to rebuild the model."""
+    from hyperrl.algos import PEARL
+
     legacy = {"context": "pearl", "context_kwargs": None, "context_dim": 8, "steps_per_task": 500, "eval_episodes": 1}
     assert set(legacy) == PEARL.RETIRED_HPARAMS
-    checkpoint["hyper_parameters"].update(legacy)
-    torch.save(checkpoint, path)
+    base, path = _tiny_pearl_checkpoint(tmp_path, capsys, **legacy)
     code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
     assert code == 0, err
 
@@ -126,17 +132,7 @@ def test_a_pearl_checkpoint_with_retired_settings_still_resumes(tmp_path, capsys
 def test_a_checkpoint_whose_model_no_longer_builds_is_refused_in_one_line(tmp_path, capsys):
     """A saved setting the algorithm does not know (a checkpoint of another version): one line naming the
     checkpoint, exit 2, no traceback."""
-    import torch
-
-    base = ["fit", "--config", os.path.join(ROOT, "conf", "meta", "pearl_quickstart.yaml"),
-            "--model.init_args.initial_steps", "20", "--model.init_args.batch_size", "8",
-            "--trainer.default_root_dir", str(tmp_path)]
-    code, _, err = run_cli([*base, "--trainer.max_steps", "3"], capsys)
-    assert code == 0, err
-    path = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(path, weights_only=False)
-    checkpoint["hyper_parameters"]["setting_of_a_later_version"] = 1
-    torch.save(checkpoint, path)
+    base, path = _tiny_pearl_checkpoint(tmp_path, capsys, setting_of_a_later_version=1)
     code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and "Traceback" not in err, err
