@@ -472,11 +472,11 @@ def test_progress_off_a_terminal_is_a_few_plain_lines(tmp_path, capfd, monkeypat
 def test_mujoco_model_warnings_are_dropped(capfd):
     import mujoco
 
-    from hyperrl.cli import _quiet_mujoco_model_warnings
+    from hyperrl.console import quiet_mujoco_model_warnings
 
     previous = mujoco.get_mju_user_warning()
     try:
-        _quiet_mujoco_model_warnings()
+        quiet_mujoco_model_warnings()
         mujoco.MjModel.from_xml_string(
             '<mujoco><compiler settotalmass="3"/><worldbody><body><geom size=".1"/></body></worldbody></mujoco>'
         )

@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Optional
 
-from hyperrl import help_cache
+from hyperrl import console, help_cache
 from hyperrl.cli_input import (
     PARSER_MODE,
     UsageError,
@@ -73,15 +73,17 @@ TRAINER_DEFAULTS = {
     ],
     # checkpoints are written beside their destination and renamed into place: never half-written (checkpoint_io)
     "plugins": [{"class_path": "hyperrl.checkpoint_io.AtomicCheckpointIO"}],
-    # save_top_k=1 without a monitor keeps only the newest periodic checkpoint (Lightning deletes the one before):
-    # with its replay buffer a paper-scale checkpoint is ~440 MB, and all 200 of a 1M-step run would fill a disk
-    "callbacks": [
-        {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"every_n_train_steps": 5000, "save_last": True, "save_top_k": 1},
-        }
-    ],
 }
+
+#: The checkpoint settings of a run whose config lists no callbacks. save_top_k=1 without a monitor keeps only the
+#: newest periodic checkpoint (Lightning deletes the one before): with its replay buffer a paper-scale checkpoint is
+#: ~440 MB, and all 200 of a 1M-step run would fill a disk.
+CHECKPOINT_DEFAULTS = [
+    {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"every_n_train_steps": 5000, "save_last": True, "save_top_k": 1},
+    }
+]
 
 #: The subcommands of LightningCLI, as ``hyperrl --help`` lists them without importing Lightning.
 SUBCOMMANDS = {
@@ -109,6 +111,8 @@ Run "hyperrl <subcommand> --help" for every setting of a subcommand, and
 
 
 def _cli_class():
+    from lightning.pytorch.callbacks import ProgressBar
+    from jsonargparse.typing import PositiveInt
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from hyperrl.callbacks import ContinuedMetrics, CurrentLastCheckpoint, RunProgressBar, StopOnSignal
@@ -132,108 +136,62 @@ def _cli_class():
     class HyperRLCLI(LightningCLI):
         def __init__(self, *args, **kwargs) -> None:
             self.stop_on_signal = StopOnSignal()  # main() reads it after the run
-            self.checkpoint_path = self.run_folder = self.lock = None
+            self.checkpoint_path = self.run_folder = self.lock = self._checkpoint_file = None
             _cli_class.last = self
             super().__init__(*args, **kwargs)
 
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            # every subcommand's --verbose is this CLI's (log levels, model summary): validate/test print their
+            # results as Lightning does by default
+            return {name: {*skip, "verbose"} for name, skip in LightningCLI.subcommands().items()}
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument(
-                "--torch_threads", type=Optional[int], default=None,
+                "--torch_threads", type=Optional[PositiveInt], default=None,
                 help="CPU threads torch computes with in this run (torch.set_num_threads); null: torch's default "
                      "(one per core). One thread is faster for small networks on a CPU",
             )
-            parser.set_defaults({"seed_everything": False, **{f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()}})
-
-        def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
-            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-            # validate/test have their own --verbose (print the results), on by default; main() reads the flag
-            if not any(action.dest == "verbose" for action in parser._actions):
-                parser.add_argument(
-                    "--verbose", type=bool, default=False,
-                    help="Show Lightning's and TorchRL's info lines (devices, tips) and the model summary",
-                )
-            return parser
-
-        def _set_seed(self) -> None:
-            _check_seed(self._get(self.config, "seed_everything"))
-            super()._set_seed()
-
-        def before_instantiate_classes(self) -> None:
-            config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-            _check_trainer_settings(config)
-            set_torch_threads(config.get("torch_threads"))
-            run = resolve_run_folder(config, self.subcommand)
-            for path, what in [(run, "run folder"), *checkpoint_dirs(config)]:
-                check_writable(path, what)
-            self.run_folder = run
-            _check_precision(config.trainer.get("precision"))
-            for callback in _listed(config.trainer.get("callbacks")):
-                # a resumed run with other checkpoint settings writes last.ckpt, not a last-v1.ckpt beside a stale one
-                if str(getattr(callback, "class_path", "")).endswith(".ModelCheckpoint"):
-                    callback.init_args.enable_version_counter = False
-            if verbose_flag(sys.argv[1:] if self._args is None else self._args):
-                config.trainer.enable_model_summary = True
-
-        def instantiate_classes(self) -> None:
-            try:
-                super().instantiate_classes()
-            except ConfigurationError:
-                raise
-            except Exception as exc:  # the model a checkpoint was saved with no longer builds from its settings
-                checkpoint = getattr(self, "_checkpoint_file", None)
-                if checkpoint is None:
-                    raise
-                unknown = re.findall(r"unexpected keyword argument '(\w+)'", str(exc))
-                reason = (f"it holds settings this version does not know: {', '.join(sorted(set(unknown)))}"
-                          if unknown else one_line(str(exc)))
-                raise ConfigurationError(
-                    f"--ckpt_path {checkpoint[0]}: cannot rebuild the model it was saved with: {reason}"
-                ) from exc
-
-        def _instantiate_trainer(self, config, callbacks):
-            # the CLI's own callbacks, whatever callbacks list the config gives (LightningCLI replaces lists)
-            config = dict(config)
-            given = config.get("callbacks") or []
-            given = given if isinstance(given, list) else [given]
-            extra = [self.stop_on_signal, CurrentLastCheckpoint(), ContinuedMetrics()]
-            if config.get("enable_progress_bar", True) is not False and not any(
-                _is_progress_bar(c) for c in [*given, *callbacks]
-            ):
-                extra.append(RunProgressBar())
-            config["callbacks"] = [*given, *extra]
-            return super()._instantiate_trainer(config, callbacks)
+            parser.add_argument(
+                "--verbose", type=bool, default=False,
+                help="Show Lightning's and TorchRL's info lines (devices, tips) and the model summary",
+            )
+            # a default, not one of trainer_defaults' callbacks (those are added to every run): a config's own
+            # callbacks list replaces it
+            parser.set_defaults({"trainer.callbacks": CHECKPOINT_DEFAULTS})
 
         def parse_arguments(self, parser, args) -> None:
-            self._args = args
             self._model_options = model_options_given(sys.argv[1:] if args is None else args)
             super().parse_arguments(parser, args)
-            # read --ckpt_path first: Lightning's own first look at it (_parse_ckpt_path) raises a traceback
             subcommand = self.config.get("subcommand")
-            path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if path is None and subcommand:
+            if not subcommand:
+                return
+            _check_seed(self.config[subcommand].get("seed_everything"))
+            path = self.config[subcommand].get("ckpt_path")
+            if path is None:
                 drop_switched_network_settings(self.config[subcommand], self._model_options)
+                return
             if path == "best":  # Lightning's ValueError: a fresh process has no best_model_path to resolve it to
                 raise ConfigurationError("--ckpt_path best is not allowed: expected a checkpoint file")
             if path == "last":  # the newest run's last.ckpt (Lightning would look in the new, empty run folder)
                 path = self.config[subcommand].ckpt_path = last_checkpoint(self.config[subcommand])
             self.checkpoint_path = path
-            if path is not None and is_checkpoint_file(str(path)):
+            if is_checkpoint_file(str(path)):
                 self._checkpoint_file = (str(path), read_checkpoint(str(path)))
+                self._rebuild_saved_model(subcommand)
+                # Lightning's own reading of --ckpt_path, right after this hook, would torch.load the whole file
+                # again (replay buffer included) to do what _rebuild_saved_model did, and fails on a checkpoint saved
+                # outside the CLI: it finds no path; before_instantiate_classes puts it back
+                self.config[subcommand].ckpt_path = None
 
-        def _parse_ckpt_path(self) -> None:
-            # Lightning 2.6 rebuilds the model from the checkpoint's hyperparameters, in place of the command's
-            # --model settings. A checkpoint saved outside the CLI has no "_class_path" there and its hyperparameters
-            # do not parse ("Option 'alpha' is not accepted"): such a checkpoint must fit the command's model instead.
-            checkpoint = getattr(self, "_checkpoint_file", None)
-            if checkpoint is None:
-                return super()._parse_ckpt_path()
-            path, loaded = checkpoint
+        def _rebuild_saved_model(self, subcommand: str) -> None:
+            """The model a checkpoint was saved with, from its hyperparameters (as Lightning 2.6 does, from the file
+            already read, memory-mapped); a checkpoint saved outside the CLI has no ``_class_path`` there and must
+            fit the command's model instead."""
+            path, loaded = self._checkpoint_file
             saved = {k: v for k, v in hyperparameters(loaded).items() if k != "_instantiator"}
             if "_class_path" not in saved:
-                return None
-            # what Lightning's own _parse_ckpt_path does, from the checkpoint already read (memory-mapped) above
-            # instead of a second full torch.load of a file that holds the replay buffer
-            subcommand = self.config.subcommand
+                return
             asked = self.config[subcommand].model.clone()
             model = {"class_path": saved.pop("_class_path"), "dict_kwargs": saved}
             try:
@@ -244,11 +202,55 @@ def _cli_class():
                 ) from exc
             files = [str(c) for c in (self.config[subcommand].get("config") or []) if c is not None]
             refuse_changed_model_settings(path, self._model_options, asked, self.config[subcommand].model, files)
-            return None
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+            if self.checkpoint_path is not None:
+                config.ckpt_path = self.checkpoint_path
+            _check_trainer_settings(config)
+            if config.get("torch_threads") is not None:
+                import torch
+
+                torch.set_num_threads(config.torch_threads)
+            run = resolve_run_folder(config, self.subcommand)
+            for path, what in [(run, "run folder"), *checkpoint_dirs(config)]:
+                check_writable(path, what)
+            self.run_folder = run
+            for callback in _listed(config.trainer.get("callbacks")):
+                # a resumed run with other checkpoint settings writes last.ckpt, not a last-v1.ckpt beside a stale one
+                if str(getattr(callback, "class_path", "")).endswith(".ModelCheckpoint"):
+                    callback.init_args.enable_version_counter = False
+            if config.get("verbose"):
+                config.trainer.enable_model_summary = True
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # the model a checkpoint was saved with no longer builds from its settings
+                if self._checkpoint_file is None:
+                    raise
+                unknown = re.findall(r"unexpected keyword argument '(\w+)'", str(exc))
+                reason = (f"it holds settings this version does not know: {', '.join(sorted(set(unknown)))}"
+                          if unknown else one_line(str(exc)))
+                raise ConfigurationError(
+                    f"--ckpt_path {self._checkpoint_file[0]}: cannot rebuild the model it was saved with: {reason}"
+                ) from exc
+
+        def instantiate_trainer(self, **kwargs):
+            # the CLI's own callbacks, whatever callbacks list the config gives (LightningCLI replaces lists)
+            trainer = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer
+            given = _listed(trainer.get("callbacks"))
+            extra = [self.stop_on_signal, CurrentLastCheckpoint(), ContinuedMetrics()]
+            if trainer.get("enable_progress_bar", True) is not False and not any(
+                isinstance(c, ProgressBar) for c in given
+            ):
+                extra.append(RunProgressBar())
+            return super().instantiate_trainer(**{"callbacks": [*given, *extra], **kwargs})
 
         def _check_ckpt_path(self) -> None:
-            checkpoint = getattr(self, "_checkpoint_file", None)
-            self._checkpoint_file = None  # drop the memory map before the run
+            checkpoint, self._checkpoint_file = self._checkpoint_file, None  # drop the memory map before the run
             if checkpoint is not None:
                 check_checkpoint_fits(*checkpoint, self.model)
                 check_resumable(*checkpoint, self.trainer.max_steps if self.subcommand == "fit" else None)
@@ -266,42 +268,8 @@ def _listed(value) -> list:
     return value if isinstance(value, list) else [] if value is None else [value]
 
 
-def _check_precision(precision) -> None:
-    """Refuse a precision the modules do not support before Lightning maps it to another (``16-mixed`` on a CPU runs
-    as ``bf16-mixed``)."""
-    from hyperrl.algos.base import SUPPORTED_PRECISIONS
-
-    if precision is not None and str(precision) not in (*SUPPORTED_PRECISIONS, "bf16"):
-        raise ConfigurationError(
-            f"--trainer.precision {precision} is not allowed: expected one of {', '.join(SUPPORTED_PRECISIONS)} "
-            "(fp16 needs loss scaling, which these updates do not use; '-true' precisions would cast the fp32 targets "
-            "and replay data)"
-        )
-
-
-def _is_progress_bar(callback) -> bool:
-    from lightning.pytorch.callbacks import ProgressBar
-
-    if isinstance(callback, ProgressBar):
-        return True
-    path = str(getattr(callback, "class_path", "") or (callback.get("class_path", "") if isinstance(callback, dict)
-                                                        else ""))
-    return "ProgressBar" in path.rsplit(".", 1)[-1]
-
-
 #: numpy's seed range, which Lightning's seed_everything passes its seed to.
 SEED_RANGE = (0, 2**32 - 1)
-
-
-def set_torch_threads(threads) -> None:
-    """``torch_threads``: ``None`` leaves torch's thread count alone, a positive integer sets it."""
-    if threads is None:
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigurationError(f"torch_threads={threads!r} is not allowed: expected a positive integer or null")
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _check_seed(seed) -> None:
@@ -316,91 +284,38 @@ def _check_seed(seed) -> None:
 
 
 def _check_trainer_settings(config) -> None:
-    """Reject settings Lightning accepts but fails on later (``val_check_interval 0``: a ZeroDivisionError after the
-    first training step)."""
-    value = (config.get("trainer") or {}).get("val_check_interval")
-    if value is not None:
-        require_positive("trainer.val_check_interval", value)
+    """Reject settings Lightning accepts but fails on later: ``val_check_interval 0`` (a ZeroDivisionError after the
+    first training step), a precision the modules do not support (``16-mixed`` on a CPU would run as ``bf16-mixed``)."""
+    from hyperrl.algos.base import SUPPORTED_PRECISIONS
+
+    trainer = config.get("trainer") or {}
+    if trainer.get("val_check_interval") is not None:
+        require_positive("trainer.val_check_interval", trainer.get("val_check_interval"))
+    precision = trainer.get("precision")
+    if precision is not None and str(precision) not in (*SUPPORTED_PRECISIONS, "bf16"):
+        raise ConfigurationError(
+            f"--trainer.precision {precision} is not allowed: expected one of {', '.join(SUPPORTED_PRECISIONS)} "
+            "(fp16 needs loss scaling, which these updates do not use; '-true' precisions would cast the fp32 targets "
+            "and replay data)"
+        )
 
 
-def _quiet_known_warnings() -> None:
-    """Silence warnings that do not apply to these modules (they are by design)."""
-    import warnings
-
-    for pattern in (
-        ".*no pre-optimization state was saved.*",  # we checkpoint the state after each update, on purpose
-        ".*module\\(s\\) in eval mode.*",
-        ".*LeafSpec.*",
-        ".*Experiment logs directory .* exists and is not empty.*",  # TensorBoard and CSV share the run directory
-        ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues in its own folder
-        ".*LightningCLI's args parameter is intended to run from within Python.*",  # main(args) is that use
-        # validate/test/predict of a checkpoint write beside its run and save no checkpoints: nothing to reload
-        ".*The dirpath has changed from .* to '.*[/\\\\](validate|test|predict)-[^/\\\\]*[/\\\\]checkpoints'.*",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-#: MuJoCo compiler warnings about the stock model files (gymnasium's), not about anything a user set.
-MUJOCO_MODEL_WARNINGS = ("'settotalmass' is deprecated",)
-
-
-def _quiet_mujoco_model_warnings() -> None:
-    """MuJoCo prints its warnings from C; route them through a handler that drops :data:`MUJOCO_MODEL_WARNINGS` and
-    prints the rest as MuJoCo would."""
-    import importlib.util
-
-    if importlib.util.find_spec("mujoco") is None:
-        return
-    import mujoco
-
-    def handler(message: str) -> None:
-        if not any(known in message for known in MUJOCO_MODEL_WARNINGS):
-            print(f"WARNING: {message}", file=sys.stderr)
-
-    mujoco.set_mju_user_warning(handler)
-
-
-def _set_verbosity(verbose: bool) -> None:
-    """Quiet by default: Lightning's info lines (devices, tips, checkpoint notes) and TorchRL's (coloured, written
-    into the progress bar) only with ``--verbose``; warnings and errors always."""
-    import logging
-
-    level = logging.INFO if verbose else logging.WARNING
-    if not verbose:
-        os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")  # read when torchrl is imported
-    for name in ("lightning.pytorch", "lightning.fabric", "torchrl"):
-        logging.getLogger(name).setLevel(level)
-
-
-def _report_signal_stop(stop, args: list[str]) -> None:
-    """After a run stopped by SIGTERM/SIGINT: one line naming the checkpoint and the command that resumes it, exit
-    ``128 + signal`` (143 / 130)."""
-    import shlex
-    import signal
-
-    if stop is None or stop.received is None:
-        return
-    name = signal.Signals(stop.received).name
-    kept = []
-    skip = False
-    for token in args:  # the same command, with --ckpt_path pointing at the new checkpoint
-        if skip:
-            skip = False
-            continue
-        if token == "--ckpt_path":
-            skip = True
-            continue
-        if token.startswith("--ckpt_path="):
-            continue
-        kept.append(token)
-    if stop.checkpoint is None:
-        print(f"hyperrl: stopped by {name} before the first training step ended: nothing to resume from",
-              file=sys.stderr)
-    else:
-        resume = shlex.join(["hyperrl", *kept, "--ckpt_path", stop.checkpoint])
-        print(f"hyperrl: stopped by {name} after step {stop.step}: checkpoint {stop.checkpoint}; resume with: {resume}",
-              file=sys.stderr)
-    sys.exit(128 + int(stop.received))
+def _failure(exc: BaseException, misconfiguration: type) -> tuple[str, int] | None:
+    """The line (after ``hyperrl: ``) and exit status a run that raised ``exc`` ends with: 2 for a user's mistake,
+    1 for a run stopped on purpose; ``None`` for anything else (a bug: its traceback is shown)."""
+    if isinstance(exc, CheckpointError):  # raised while Lightning loads the checkpoint
+        return f"error: --ckpt_path {getattr(_cli_class.last, 'checkpoint_path', None)} {exc}", 2
+    if isinstance(exc, (CheckpointWriteError, NonFiniteLossError)):
+        return f"stopped: {exc}", 1
+    if isinstance(exc, FileNotFoundError):
+        return f"error: {exc}", 2
+    # ours, the parser's, and Lightning's word for a bad trainer or callback setting (--trainer.max_steps -5), also
+    # when jsonargparse wraps them in a ValueError while instantiating classes
+    cause = configuration_error_in(exc, (UsageError, misconfiguration))
+    if cause is None or not (cause is exc or isinstance(exc, ValueError)):
+        return None
+    ours = isinstance(cause, (ConfigurationError, UsageError))
+    return f"error: {one_line(str(cause)) if ours else ' '.join(str(cause).split())}", 2
 
 
 def main(args: list[str] | None = None) -> None:
@@ -424,9 +339,9 @@ def main(args: list[str] | None = None) -> None:
     # jsonargparse's switch for its deprecation notices, which Lightning's own calls into it trigger in every run
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     verbose = verbose_flag(args)
-    _set_verbosity(verbose)
-    _quiet_known_warnings()
-    _quiet_mujoco_model_warnings()
+    console.set_verbosity(verbose)
+    console.quiet_known_warnings()
+    console.quiet_mujoco_model_warnings()
     try:
         check_config_files(args)
     except ConfigurationError as exc:
@@ -441,7 +356,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         from hyperrl.algos import Algorithm
 
-        _set_verbosity(verbose)  # Lightning sets its loggers to INFO when imported
+        console.set_verbosity(verbose)  # Lightning sets its loggers to INFO when imported
         register_parser_mode()
         cli = _cli_class()
         with help_cache.recording(args):
@@ -451,41 +366,21 @@ def main(args: list[str] | None = None) -> None:
                 save_config_kwargs={"overwrite": True},
                 args=None if from_argv else args,
                 auto_configure_optimizers=False,
+                trainer_defaults=TRAINER_DEFAULTS,
+                seed_everything_default=False,
                 parser_class=_cli_class.parser,
                 parser_kwargs={"parser_mode": PARSER_MODE},
             )
-    except CheckpointError as exc:  # raised while Lightning loads the checkpoint
-        print(f"hyperrl: error: --ckpt_path {getattr(_cli_class.last, 'checkpoint_path', None)} {exc}", file=sys.stderr)
-        sys.exit(2)
-    except (ConfigurationError, UsageError) as exc:
-        print(f"hyperrl: error: {one_line(str(exc))}", file=sys.stderr)
-        sys.exit(2)
-    except CheckpointWriteError as exc:
-        print(f"hyperrl: stopped: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except MisconfigurationException as exc:
-        # Lightning's word for a bad trainer or callback setting, e.g. --trainer.max_steps -5
-        print(f"hyperrl: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLossError as exc:
-        print(f"hyperrl: stopped: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except ValueError as exc:
-        # jsonargparse wraps errors raised while instantiating classes: report ours and Lightning's
-        # MisconfigurationException (a callback's init_args), re-raise anything else
-        cause = configuration_error_in(exc, (MisconfigurationException,))
-        if cause is None:
+    except (ValueError, UsageError, MisconfigurationException, RuntimeError, FileNotFoundError) as exc:
+        failure = _failure(exc, MisconfigurationException)
+        if failure is None:
             raise
-        message = one_line(str(cause)) if isinstance(cause, ConfigurationError) else " ".join(str(cause).split())
-        print(f"hyperrl: error: {message}", file=sys.stderr)
-        sys.exit(2)
-    except FileNotFoundError as exc:
-        print(f"hyperrl: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        print(f"hyperrl: {failure[0]}", file=sys.stderr)
+        sys.exit(failure[1])
     finally:
         if getattr(_cli_class.last, "lock", None) is not None:
             _cli_class.last.lock.close()
-    _report_signal_stop(getattr(_cli_class.last, "stop_on_signal", None), args)
+    console.report_signal_stop(getattr(_cli_class.last, "stop_on_signal", None), args)
 
 
 if __name__ == "__main__":

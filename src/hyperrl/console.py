@@ -1,0 +1,82 @@
+"""What a ``hyperrl`` run prints beyond its own lines: the libraries' log levels, the warnings that do not apply to
+these modules, MuJoCo's warnings about its stock model files, and the line a run stopped by a signal ends with.
+Nothing here imports torch or Lightning at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def set_verbosity(verbose: bool) -> None:
+    """Quiet by default: Lightning's info lines (devices, tips, checkpoint notes) and TorchRL's (coloured, written
+    into the progress bar) only with ``--verbose``; warnings and errors always."""
+    import logging
+
+    level = logging.INFO if verbose else logging.WARNING
+    if not verbose:
+        os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")  # read when torchrl is imported
+    for name in ("lightning.pytorch", "lightning.fabric", "torchrl"):
+        logging.getLogger(name).setLevel(level)
+
+
+def quiet_known_warnings() -> None:
+    """Silence warnings that do not apply to these modules (they are by design)."""
+    import warnings
+
+    for pattern in (
+        ".*no pre-optimization state was saved.*",  # we checkpoint the state after each update, on purpose
+        ".*module\\(s\\) in eval mode.*",
+        ".*LeafSpec.*",
+        ".*Experiment logs directory .* exists and is not empty.*",  # TensorBoard and CSV share the run directory
+        ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues in its own folder
+        ".*LightningCLI's args parameter is intended to run from within Python.*",  # main(args) is that use
+        # validate/test/predict of a checkpoint write beside its run and save no checkpoints: nothing to reload
+        ".*The dirpath has changed from .* to '.*[/\\\\](validate|test|predict)-[^/\\\\]*[/\\\\]checkpoints'.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+#: MuJoCo compiler warnings about the stock model files (gymnasium's), not about anything a user set.
+MUJOCO_MODEL_WARNINGS = ("'settotalmass' is deprecated",)
+
+
+def quiet_mujoco_model_warnings() -> None:
+    """MuJoCo prints its warnings from C; route them through a handler that drops :data:`MUJOCO_MODEL_WARNINGS` and
+    prints the rest as MuJoCo would."""
+    import importlib.util
+
+    if importlib.util.find_spec("mujoco") is None:
+        return
+    import mujoco
+
+    def handler(message: str) -> None:
+        if not any(known in message for known in MUJOCO_MODEL_WARNINGS):
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(handler)
+
+
+def report_signal_stop(stop, args: list[str]) -> None:
+    """After a run stopped by SIGTERM/SIGINT (``stop``: the run's :class:`~hyperrl.callbacks.StopOnSignal`): one line
+    naming the checkpoint and the command that resumes it, then exit ``128 + signal`` (143 / 130)."""
+    import shlex
+    import signal
+
+    if stop is None or stop.received is None:
+        return
+    name = signal.Signals(stop.received).name
+    kept = []  # the same command, with --ckpt_path pointing at the new checkpoint
+    for i, token in enumerate(args):
+        if token == "--ckpt_path" or token.startswith("--ckpt_path=") or (i and args[i - 1] == "--ckpt_path"):
+            continue
+        kept.append(token)
+    if stop.checkpoint is None:
+        print(f"hyperrl: stopped by {name} before the first training step ended: nothing to resume from",
+              file=sys.stderr)
+    else:
+        resume = shlex.join(["hyperrl", *kept, "--ckpt_path", stop.checkpoint])
+        print(f"hyperrl: stopped by {name} after step {stop.step}: checkpoint {stop.checkpoint}; resume with: {resume}",
+              file=sys.stderr)
+    sys.exit(128 + int(stop.received))
