@@ -109,7 +109,9 @@ def test_a_failing_run_does_not_stop_the_others_and_an_interrupted_run_resumes(t
     out = tmp_path / "out"
     states = run_sweep(path, str(out), fit_options=["--trainer.max_steps", "30"], check=False)
     assert states == {"ok-seed0": "done", "bad-seed0": "failed"}
-    assert "val_check_interval=0 is not allowed" in read_run_file(str(out / "bad-seed0"))["error"]
+    record = read_run_file(str(out / "bad-seed0"))
+    assert "val_check_interval=0 is not allowed" in record["error"]
+    assert record["labels"] == {"variant": "bad"} and record["seed"] == 0  # what hyperrl report groups runs by
     text = capsys.readouterr().out
     assert "bad-seed0: failed (exit 2): hyperrl: error: trainer.val_check_interval=0" in text
     assert "1 done, 0 skipped (done before), 1 failed, 2 runs" in text

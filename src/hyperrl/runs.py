@@ -111,26 +111,28 @@ def _load_failure(exc: BaseException) -> str:
 
 
 def hyperparameters(checkpoint: dict) -> dict:
-    """The checkpoint's saved hyperparameters, less those its algorithm has retired (``RETIRED_HPARAMS``: settings
-    older checkpoints carry that the algorithm now derives), so that an older checkpoint still rebuilds its model."""
+    """The checkpoint's saved hyperparameters as its algorithm now names them, so that an older checkpoint still
+    rebuilds its model: less those the algorithm has retired (``RETIRED_HPARAMS``: settings older checkpoints carry
+    that the algorithm now derives), with renamed ones under their new names (``RENAMED_HPARAMS``: old -> new)."""
     saved = checkpoint.get("hyper_parameters")
     if not isinstance(saved, dict):
         return {}
-    retired = _retired_hparams(saved.get("_class_path"))
-    return {k: v for k, v in saved.items() if k not in retired}
+    cls = _algorithm_class(saved.get("_class_path"))
+    retired = getattr(cls, "RETIRED_HPARAMS", frozenset())
+    renamed = getattr(cls, "RENAMED_HPARAMS", {})
+    return {renamed.get(k, k): v for k, v in saved.items() if k not in retired}
 
 
-def _retired_hparams(class_path) -> frozenset:
+def _algorithm_class(class_path):
     if not isinstance(class_path, str) or not class_path.startswith("hyperrl."):
-        return frozenset()
+        return None
     import importlib
 
     module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
-        return frozenset()
-    return frozenset(getattr(cls, "RETIRED_HPARAMS", ()))
+        return None
 
 
 def check_checkpoint_fits(path: str, checkpoint: dict, model) -> None:
@@ -305,15 +307,17 @@ def check_writable(path: str | None, what: str = "run folder") -> None:
 
 
 
+def version_folders(root: str) -> list[str]:
+    """The ``version_<n>`` folders of a run root, by ``n``."""
+    names = os.listdir(root) if os.path.isdir(root) else []
+    return sorted((d for d in names if re.fullmatch(r"version_\d+", d)), key=lambda d: int(d.split("_")[1]))
+
+
 def last_checkpoint_under(root: str) -> str | None:
     """``<root>/version_<n>/checkpoints/last.ckpt`` of the highest ``n`` that has one (what ``--ckpt_path last``
     resumes), else ``None``."""
-    found = []
-    for name in os.listdir(root) if os.path.isdir(root) else []:
-        last = os.path.join(root, name, "checkpoints", "last.ckpt")
-        if re.fullmatch(r"version_\d+", name) and os.path.isfile(last):
-            found.append((int(name.split("_")[1]), last))
-    return max(found)[1] if found else None
+    found = [os.path.join(root, v, "checkpoints", "last.ckpt") for v in version_folders(root)]
+    return next((path for path in reversed(found) if os.path.isfile(path)), None)
 
 
 #: The lock file of a run folder; held (``flock``) by the process that writes the run, released when it ends,
@@ -321,27 +325,33 @@ def last_checkpoint_under(root: str) -> str | None:
 LOCK_FILE = ".hyperrl.lock"
 
 
-def lock_run_folder(run: str):
-    """Take the run folder's lock for this process; returns the open lock file (keep it open while the run writes,
-    close it to release). Another live process holding it raises :class:`ConfigurationError` naming its pid."""
+def take_lock(path: str, owner: str, refusal: str):
+    """Take the ``flock`` of the file ``path`` for this process and write ``owner`` into it; returns the open file
+    (keep it open to hold the lock; the kernel drops it when the process ends, however it ends). When another live
+    process holds it, raises :class:`ConfigurationError` with ``refusal`` (``{holder}``: that process's owner text)."""
     import fcntl
 
-    os.makedirs(run, exist_ok=True)
-    handle = open(os.path.join(run, LOCK_FILE), "a+")
+    handle = open(path, "a+")  # noqa: SIM115 - returned open: it is the lock
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise ConfigurationError(
-            f"the run folder {run} is in use by another hyperrl process (pid {holder}): two runs cannot write one "
-            "folder; wait for it to end, or resume another checkpoint"
-        ) from None
+        raise ConfigurationError(refusal.replace("{holder}", holder)) from None
     handle.truncate(0)
-    handle.write(str(os.getpid()))
+    handle.write(owner)
     handle.flush()
     return handle
+
+
+def lock_run_folder(run: str):
+    """Take the run folder's lock for this process; returns the open lock file (keep it open while the run writes,
+    close it to release). Another live process holding it raises :class:`ConfigurationError` naming its pid."""
+    os.makedirs(run, exist_ok=True)
+    return take_lock(os.path.join(run, LOCK_FILE), str(os.getpid()),
+                     f"the run folder {run} is in use by another hyperrl process (pid {{holder}}): two runs cannot "
+                     "write one folder; wait for it to end, or resume another checkpoint")
 
 
 def last_checkpoint(config) -> str:

@@ -1,20 +1,16 @@
-"""``hyperrl sweep``: a grid of ``hyperrl fit`` runs as a Ray Tune experiment, on this machine or a Ray cluster.
+"""``hyperrl sweep``: a grid of ``hyperrl fit`` runs as one Ray Tune experiment, on this machine or a Ray cluster
+(docs/sweeps.md has the sweep file's format, what a sweep writes and how it meets faults).
 
     hyperrl sweep conf/sweeps/cpu_demo.yaml [--out DIR] [--address ADDR] [--max-parallel N] [--retries N]
-                  [-- FIT OPTIONS]
+                  [--progress-every S] [-- FIT OPTIONS]
 
-The sweep file's keys (``SWEEP_KEYS``; docs/sweeps.md has the format) expand to runs ``<labels>-seed<N>``, the axes of
-``grid`` crossed with each other and with ``seeds``. Every distinct combination of settings is parsed by ``hyperrl fit
---print_config`` and its model built on the meta device before anything starts: a bad setting is one line, exit 2.
-
-The runs are one ``tune.grid_search`` of a :func:`tune.Tuner` whose experiment state lives in ``<out>/.tune``. A trial
-runs ``hyperrl.cli.main(ARGS)`` in a child process (its own threads, signal handlers and crash) with its output in
-``<out>/<run>/fit.log``; the fit writes ``<out>/<run>/version_0`` and resumes from its ``last.ckpt`` when there is
-one. ``<out>/<run>/sweep_run.json`` holds the run's state (running, done, failed, stopped), command and wall time.
-Faults: Ctrl-C / SIGTERM stop the experiment through Tune (each running fit gets SIGTERM: it writes ``last.ckpt``
-and exits; queued runs never start), one summary line, exit 130 / 143. A lock on ``<out>`` refuses a second sweep
-into it; a lock on each run, held by its fit process, makes a re-run wait for a fit still stopping. A re-run with the
-same runs is ``Tuner.restore`` of the experiment; otherwise a new experiment over the runs not done yet.
+The sweep file expands to runs ``<labels>-seed<N>``; every distinct setting is checked (``hyperrl fit --print_config``
+and the model built on the meta device) before anything starts. ``<out>/<run>/sweep_run.json`` is a run's one record
+(queued, running, done, failed, stopped): a run done there is skipped, the others are the trials of one
+``tune.grid_search``. A trial runs the fit in a child process (its own threads, signal handlers and crash) that
+resumes from the run's ``last.ckpt``. Ctrl-C / SIGTERM stop the experiment through Tune (running fits checkpoint,
+queued runs never start): one summary line, exit 130 / 143. A lock on ``<out>`` refuses a second sweep into it; a
+lock on each run, held by its fit, makes a re-run wait for a fit still stopping.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ from dataclasses import dataclass
 
 from hyperrl.errors import ConfigurationError
 from hyperrl.jsonio import write_json
+from hyperrl.runs import last_checkpoint_under, take_lock, version_folders
 
 SWEEP_KEYS = ("name", "description", "configs", "overrides", "grid", "seeds", "seed_key", "resources")
 RUN_FILE, LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "sweep_run.json", "fit.log", ".run.lock", ".sweep.lock", ".tune"
@@ -55,7 +52,6 @@ class Run:
 @dataclass
 class Sweep:
     name: str
-    path: str
     configs: list[str]
     runs: list[Run]
     resources: dict
@@ -86,22 +82,19 @@ def load_sweep(path: str) -> Sweep:
     unknown = [k for k in spec if k not in SWEEP_KEYS]
     if unknown:
         _fail(path, f"unknown key {unknown[0]!r}; allowed keys: {', '.join(SWEEP_KEYS)}")
-    here = os.path.dirname(os.path.abspath(path))
     configs = spec.get("configs") or []
     configs = [configs] if isinstance(configs, str) else configs
     if not isinstance(configs, list) or not configs:
         _fail(path, "configs must name at least one base config file")
-    resolved = []
-    for config in configs:
-        found = next((c for c in (os.path.join(here, str(config)), os.path.abspath(str(config))) if os.path.isfile(c)),
-                     None)
-        if found is None:
+    here, resolved = os.path.dirname(os.path.abspath(path)), []
+    for config in map(str, configs):  # relative to the sweep file, else to the working directory
+        found = [c for c in (os.path.join(here, config), os.path.abspath(config)) if os.path.isfile(c)]
+        if not found:
             _fail(path, f"base config {config!r} does not exist")
-        resolved.append(os.path.normpath(found))
+        resolved.append(os.path.normpath(found[0]))
     overrides = spec.get("overrides") or {}
     if not isinstance(overrides, dict):
         _fail(path, "overrides must be a mapping of option -> value")
-    axes = _axes(path, spec.get("grid") or {})
     seeds = spec.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
     if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -113,7 +106,7 @@ def load_sweep(path: str) -> Sweep:
     for key, value in resources.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             _fail(path, f"resources.{key}={value!r} is not allowed: expected a number >= 0")
-    runs = []
+    axes, runs = _axes(path, spec.get("grid") or {}), []
     for combination in itertools.product(*[variants for _, variants in axes]):
         labels = {axis: label for (axis, _), (label, _) in zip(axes, combination)}
         settings = list(overrides.items()) + [item for _, values in combination for item in values.items()]
@@ -125,11 +118,11 @@ def load_sweep(path: str) -> Sweep:
     if len(set(names)) != len(names):
         _fail(path, f"two runs would share the folder {next(n for n in names if names.count(n) > 1)!r}: use "
                     "distinct labels")
-    name = str(spec.get("name") or os.path.splitext(os.path.basename(path))[0])
-    return Sweep(name, os.path.abspath(path), resolved, runs, dict(resources))
+    return Sweep(str(spec.get("name") or os.path.splitext(os.path.basename(path))[0]), resolved, runs, resources)
 
 
 def _axes(path: str, grid) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """``(axis name, [(label, settings)])`` of each grid axis."""
     if not isinstance(grid, dict):
         _fail(path, "grid must be a mapping of axes")
     axes = []
@@ -220,24 +213,16 @@ def _update_run_file(directory: str, **fields) -> dict:
     return record
 
 
-def _versions(directory: str) -> list[str]:
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    return sorted((d for d in names if re.fullmatch(r"version_\d+", d)), key=lambda d: int(d.split("_")[1]))
-
-
 def last_checkpoint(directory: str, tidy: bool = False) -> str | None:
-    """The run's ``version_<n>/checkpoints/last.ckpt``; ``tidy`` removes the folders of starts killed before their
-    first checkpoint (nothing to resume from), so that a run keeps one folder and its metrics once."""
-    found = None
-    for version in _versions(directory):
-        path = os.path.join(directory, version, "checkpoints", "last.ckpt")
-        if os.path.isfile(path):
-            found = path
-        elif tidy:
-            import shutil
+    """The run's newest ``version_<n>/checkpoints/last.ckpt``; ``tidy`` removes the folders of starts killed before
+    their first checkpoint (nothing to resume from), so that a run keeps one folder and its metrics once."""
+    if tidy:
+        import shutil
 
-            shutil.rmtree(os.path.join(directory, version))
-    return found
+        for version in version_folders(directory):
+            if not os.path.isfile(os.path.join(directory, version, "checkpoints", "last.ckpt")):
+                shutil.rmtree(os.path.join(directory, version))
+    return last_checkpoint_under(directory)
 
 
 def error_line(log_path: str) -> str:
@@ -260,7 +245,7 @@ def progress(directory: str) -> dict:
 
     found = {}
     with contextlib.suppress(OSError, ValueError, csv.Error):
-        for version in _versions(directory)[-1:]:
+        for version in version_folders(directory)[-1:]:
             with open(os.path.join(directory, version, "metrics.csv"), newline="") as f:
                 for row in csv.DictReader(f):
                     found.update({k: float(row[k]) for k in ("train/frames", "eval/return") if row.get(k)})
@@ -283,11 +268,13 @@ def _fit_child(args: list[str]) -> None:
     main(args)
 
 
-def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, cwd: str, every: float, names: list[str]):
-    """The trial (a Tune class trainable around one fit process) and the driver's progress lines (a Tune callback)."""
+def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: float):
+    """The trial (a Tune class trainable around one fit process) and the driver's lines (a Tune callback)."""
     import fcntl
 
     from ray import tune
+
+    names, cwd = list(jobs), os.getcwd()  # cwd: the driver's, so that relative paths mean the same in every fit
 
     class SweepFit(tune.Trainable):
         def setup(self, config):
@@ -301,17 +288,18 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, cwd: str, 
                 self.log.write(b"\nhyperrl sweep: waiting for the previous fit of this run to stop\n")
                 self.log.flush()
                 fcntl.flock(self.lock, fcntl.LOCK_EX)
-            if read_run_file(self.dir).get("state") == "done":
+            if read_run_file(self.dir).get("state") == "done":  # done by that fit: nothing to run
                 return
             args, checkpoint = list(jobs[config["run"]]), last_checkpoint(self.dir, tidy=True)
             if checkpoint and "--ckpt_path" not in args:  # the fit continues in the checkpoint's folder
                 args += ["--ckpt_path", checkpoint]
+            self.resumed = bool(checkpoint)
             env = {**os.environ, **dict.fromkeys(THREAD_VARS, str(threads))}
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             self.log.write(f"\n$ OMP_NUM_THREADS={threads} hyperrl {' '.join(args)}\n".encode())
             self.log.flush()
-            _update_run_file(self.dir, name=config["run"], state="running", command=["hyperrl", *args],
-                             resumed=bool(checkpoint), node=socket.gethostname(), threads=threads, error="")
+            _update_run_file(self.dir, state="running", command=["hyperrl", *args], resumed=self.resumed,
+                             node=socket.gethostname(), threads=threads, error="")
             self.start = time.monotonic()
             self.proc = subprocess.Popen(  # its own session: a terminal's Ctrl-C reaches the sweep, not the fit
                 [sys.executable, "-m", "hyperrl.experiments.sweep", *args], stdin=subprocess.PIPE, stdout=self.log,
@@ -324,7 +312,8 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, cwd: str, 
             try:
                 code = self.proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
-                return {"state": "running", "node": socket.gethostname(), **progress(self.dir)}
+                return {"state": "running", "node": socket.gethostname(), "resumed": self.resumed,
+                        **progress(self.dir)}
             self.proc, wall = None, round(time.monotonic() - self.start, 1)
             error = error_line(self.log.name) if code else ""
             _update_run_file(self.dir, state="failed" if code else "done", returncode=code, wall_s=wall, error=error)
@@ -335,45 +324,46 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, cwd: str, 
         def cleanup(self):
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.stdin.close()  # the fit stops after its current step, with last.ckpt written
-                code = self.proc.wait()
-                _update_run_file(self.dir, state="stopped", returncode=code, error="")
+                _update_run_file(self.dir, state="stopped", returncode=self.proc.wait(), error="")
             self.log.close()
             self.lock.close()
 
     class Lines(tune.Callback):
-        """One line per run event: started, progress every ``every`` s (frames/s, eval/return), done, failed."""
+        """One line per run event: started, progress every ``every`` s (frames, eval/return), done, failed."""
 
         def __init__(self):
-            self.seen = {}
-
-        def line(self, trial, text):
-            name = trial.config["run"]
-            print(f"[{names.index(name) + 1:>{len(str(len(names)))}}/{len(names)}] {name}: {text}", flush=True)
+            self.shown = {}  # trial id -> time of its last progress line
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            now, state, frames = time.monotonic(), result.get("state"), result.get("train/frames")
-            if state == "running" and trial.trial_id not in self.seen:
-                resumed = read_run_file(os.path.join(out, trial.config["run"])).get("resumed")
-                self.line(trial, f"running on {result.get('node')} ({threads} thread{'s' * (threads != 1)})"
-                                 + (", resumed from its last.ckpt" if resumed else ""))
-                self.seen[trial.trial_id] = now
-            if state == "running" and (now - self.seen[trial.trial_id] < every or frames is None):
+            now, state, frames = time.monotonic(), result["state"], result.get("train/frames")
+            if state == "running" and trial.trial_id not in self.shown:
+                self.shown[trial.trial_id] = now
+                resumed = ", resumed from its last.ckpt" if result["resumed"] else ""
+                _say(names, trial.config["run"],
+                     f"running on {result['node']} ({threads} thread{'s' * (threads != 1)}){resumed}")
                 return
-            self.seen[trial.trial_id] = now
-            text = {"skipped": "done before: skipped", "done": f"done in {result.get('wall_s', 0):.0f} s"}.get(
-                state, "running")
+            if state == "running" and (now - self.shown[trial.trial_id] < every or frames is None):
+                return
+            self.shown[trial.trial_id] = now
             parts = [f"{int(frames)} frames"] if frames is not None else []
             if result.get("eval/return") is not None:
                 parts.append(f"eval/return {result['eval/return']:.1f}")
-            self.line(trial, text + (f" ({', '.join(parts)})" if parts else ""))
+            text = {"skipped": "done before: skipped", "done": f"done in {result.get('wall_s', 0):.0f} s"}.get(
+                state, "running")
+            _say(names, trial.config["run"], text + (f" ({', '.join(parts)})" if parts else ""))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             directory = os.path.join(out, trial.config["run"])
             record = read_run_file(directory)
-            self.line(trial, f"failed (exit {record.get('returncode')}): {record.get('error')}  "
-                             f"[log: {os.path.join(directory, LOG_FILE)}]")
+            _say(names, trial.config["run"], f"failed (exit {record.get('returncode')}): {record.get('error')}  "
+                                             f"[log: {os.path.join(directory, LOG_FILE)}]")
 
     return SweepFit, Lines
+
+
+def _say(names: list[str], name: str, text: str) -> None:
+    """``[ 3/12] name: text``: one line about a run, with its place in the sweep."""
+    print(f"[{names.index(name) + 1:>{len(str(len(names)))}}/{len(names)}] {name}: {text}", flush=True)
 
 
 def _check_reachable(given: str | None) -> None:
@@ -420,9 +410,7 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
               fit_options: list[str] | None = None, progress_every: float = 30.0, retries: int = 0,
               check: bool = True) -> dict[str, str]:
     """Run (or continue) the sweep in ``path``; returns ``{run: state}``. Raises :class:`KeyboardInterrupt` after a
-    Ctrl-C or SIGTERM stopped it (``signal.SIGTERM`` or ``SIGINT`` as its argument)."""
-    import fcntl
-
+    Ctrl-C or SIGTERM stopped it."""
     for flag, value, low in (("--max-parallel", max_parallel, 1), ("--retries", retries, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ConfigurationError(f"{flag} {value!r} is not allowed: expected an integer >= {low}")
@@ -436,79 +424,54 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
     if check:
         validate(sweep, out, fit_options)
     os.makedirs(out, exist_ok=True)
-    lock = open(os.path.join(out, SWEEP_LOCK), "a+")  # noqa: SIM115 - held until this sweep ends
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        raise ConfigurationError(f"another sweep ({lock.read().strip() or 'a running process'}) is running into "
-                                 f"{out}: wait for it to end, or give another --out") from None
-    lock.truncate(0)
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
-    lock.flush()
+    lock = take_lock(os.path.join(out, SWEEP_LOCK), f"pid {os.getpid()} on {socket.gethostname()}",
+                     f"another sweep ({{holder}}) is running into {out}: wait for it to end, or give another --out")
     with lock:  # released when this sweep returns or raises, not when the file object is collected
-        names = [r.name for r in sweep.runs]
-        states = {n: "skipped" if read_run_file(os.path.join(out, n)).get("state") == "done" else "queued"
-                  for n in names}
-        for i, (name, state) in enumerate(states.items()):
-            if state == "skipped":
-                print(f"[{i + 1:>{len(str(len(names)))}}/{len(names)}] {name}: done before: skipped")
+        names, todo, start = [r.name for r in sweep.runs], [], time.monotonic()
+        for run in sweep.runs:
+            directory = os.path.join(out, run.name)
+            if read_run_file(directory).get("state") == "done":
+                _say(names, run.name, "done before: skipped")
             else:
-                os.makedirs(os.path.join(out, name), exist_ok=True)
-                _update_run_file(os.path.join(out, name), name=name, state="queued")
-        before = signal.getsignal(signal.SIGTERM)
-        _connect_ray(address, sweep.resources)
-        _stop_on_sigterm()
-        start, cpus = time.monotonic(), float(sweep.resources.get("cpus", 1))
+                os.makedirs(directory, exist_ok=True)
+                _update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed, state="queued")
+                todo.append(run.name)
+        if todo:
+            _tune(tune, sweep, todo, out, address, max_parallel, fit_options, progress_every, retries)
+        return _summary({n: read_run_file(os.path.join(out, n)).get("state", "queued") if n in todo else "skipped"
+                         for n in names}, out, start)
+
+
+def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, max_parallel: int | None,
+          fit_options: list[str], progress_every: float, retries: int) -> None:
+    """One Tune experiment, a trial per run of ``todo``, in ``<out>/.tune`` (a new one each time: the runs' own
+    records say what is left, and Tune would restore the old callbacks and concurrency with the old trials)."""
+    import shutil
+
+    import ray
+
+    before = signal.getsignal(signal.SIGTERM)
+    _connect_ray(address, sweep.resources)
+    _stop_on_sigterm()
+    try:
+        cpus = float(sweep.resources.get("cpus", 1))
         jobs = {r.name: fit_args(sweep, r, out, fit_options) for r in sweep.runs}
-        trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), os.getcwd(), progress_every, names)
-        trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": float(sweep.resources.get("gpus", 0))})
-        experiment = os.path.join(out, TUNE_DIR)
-        # Tune restores its run config (callbacks, concurrency, retries) from the experiment: restore only when
-        # nothing changed
-        fingerprint = json.dumps([names, out, sweep.resources, max_parallel, retries, progress_every])
-        try:
-            with open(os.path.join(experiment, "sweep.json")) as f:
-                same = f.read() == fingerprint
-        except OSError:
-            same = False
-        try:
-            tuner = None
-            # unfinished, failed and stopped trials resume; done ones do not
-            if same and tune.Tuner.can_restore(experiment):
-                tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
-                finished = {r.config["run"] for r in tuner.get_results() if r.error is None and r.metrics.get("done")}
-                if any(states[n] != "skipped" for n in finished):  # a run folder says otherwise (removed, edited)
-                    tuner = None
-            if tuner is None:
-                todo = [n for n in names if states[n] != "skipped"]
-                if not todo:
-                    return _summary(states, out, start)
-                with contextlib.suppress(FileNotFoundError):  # only Tune's own bookkeeping: the runs are beside it
-                    import shutil
-
-                    shutil.rmtree(experiment)
-                os.makedirs(experiment)
-                with open(os.path.join(experiment, "sweep.json"), "w") as f:
-                    f.write(fingerprint)
-                tuner = tune.Tuner(
-                    trainable, param_space={"run": tune.grid_search(todo)},
-                    tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel,
-                                                trial_name_creator=lambda t: t.config["run"],
-                                                trial_dirname_creator=lambda t: t.config["run"]),
-                    run_config=tune.RunConfig(  # no Tune checkpoints: each fit resumes from its own last.ckpt
-                        name=TUNE_DIR, storage_path=out, verbose=0, callbacks=[lines()],
-                        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                        failure_config=tune.FailureConfig(max_failures=retries)))
-            tuner.fit()
-        finally:
-            import ray
-
-            ray.shutdown()  # a local instance stops; a cluster only loses this driver
-            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
-        states.update({n: read_run_file(os.path.join(out, n)).get("state", "queued") for n in names
-                       if states[n] != "skipped"})
-        return _summary(states, out, start)
+        trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), progress_every)
+        shutil.rmtree(os.path.join(out, TUNE_DIR), ignore_errors=True)  # only Tune's bookkeeping
+        tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cpus, "gpu": float(sweep.resources.get("gpus", 0))}),
+            param_space={"run": tune.grid_search(todo)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel,
+                                        trial_name_creator=lambda t: t.config["run"],
+                                        trial_dirname_creator=lambda t: t.config["run"]),
+            run_config=tune.RunConfig(  # no Tune checkpoints: each fit resumes from its own last.ckpt
+                name=TUNE_DIR, storage_path=out, verbose=0, callbacks=[lines()],
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                failure_config=tune.FailureConfig(max_failures=retries)),
+        ).fit()
+    finally:
+        ray.shutdown()  # a local instance stops; a cluster only loses this driver
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 def _summary(states: dict[str, str], out: str, start: float) -> dict[str, str]:
