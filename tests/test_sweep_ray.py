@@ -87,8 +87,11 @@ def test_a_sweep_runs_each_fit_in_its_folder_and_skips_it_next_time(tune, tmp_pa
     assert "max_steps: 40" in config and "critic: mlp" in config  # the full resolved config of the fit
     assert (out / "seed0" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert "\n$ OMP_NUM_THREADS=1 hyperrl fit " in (out / "seed0" / "fit.log").read_text()
+    record = read_run_file(str(out / "seed0"))
+    (out / "seed0" / "sweep_run.json").write_text(json.dumps({k: v for k, v in record.items() if k != "seed"}))
     assert run_sweep(sweep_file(tmp_path), str(out), fit_options=["--trainer.max_steps", "40"]) == {
         "seed0": "skipped"}
+    assert read_run_file(str(out / "seed0"))["seed"] == 0  # a record without it (an older sweep's) gets it
     text = capsys.readouterr().out
     assert "[1/1] seed0: running on " in text and "seed0: done in" in text and "1 done, 0 skipped" in text
     assert "seed0: done before: skipped" in text and "0 done, 1 skipped (done before), 0 failed, 1 runs" in text

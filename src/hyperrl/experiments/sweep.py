@@ -430,11 +430,12 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
         names, todo, start = [r.name for r in sweep.runs], [], time.monotonic()
         for run in sweep.runs:
             directory = os.path.join(out, run.name)
-            if read_run_file(directory).get("state") == "done":
+            os.makedirs(directory, exist_ok=True)
+            # the grid's labels and seed, which hyperrl report groups runs by (written into done records too)
+            if _update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed).get("state") == "done":
                 _say(names, run.name, "done before: skipped")
             else:
-                os.makedirs(directory, exist_ok=True)
-                _update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed, state="queued")
+                _update_run_file(directory, state="queued")
                 todo.append(run.name)
         if todo:
             _tune(tune, sweep, todo, out, address, max_parallel, fit_options, progress_every, retries)
