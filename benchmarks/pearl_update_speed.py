@@ -155,7 +155,7 @@ class Ours:
         from hyperrl.algos.pearl import PEARL
 
         self.module = PEARL(env="hyperrl/HalfCheetahVel-v0", policy="hyper", critic="hyper", value="hyper",
-                            meta_batch=16, batch_size=256, embedding_batch_size=100,
+                            meta_batch_size=16, batch_size=256, embedding_batch_size=100,
                             embedding_mini_batch_size=100).to(device)
         self.optimizer = self.module.configure_optimizers()
 
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_ms": round(ours_s * 1e3, 2),
         "reference_ms": round(ref_s * 1e3, 2),
         "device": str(device),
-        "meta_batch": 16, "batch_size": 256, "embedding_batch_size": 100,
+        "meta_batch_size": 16, "batch_size": 256, "embedding_batch_size": 100,
         "repeats": repeats, "warmup": warmup,
         "reference_detect_anomaly": False,
         **run_info(load_start, args.quick),

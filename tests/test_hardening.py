@@ -272,7 +272,7 @@ def test_top_level_help_imports_nothing_heavy():
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     from lightning.pytorch.cli import LightningCLI
 
-    from hyperrl.cli import SUBCOMMANDS
+    from hyperrl.help_cache import SUBCOMMANDS
 
     assert set(SUBCOMMANDS) == set(LightningCLI.subcommands())
     assert all(f"  {name} " in proc.stdout for name in SUBCOMMANDS)

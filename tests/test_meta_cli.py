@@ -21,7 +21,7 @@ TINY_META = [
     "--model.init_args.policy_kwargs", TINY_HYPER,
     "--model.init_args.critic_kwargs", TINY_HYPER,
     "--model.init_args.value_kwargs", TINY_HYPER,
-    "--model.init_args.meta_batch", "2",
+    "--model.init_args.meta_batch_size", "2",
     "--model.init_args.batch_size", "8",
     "--model.init_args.initial_steps", "10",
     "--model.init_args.steps_per_task", "10",
@@ -117,16 +117,27 @@ def _tiny_pearl_checkpoint(tmp_path, capsys, **saved_settings):
     return base, path
 
 
-def test_a_pearl_checkpoint_with_retired_settings_still_resumes(tmp_path, capsys):
+def test_a_pearl_checkpoint_with_retired_or_renamed_settings_still_resumes(tmp_path, capsys):
     """Checkpoints written before PEARL was composed of parts carry settings PEARL now derives (``context``,
-    ``steps_per_task``, ...): resuming drops them and continues, instead of failing to rebuild the model."""
+    ``steps_per_task``, ...), and older ones ``meta_batch`` (now ``meta_batch_size``, MAML's name): resuming drops the
+    first, renames the second with its value, and continues, instead of failing to rebuild the model."""
+    import yaml
+
     from hyperrl.algos import PEARL
 
     legacy = {"context": "pearl", "context_kwargs": None, "context_dim": 8, "steps_per_task": 500, "eval_episodes": 1}
-    assert set(legacy) == PEARL.RETIRED_HPARAMS
+    assert set(legacy) == PEARL.RETIRED_HPARAMS and PEARL.RENAMED_HPARAMS == {"meta_batch": "meta_batch_size"}
     base, path = _tiny_pearl_checkpoint(tmp_path, capsys, **legacy)
+    import torch
+
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["hyper_parameters"]["meta_batch"] = checkpoint["hyper_parameters"].pop("meta_batch_size")
+    torch.save(checkpoint, path)
     code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
     assert code == 0, err
+    with open(tmp_path / "version_0" / "config.yaml") as f:
+        resumed = yaml.safe_load(f)["model"]["init_args"]
+    assert resumed["meta_batch_size"] == 16 and "meta_batch" not in resumed
 
 
 def test_a_checkpoint_whose_model_no_longer_builds_is_refused_in_one_line(tmp_path, capsys):

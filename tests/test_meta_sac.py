@@ -25,7 +25,7 @@ def meta_kwargs(**overrides):
         policy_kwargs=dict(TINY),
         critic_kwargs=dict(TINY),
         value_kwargs=dict(TINY),
-        meta_batch=3,
+        meta_batch_size=3,
         batch_size=8,
         buffer_size=500,
         initial_steps=15,
@@ -44,7 +44,7 @@ def flat_params(module):
 
 def test_collection_schedule_per_task_buffers_and_evaluation_metrics(tmp_path):
     """Iteration 0 fills every train task's buffer; each later iteration adds steps_per_task to tasks_per_iteration
-    tasks; an update sees meta_batch tasks x batch_size transitions with their own task's context."""
+    tasks; an update sees meta_batch_size tasks x batch_size transitions with their own task's context."""
     module = MetaSAC(**meta_kwargs())
     seen = {}
 
@@ -264,7 +264,7 @@ def test_mlp_networks_and_the_learning_rate_rule():
         ({"context": "telepathy"}, "unknown context provider 'telepathy'; allowed: oracle"),
         ({"policy": "transformer"}, "unknown policy 'transformer'"),
         ({"critic": "nope"}, "unknown meta-critic 'nope'"),
-        ({"meta_batch": 0}, "meta_batch=0 is not allowed"),
+        ({"meta_batch_size": 0}, "meta_batch_size=0 is not allowed"),
         ({"initial_steps": 0}, "initial_steps=0 is not allowed"),
         ({"split": "medium"}, "split='medium' is not allowed"),
         ({"batch_size": 1000}, "batch_size=1000 is not allowed: it must not exceed buffer_size=500"),
@@ -286,7 +286,7 @@ def test_plain_sac_refuses_a_task_family():
 
 
 @pytest.mark.parametrize(("option", "value", "needle"), [
-    ("meta_batch", "0", "meta_batch=0 is not allowed: expected PositiveInt"),
+    ("meta_batch_size", "0", "meta_batch_size=0 is not allowed: expected PositiveInt"),
     ("critic_lr", "0", "critic_lr=0 is not allowed: expected PositiveFloat"),
     ("tau", "0", "tau=0 is not allowed: expected LeftOpenUnitInterval"),
 ])
@@ -305,7 +305,7 @@ def test_typed_settings_refused_by_the_cli_in_one_line_naming_the_value(option, 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"meta_batch": 1.5}, "meta_batch=1.5 is not allowed: expected a positive integer"),
+        ({"meta_batch_size": 1.5}, "meta_batch_size=1.5 is not allowed: expected a positive integer"),
         ({"tau": 0.0}, "tau=0.0 is not allowed: expected a number in (0, 1]"),
         ({"gamma": float("nan")}, "gamma=nan is not allowed: expected a number in [0, 1]"),
         ({"critic_lr": 0}, "critic_lr=0 is not allowed: expected a positive number or null"),

@@ -23,7 +23,7 @@ def pearl_kwargs(**overrides):
     kwargs = dict(
         env="hyperrl/Navigation2D-v0", n_train_tasks=4, n_test_tasks=2,
         policy_kwargs=dict(TINY), critic_kwargs=dict(TINY), value_kwargs=dict(TINY),
-        meta_batch=3, batch_size=8, buffer_size=500, initial_steps=15, tasks_per_iteration=2,
+        meta_batch_size=3, batch_size=8, buffer_size=500, initial_steps=15, tasks_per_iteration=2,
         num_steps_prior=6, num_steps_posterior=4, num_extra_rl_steps_posterior=10, updates_per_iteration=4,
         reward_scale=100.0, latent_dim=LATENT, encoder_hidden=[8], embedding_batch_size=6,
         embedding_mini_batch_size=3, num_steps_per_eval=30, num_exp_traj_eval=1,
@@ -371,7 +371,7 @@ def test_pearl_takes_none_of_metasac_s_own_options(name, value):
     parser = ArgumentParser()
     parser.add_class_arguments(PEARL, "model")
     options = set(parser.get_defaults().keys())
-    assert f"model.{name}" not in options and "model.latent_dim" in options and "model.meta_batch" in options
+    assert f"model.{name}" not in options and "model.latent_dim" in options and "model.meta_batch_size" in options
 
 
 @pytest.mark.parametrize(
@@ -398,7 +398,7 @@ def test_bad_pearl_settings_are_one_line_errors(overrides, message):
 
 # ---------------------------------------------------------------------------------------------- configs
 CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf" / "meta"
-#: the authors' numbers (PEARL/configs/<json> over configs/default.py): meta_batch, initial, prior, extra,
+#: the authors' numbers (PEARL/configs/<json> over configs/default.py): meta_batch_size, initial, prior, extra,
 #: updates per iteration, embedding batch, reward scale, kl_lambda, train/test tasks
 AUTHORS = {
     "cheetah_vel": (16, 2000, 400, 600, 2000, 100, 5.0, 0.1, 100, 30),
@@ -416,13 +416,13 @@ def test_paper_configs_hold_the_authors_settings():
 
     nets = {"hyper": ("hyper", "hyper", "hyper"), "mlp": ("context_mlp", "mlp", "mlp")}
     for family, numbers in AUTHORS.items():
-        meta_batch, initial, prior, extra, updates, emb, scale, kl, n_train, n_test = numbers
+        meta_batch_size, initial, prior, extra, updates, emb, scale, kl, n_train, n_test = numbers
         for name, kind in ((f"pearl_{family}_hyper", "hyper"), (f"pearl_{family}", "mlp"),
                            (f"oracle_{family}_hyper", "hyper"), (f"oracle_{family}_context_mlp", "mlp")):
             config = yaml.safe_load((CONF / f"{name}.yaml").read_text())
             model = config["model"]["init_args"]
-            assert (model["meta_batch"], model["initial_steps"], model["updates_per_iteration"], model["reward_scale"],
-                    model["batch_size"], model["tasks_per_iteration"]) == (meta_batch, initial, updates, scale, 256, 5)
+            assert (model["meta_batch_size"], model["initial_steps"], model["updates_per_iteration"], model["reward_scale"],
+                    model["batch_size"], model["tasks_per_iteration"]) == (meta_batch_size, initial, updates, scale, 256, 5)
             assert config["trainer"]["max_steps"] == 400 * updates
             assert (model.get("n_train_tasks"), model.get("n_test_tasks")) == (n_train, n_test), name
             assert (model["policy"], model["critic"], model["value"]) == nets[kind], name

@@ -16,7 +16,7 @@ TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidd
 
 META = dict(
     n_train_tasks=3, n_test_tasks=1, policy_kwargs=dict(TINY_HYPER), critic_kwargs=dict(TINY_HYPER),
-    value_kwargs=dict(TINY_HYPER), meta_batch=2, batch_size=8, buffer_size=200, initial_steps=10,
+    value_kwargs=dict(TINY_HYPER), meta_batch_size=2, batch_size=8, buffer_size=200, initial_steps=10,
     tasks_per_iteration=1, updates_per_iteration=2, reward_scale=1.0,
 )  # fmt: skip
 PEARL_SCHEDULE = dict(num_steps_prior=6, num_steps_posterior=0, num_extra_rl_steps_posterior=6, latent_dim=2,

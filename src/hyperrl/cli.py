@@ -85,31 +85,6 @@ CHECKPOINT_DEFAULTS = [
     }
 ]
 
-#: The subcommands of LightningCLI, as ``hyperrl --help`` lists them without importing Lightning.
-SUBCOMMANDS = {
-    "fit": "Train a model: hyperrl fit --config conf/quickstart.yaml",
-    "validate": "Evaluate a checkpoint: hyperrl validate --config <config> --ckpt_path <file>",
-    "test": "Run the test loop of a model",
-    "predict": "Run the predict loop of a model",
-}
-
-HELP = """usage: hyperrl [-h] {%(names)s} ...
-
-Hypernetwork critics and actors for reinforcement learning (Sarafian, Keynan, Kraus, ICML 2021) on TorchRL and
-Lightning.
-
-subcommands:
-%(rows)s
-
-Run "hyperrl <subcommand> --help" for every setting of a subcommand, and
-"hyperrl fit --config <file> --print_config" for the settings a run would use. Common options:
-  --config FILE                 a YAML config (conf/*.yaml); later options override it
-  --trainer.default_root_dir D  where runs go: D/version_<n> (default runs/<config name>)
-  --ckpt_path FILE              resume a run (it continues in its own folder) or validate a checkpoint
-  --verbose                     show Lightning's and TorchRL's info lines and the model summary
-""" % {"names": ",".join(SUBCOMMANDS), "rows": "\n".join(f"  {k:<9} {v}" for k, v in SUBCOMMANDS.items())}
-
-
 def _cli_class():
     from lightning.pytorch.callbacks import ProgressBar
     from jsonargparse.typing import PositiveInt
@@ -322,14 +297,7 @@ def main(args: list[str] | None = None) -> None:
     """The ``hyperrl`` command (``fit``, ``validate``, ``test``, ``predict``); ``args`` default to ``sys.argv[1:]``."""
     from_argv = args is None or [str(a) for a in args] == sys.argv[1:]  # the console script, or one passing argv on
     args = [str(a) for a in (sys.argv[1:] if from_argv else args)]
-    if not args or args[0] in ("-h", "--help"):  # answered without importing torch or Lightning
-        print(HELP, end="", file=sys.stdout if args else sys.stderr)
-        if not args:
-            sys.exit(2)
-        return
-    text = help_cache.cached(args)  # "hyperrl fit --help": stored by the first call, printed without imports
-    if text is not None:
-        print(text, end="")
+    if help_cache.answer(args):  # "hyperrl", "hyperrl --help", a cached "hyperrl fit --help": nothing heavy imported
         return
     os.environ.setdefault("MUJOCO_GL", "egl")
     # OpenMP threads that spin while waiting make every op crawl once another process shares the cores

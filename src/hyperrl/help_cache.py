@@ -1,4 +1,5 @@
-"""``hyperrl fit --help`` (and ``validate``, ``test``, ``predict``) from a cache: the text needs Lightning's Trainer
+"""The ``hyperrl`` command's help without importing torch or Lightning: ``hyperrl --help`` from a static text, and
+``hyperrl fit --help`` (and ``validate``, ``test``, ``predict``) from a cache: the text needs Lightning's Trainer
 and every algorithm class, so building it imports torch, Lightning and TorchRL (seconds, tens of seconds on a loaded
 machine). The first call builds it as usual and stores it; later calls print the stored text without importing
 anything heavy. The cache key covers what the text depends on: the Python, the terminal width argparse wraps to, and
@@ -16,6 +17,44 @@ import shutil
 import sys
 
 HELP_FLAGS = ("-h", "--help")
+
+#: The subcommands of LightningCLI, as ``hyperrl --help`` lists them without importing Lightning.
+SUBCOMMANDS = {
+    "fit": "Train a model: hyperrl fit --config conf/quickstart.yaml",
+    "validate": "Evaluate a checkpoint: hyperrl validate --config <config> --ckpt_path <file>",
+    "test": "Run the test loop of a model",
+    "predict": "Run the predict loop of a model",
+}
+
+HELP = """usage: hyperrl [-h] {%(names)s} ...
+
+Hypernetwork critics and actors for reinforcement learning (Sarafian, Keynan, Kraus, ICML 2021) on TorchRL and
+Lightning.
+
+subcommands:
+%(rows)s
+
+Run "hyperrl <subcommand> --help" for every setting of a subcommand, and
+"hyperrl fit --config <file> --print_config" for the settings a run would use. Common options:
+  --config FILE                 a YAML config (conf/*.yaml); later options override it
+  --trainer.default_root_dir D  where runs go: D/version_<n> (default runs/<config name>)
+  --ckpt_path FILE              resume a run (it continues in its own folder) or validate a checkpoint
+  --verbose                     show Lightning's and TorchRL's info lines and the model summary
+""" % {"names": ",".join(SUBCOMMANDS), "rows": "\n".join(f"  {k:<9} {v}" for k, v in SUBCOMMANDS.items())}
+
+
+def answer(args: list[str]) -> bool:
+    """Print the help ``args`` ask for if it needs no heavy import (``hyperrl`` alone: the help on stderr, exit 2;
+    ``hyperrl --help``; a cached ``hyperrl fit --help``); whether it did."""
+    if not args or args[0] in HELP_FLAGS:
+        print(HELP, end="", file=sys.stdout if args else sys.stderr)
+        if not args:
+            sys.exit(2)
+        return True
+    text = cached(args)  # stored by the first call
+    if text is not None:
+        print(text, end="")
+    return text is not None
 
 
 def _folder() -> str:

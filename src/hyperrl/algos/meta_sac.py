@@ -115,7 +115,7 @@ class ContextSAC(Algorithm):
             PEARL configs use; the two differ by tens of nats where the policy saturates, ``docs/deviations.md``).
         critic_lr (Q and V), policy_lr: ``None`` = the authors' rule (module constants).
         reward_scale, gamma, tau: SAC; policy_mean_reg, policy_std_reg: the 1e-3 regularisers.
-        meta_batch, batch_size: an update sees ``meta_batch`` tasks × ``batch_size`` transitions.
+        meta_batch_size, batch_size: an update sees ``meta_batch_size`` tasks × ``batch_size`` transitions.
         buffer_size: replay capacity per train task.
         initial_steps, tasks_per_iteration, updates_per_iteration: the collection schedule (PEARL's
             ``num_initial_steps``, ``num_tasks_sample``, ``num_train_steps_per_itr``).
@@ -125,6 +125,10 @@ class ContextSAC(Algorithm):
             constant rates). The factor is a function of the update count, so a resumed run continues it exactly.
         compile, cudagraphs: the speed settings (module docstring); ``cudagraphs`` needs a CUDA device.
     """
+
+    #: settings older checkpoints carry under another name (old -> new); the CLI renames them when it rebuilds a
+    #: model from such a checkpoint (``hyperrl.runs.hyperparameters``)
+    RENAMED_HPARAMS = {"meta_batch": "meta_batch_size"}
 
     def __init__(
         self,
@@ -149,7 +153,7 @@ class ContextSAC(Algorithm):
         tau: LeftOpenUnitInterval = 0.005,
         policy_mean_reg: NonNegativeFloat = 1e-3,
         policy_std_reg: NonNegativeFloat = 1e-3,
-        meta_batch: PositiveInt = 16,
+        meta_batch_size: PositiveInt = 16,
         batch_size: PositiveInt = 256,
         buffer_size: PositiveInt = 1_000_000,
         initial_steps: PositiveInt = 2000,
@@ -445,7 +449,8 @@ class MetaSAC(ContextSAC):
         env = self._task_env(hp.seed + rank, self._collection_rows())
         data = MultiTaskData(
             env, self.acting_policy(), self.pools, buffer_size=hp.buffer_size, batch_size=hp.batch_size,
-            meta_batch=hp.meta_batch, initial_steps=hp.initial_steps, tasks_per_iteration=hp.tasks_per_iteration,
+            meta_batch_size=hp.meta_batch_size, initial_steps=hp.initial_steps,
+            tasks_per_iteration=hp.tasks_per_iteration,
             steps_per_task=hp.steps_per_task, seed=hp.seed + 1000 * rank, horizon=self._horizon(env),
             device=self.device,
         )  # fmt: skip

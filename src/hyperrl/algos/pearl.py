@@ -134,7 +134,7 @@ class PEARL(ContextSAC):
         warn_if_no_posterior_data(hp, self._horizon(env))
         data = PEARLData(
             env, self.acting_policy(), self.pools, self.context_provider, buffer_size=hp.buffer_size,
-            batch_size=hp.batch_size, meta_batch=hp.meta_batch, initial_steps=hp.initial_steps,
+            batch_size=hp.batch_size, meta_batch_size=hp.meta_batch_size, initial_steps=hp.initial_steps,
             tasks_per_iteration=hp.tasks_per_iteration, steps_prior=hp.num_steps_prior,
             steps_posterior=hp.num_steps_posterior, extra_rl_steps_posterior=hp.num_extra_rl_steps_posterior,
             update_post_train=hp.update_post_train, embedding_batch_size=hp.embedding_batch_size,

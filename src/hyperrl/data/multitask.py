@@ -14,8 +14,8 @@ The schedule, one *iteration* at a time (:meth:`MultiTaskData.collect`):
 
 A collection of ``n`` steps runs whole episodes, the last one cut at the budget (as the authors' sampler does);
 that cut is stored as a truncation, so it is bootstrapped like a time limit. Training batches
-(:meth:`MultiTaskData.sample`) are meta-batches: ``meta_batch`` train tasks (with replacement) × ``batch_size``
-transitions, a TensorDict of batch shape ``(meta_batch, batch_size)``.
+(:meth:`MultiTaskData.sample`) are meta-batches: ``meta_batch_size`` train tasks (with replacement) × ``batch_size``
+transitions, a TensorDict of batch shape ``(meta_batch_size, batch_size)``.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class MultiTaskData:
         policy: TensorDictModule ``(observation, context) -> action`` (explores under the default exploration type).
         pools: the task pools; only ``pools.train`` is collected from.
         buffer_size: replay capacity per task.
-        batch_size, meta_batch: a training batch is ``meta_batch`` tasks × ``batch_size`` transitions.
+        batch_size, meta_batch_size: a training batch is ``meta_batch_size`` tasks × ``batch_size`` transitions.
         initial_steps, tasks_per_iteration, steps_per_task: the collection schedule (module docstring).
         seed: seeds the draws of tasks (collection and meta-batches).
         device: where sampled batches are moved.
@@ -157,7 +157,7 @@ class MultiTaskData:
         pools: TaskPools,
         buffer_size: int,
         batch_size: int,
-        meta_batch: int,
+        meta_batch_size: int,
         initial_steps: int,
         tasks_per_iteration: int,
         steps_per_task: int,
@@ -168,7 +168,7 @@ class MultiTaskData:
         from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
         self.env, self.policy, self.pools = env, policy, pools
-        self.batch_size, self.meta_batch = batch_size, meta_batch
+        self.batch_size, self.meta_batch_size = batch_size, meta_batch_size
         self.initial_steps, self.tasks_per_iteration, self.steps_per_task = initial_steps, tasks_per_iteration, steps_per_task
         self.horizon = horizon
         self.rows = env_rows(env)
@@ -218,8 +218,8 @@ class MultiTaskData:
 
     # ------------------------------------------------------------------------------------------ training batches
     def sample(self) -> TensorDictBase:
-        """A meta-batch ``(meta_batch, batch_size)`` from ``meta_batch`` train tasks drawn with replacement."""
-        tasks = self.rng.integers(len(self.buffers), size=self.meta_batch).tolist()
+        """A meta-batch ``(meta_batch_size, batch_size)``: ``meta_batch_size`` train tasks, drawn with replacement."""
+        tasks = self.rng.integers(len(self.buffers), size=self.meta_batch_size).tolist()
         batch = sample_buffers(self.buffers, tasks, self.batch_size, TASK_TRANSITION_KEYS)
         return batch.to(self.device, non_blocking=True)
 

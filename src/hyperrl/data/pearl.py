@@ -22,7 +22,7 @@ the other (:func:`~hyperrl.data.multitask.unique_runs`), so each run sees only i
 one-task-at-a-time loop does.
 
 A training batch (:meth:`PEARLData.sample`) is a TensorDict of batch size ``(T,)`` holding the RL transitions
-``(T, batch_size, ·)`` of ``T = meta_batch`` train tasks (drawn with replacement) and ``"encoder_context"``
+``(T, batch_size, ·)`` of ``T = meta_batch_size`` train tasks (drawn with replacement) and ``"encoder_context"``
 ``(T, embedding_mini_batch_size, F)``: the context features of the same tasks, ``F = |s| + |a| + 1 (+ |s'|)``.
 A context batch of ``embedding_batch_size`` transitions per task serves ``embedding_batch_size //
 embedding_mini_batch_size`` consecutive updates, one slice each (rlkit's ``_do_training``), each update with the
@@ -60,7 +60,7 @@ class PEARLData(MultiTaskData):
     """PEARL's buffers and schedule (module docstring) on the train tasks of ``pools``.
 
     Args:
-        env, policy, pools, buffer_size, batch_size, meta_batch, initial_steps, tasks_per_iteration, seed, horizon,
+        env, policy, pools, buffer_size, batch_size, meta_batch_size, initial_steps, tasks_per_iteration, seed, horizon,
             device: as :class:`~hyperrl.data.multitask.MultiTaskData` (``buffer_size`` also bounds each encoder
             buffer).
         encoder: the context encoder whose ``z`` the policy acts with (module docstring).
@@ -79,7 +79,7 @@ class PEARLData(MultiTaskData):
         encoder,
         buffer_size: int,
         batch_size: int,
-        meta_batch: int,
+        meta_batch_size: int,
         initial_steps: int,
         tasks_per_iteration: int,
         steps_prior: int,
@@ -96,7 +96,7 @@ class PEARLData(MultiTaskData):
         from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
         super().__init__(
-            env, policy, pools, buffer_size=buffer_size, batch_size=batch_size, meta_batch=meta_batch,
+            env, policy, pools, buffer_size=buffer_size, batch_size=batch_size, meta_batch_size=meta_batch_size,
             initial_steps=initial_steps, tasks_per_iteration=tasks_per_iteration,
             steps_per_task=steps_prior + steps_posterior + extra_rl_steps_posterior, seed=seed, horizon=horizon,
             device=device,
@@ -176,7 +176,7 @@ class PEARLData(MultiTaskData):
         """RL transitions ``(T, batch_size)`` and the next context slice ``"encoder_context"`` of the same tasks."""
         slices = self.embedding_batch_size // self.embedding_mini_batch_size
         if self._context is None or self._context["next"] >= slices:
-            tasks = self.rng.integers(len(self.buffers), size=self.meta_batch).tolist()
+            tasks = self.rng.integers(len(self.buffers), size=self.meta_batch_size).tolist()
             features = self.sample_contexts(tasks)
             self._context = {"tasks": tasks, "features": features, "next": 0}
         tasks, k, m = self._context["tasks"], self._context["next"], self.embedding_mini_batch_size
