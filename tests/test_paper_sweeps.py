@@ -11,7 +11,7 @@ import os
 import pytest
 import yaml
 
-from hyperrl.experiments.sweep import fit_args, load_sweep, validate
+from hyperrl.experiments.sweep_file import fit_args, load_sweep, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS = sorted(glob.glob(os.path.join(ROOT, "conf", "sweeps", "*.yaml")))

@@ -11,7 +11,8 @@ import textwrap
 import pytest
 
 from hyperrl.errors import ConfigurationError
-from hyperrl.experiments.sweep import fit_args, load_sweep, run_sweep, setting_args, validate
+from hyperrl.experiments.sweep import run_sweep
+from hyperrl.experiments.sweep_file import fit_args, load_sweep, setting_args, validate
 
 QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "conf", "quickstart.yaml")
 TINY = """

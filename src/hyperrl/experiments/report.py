@@ -159,7 +159,7 @@ def _identity(model: dict) -> str:
 def run_scores(run_dir: str, metric: str | None = None) -> list[RunScores]:
     """The evaluation curve(s) of one run (MAML: after and before adaptation); raises ``ValueError`` with the reason
     it cannot be used."""
-    from hyperrl.experiments.sweep import read_run_file
+    from hyperrl.experiments.sweep_file import read_run_file
 
     rows = read_metrics(run_dir)
     if not rows:
@@ -237,7 +237,7 @@ def discover(folder: str, metric: str | None = None) -> tuple[list[RunScores], l
     """Usable runs under ``folder`` and ``(run folder, reason)`` for the others."""
     if not os.path.isdir(folder):
         raise ConfigurationError(f"{folder}: no such folder")
-    from hyperrl.experiments.sweep import read_run_file
+    from hyperrl.experiments.sweep_file import read_run_file
 
     candidates, sweep_runs = [], []
     for root, dirs, files in os.walk(folder):

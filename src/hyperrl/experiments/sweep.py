@@ -4,9 +4,9 @@
     hyperrl sweep conf/sweeps/cpu_demo.yaml [--out DIR] [--address ADDR] [--max-parallel N] [--retries N]
                   [--progress-every S] [-- FIT OPTIONS]
 
-The sweep file expands to runs ``<labels>-seed<N>``; every distinct setting is checked (``hyperrl fit --print_config``
-and the model built on the meta device) before anything starts. ``<out>/<run>/sweep_run.json`` is a run's one record
-(queued, running, done, failed, stopped): a run done there is skipped, the others are the trials of one
+The sweep file expands to runs ``<labels>-seed<N>`` (:mod:`hyperrl.experiments.sweep_file`); every distinct setting
+is checked before anything starts. ``<out>/<run>/sweep_run.json`` is a run's one record (queued, running, done,
+failed, stopped): a run done there is skipped, the others are the trials of one
 ``tune.grid_search``. A trial runs the fit in a child process (its own threads, signal handlers and crash) that
 resumes from the run's ``last.ckpt``. Ctrl-C / SIGTERM stop the experiment through Tune (running fits checkpoint,
 queued runs never start): one summary line, exit 130 / 143. A lock on ``<out>`` refuses a second sweep into it; a
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
-import json
 import os
 import re
 import signal
@@ -26,191 +24,21 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 from hyperrl.errors import ConfigurationError
-from hyperrl.jsonio import write_json
+from hyperrl.experiments.sweep_file import (
+    Sweep,
+    fit_args,
+    load_sweep,
+    read_run_file,
+    update_run_file,
+    validate,
+)
 from hyperrl.runs import last_checkpoint_under, take_lock, version_folders
 
-SWEEP_KEYS = ("name", "description", "configs", "overrides", "grid", "seeds", "seed_key", "resources")
-RUN_FILE, LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "sweep_run.json", "fit.log", ".run.lock", ".sweep.lock", ".tune"
+LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "fit.log", ".run.lock", ".sweep.lock", ".tune"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 INSTALL = "hyperrl sweep needs Ray Tune, which is not installed: pip install 'hyperrl[ray]'"
-_LABEL = re.compile(r"[^A-Za-z0-9_.=+-]+")
-
-
-@dataclass
-class Run:
-    """One ``hyperrl fit`` of the grid."""
-
-    name: str
-    labels: dict[str, str]
-    seed: int
-    settings: list[tuple[str, object]]  # (dotted key, value), in command-line order
-
-
-@dataclass
-class Sweep:
-    name: str
-    configs: list[str]
-    runs: list[Run]
-    resources: dict
-
-
-def _label(value) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return _LABEL.sub("_", text).strip("_") or "x"
-
-
-def _fail(path: str, message: str):
-    raise ConfigurationError(f"sweep file {path}: {message}")
-
-
-def load_sweep(path: str) -> Sweep:
-    """Read and check a sweep file; the grid is expanded in order (axes crossed, then seeds)."""
-    import yaml
-
-    if not os.path.isfile(path):
-        _fail(path, "no such file")
-    try:
-        with open(path) as f:
-            spec = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        _fail(path, f"not valid YAML: {' '.join(str(exc).split())}")
-    if not isinstance(spec, dict):
-        _fail(path, f"expected a mapping with keys {', '.join(SWEEP_KEYS)}")
-    unknown = [k for k in spec if k not in SWEEP_KEYS]
-    if unknown:
-        _fail(path, f"unknown key {unknown[0]!r}; allowed keys: {', '.join(SWEEP_KEYS)}")
-    configs = spec.get("configs") or []
-    configs = [configs] if isinstance(configs, str) else configs
-    if not isinstance(configs, list) or not configs:
-        _fail(path, "configs must name at least one base config file")
-    here, resolved = os.path.dirname(os.path.abspath(path)), []
-    for config in map(str, configs):  # relative to the sweep file, else to the working directory
-        found = [c for c in (os.path.join(here, config), os.path.abspath(config)) if os.path.isfile(c)]
-        if not found:
-            _fail(path, f"base config {config!r} does not exist")
-        resolved.append(os.path.normpath(found[0]))
-    overrides = spec.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        _fail(path, "overrides must be a mapping of option -> value")
-    seeds = spec.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        _fail(path, f"seeds={seeds!r} is not allowed: expected a list of integers")
-    seed_key = str(spec.get("seed_key", "model.init_args.seed"))
-    resources = spec.get("resources") or {}
-    if not isinstance(resources, dict) or set(resources) - {"cpus", "gpus"}:
-        _fail(path, f"resources takes only cpus and gpus, got {resources!r}")
-    for key, value in resources.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            _fail(path, f"resources.{key}={value!r} is not allowed: expected a number >= 0")
-    axes, runs = _axes(path, spec.get("grid") or {}), []
-    for combination in itertools.product(*[variants for _, variants in axes]):
-        labels = {axis: label for (axis, _), (label, _) in zip(axes, combination)}
-        settings = list(overrides.items()) + [item for _, values in combination for item in values.items()]
-        for seed in seeds:
-            runs.append(Run("-".join([*labels.values(), f"seed{seed}"]), labels, seed, [*settings, (seed_key, seed)]))
-    if not runs:
-        _fail(path, "the grid is empty (an axis or seeds has no values)")
-    names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        _fail(path, f"two runs would share the folder {next(n for n in names if names.count(n) > 1)!r}: use "
-                    "distinct labels")
-    return Sweep(str(spec.get("name") or os.path.splitext(os.path.basename(path))[0]), resolved, runs, resources)
-
-
-def _axes(path: str, grid) -> list[tuple[str, list[tuple[str, dict]]]]:
-    """``(axis name, [(label, settings)])`` of each grid axis."""
-    if not isinstance(grid, dict):
-        _fail(path, "grid must be a mapping of axes")
-    axes = []
-    for axis, variants in grid.items():
-        if isinstance(variants, list):  # option: [values]
-            axes.append((str(axis).rsplit(".", 1)[-1], [(_label(v), {str(axis): v}) for v in variants]))
-        elif isinstance(variants, dict) and all(isinstance(v, dict) for v in variants.values()):
-            axes.append((str(axis), [(_label(label), dict(v)) for label, v in variants.items()]))
-        else:
-            _fail(path, f"grid axis {axis!r} must be a list of values of that option, or a mapping label -> "
-                        "{option: value}")
-        if not axes[-1][1]:
-            _fail(path, f"the grid is empty (axis {axis!r} has no values)")
-    return axes
-
-
-def setting_args(settings: list[tuple[str, object]]) -> list[str]:
-    """``[("trainer.max_steps", 10), ("trainer.callbacks+", {...})]`` -> ``hyperrl fit`` arguments."""
-    args = []
-    for key, value in settings:
-        text = value if isinstance(value, str) else json.dumps(value)
-        args += [f"--{key}={text}"] if key.endswith("+") else [f"--{key}", text]
-    return args
-
-
-def fit_args(sweep: Sweep, run: Run, out: str, fit_options: list[str]) -> list[str]:
-    """The ``hyperrl fit`` arguments of ``run`` (without ``--ckpt_path``): configs, sweep settings, the run's folder,
-    then the ``-- FIT OPTIONS`` of the command line (which win)."""
-    configs = [arg for config in sweep.configs for arg in ("--config", config)]
-    root = ["--trainer.default_root_dir", os.path.join(out, run.name)]
-    return ["fit", *configs, *setting_args(run.settings), *root, *fit_options]
-
-
-def validate(sweep: Sweep, out: str, fit_options: list[str], report=print) -> None:
-    """Before any run starts: ``hyperrl fit ... --print_config`` (in this process) of every distinct combination of
-    settings (the first seed of each), then its model built on the meta device so the model's own checks run. What
-    depends on the node a run lands on (``trainer.accelerator: gpu``) is left to the run."""
-    import importlib
-    import io
-
-    import torch
-    import yaml
-
-    from hyperrl.cli import main as cli_main
-
-    combos: dict[str, Run] = {}
-    for run in sweep.runs:
-        combos.setdefault(json.dumps(run.settings[:-1], sort_keys=True, default=str), run)
-    report(f"checking {len(combos)} distinct setting(s) of {len(sweep.runs)} runs with hyperrl fit --print_config")
-    for run in combos.values():
-        printed, err, code = io.StringIO(), io.StringIO(), 0
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(err):
-            try:
-                cli_main([*fit_args(sweep, run, out, fit_options), "--print_config"])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 2
-        if code:
-            lines = [line for line in err.getvalue().splitlines() if line.strip()] or [f"exit status {code}"]
-            raise ConfigurationError(f"run {run.name}: {lines[-1].removeprefix('hyperrl: error: ')}")
-        model = (yaml.safe_load(printed.getvalue()) or {}).get("model") or {}
-        if not model.get("class_path"):
-            continue
-        module, _, name = str(model["class_path"]).rpartition(".")
-        cls, init_args = getattr(importlib.import_module(module), name), model.get("init_args") or {}
-        try:
-            try:
-                with torch.device("meta"):
-                    cls(**init_args)
-            except ConfigurationError:
-                raise
-            except Exception:  # noqa: BLE001 - something the meta device cannot do: build it for real
-                cls(**init_args)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"run {run.name}: {exc}") from None
-
-
-def read_run_file(directory: str) -> dict:
-    try:
-        with open(os.path.join(directory, RUN_FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def _update_run_file(directory: str, **fields) -> dict:
-    record = {**read_run_file(directory), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json(os.path.join(directory, RUN_FILE), record)
-    return record
 
 
 def last_checkpoint(directory: str, tidy: bool = False) -> str | None:
@@ -298,7 +126,7 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             self.log.write(f"\n$ OMP_NUM_THREADS={threads} hyperrl {' '.join(args)}\n".encode())
             self.log.flush()
-            _update_run_file(self.dir, state="running", command=["hyperrl", *args], resumed=self.resumed,
+            update_run_file(self.dir, state="running", command=["hyperrl", *args], resumed=self.resumed,
                              node=socket.gethostname(), threads=threads, error="")
             self.start = time.monotonic()
             self.proc = subprocess.Popen(  # its own session: a terminal's Ctrl-C reaches the sweep, not the fit
@@ -316,7 +144,7 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
                         **progress(self.dir)}
             self.proc, wall = None, round(time.monotonic() - self.start, 1)
             error = error_line(self.log.name) if code else ""
-            _update_run_file(self.dir, state="failed" if code else "done", returncode=code, wall_s=wall, error=error)
+            update_run_file(self.dir, state="failed" if code else "done", returncode=code, wall_s=wall, error=error)
             if code:
                 raise RuntimeError(f"exit {code}: {error}")
             return {"state": "done", "wall_s": wall, "done": True, **progress(self.dir)}
@@ -324,7 +152,7 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
         def cleanup(self):
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.stdin.close()  # the fit stops after its current step, with last.ckpt written
-                _update_run_file(self.dir, state="stopped", returncode=self.proc.wait(), error="")
+                update_run_file(self.dir, state="stopped", returncode=self.proc.wait(), error="")
             self.log.close()
             self.lock.close()
 
@@ -432,10 +260,10 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
             directory = os.path.join(out, run.name)
             os.makedirs(directory, exist_ok=True)
             # the grid's labels and seed, which hyperrl report groups runs by (written into done records too)
-            if _update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed).get("state") == "done":
+            if update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed).get("state") == "done":
                 _say(names, run.name, "done before: skipped")
             else:
-                _update_run_file(directory, state="queued")
+                update_run_file(directory, state="queued")
                 todo.append(run.name)
         if todo:
             _tune(tune, sweep, todo, out, address, max_parallel, fit_options, progress_every, retries)
