@@ -266,6 +266,27 @@ def test_aggregate_pools_runs_and_its_two_level_ci_sees_the_spread_between_runs(
     assert aggregate(result, reps=2000, seed=0) == windows
 
 
+def test_in_a_grid_of_two_axes_each_variant_is_compared_with_the_mlp_of_its_other_labels():
+    """Variants ``critic/lr`` (the CPU demo's grid): ``sa_hyper/lr1`` − ``mlp/lr1`` and ``sa_hyper/lr2`` −
+    ``mlp/lr2``, never across learning rates; the MLP variants have no difference of their own."""
+    from hyperrl.analysis.gradients import aggregate
+
+    result = _synthetic_result([0.4, 0.5, 0.6])
+    for run in result["runs"]:
+        run["variant"] = f"{run['variant'].replace('a', 'sa_hyper')}/lr1"
+    other = _synthetic_result([0.0, 0.1, 0.2], seed=1)
+    for run in other["runs"]:
+        run["variant"] = f"{run['variant'].replace('a', 'sa_hyper')}/lr2"
+        run["name"] += "-lr2"
+    result["runs"] += other["runs"]
+    window = aggregate(result, reps=500, seed=0)[0]
+    means = {v["variant"]: v["mean"] for v in window["variants"]}
+    pairs = {(d["variant"], d["reference"]): d["mean"] for d in window["differences"]}
+    assert set(pairs) == {("sa_hyper/lr1", "mlp/lr1"), ("sa_hyper/lr2", "mlp/lr2")}
+    for (variant, ref), mean in pairs.items():
+        assert mean == pytest.approx(means[variant] - means[ref])
+
+
 def test_from_json_recomputes_the_tables_and_figure_without_rollouts(tmp_path, capsys):
     from hyperrl.commands import main
 

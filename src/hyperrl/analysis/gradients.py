@@ -482,14 +482,16 @@ def aggregate(result: dict, reps: int = 5000, seed: int = 0, reference: str | No
     """Per environment and variant, over each window of :func:`default_windows`: the mean cosine pooled over runs,
     snapshots and states, its two-level bootstrap 95% CI (runs, then states within each run and snapshot: the runs
     are the real sample size) and its states-only CI (the runs held fixed), the run means, how many snapshot CIs
-    lie above / below 0, the mean ``Q1 − MC``; and each variant minus ``reference`` (default: the variant ``mlp``
-    when there is one) with a two-level CI. Every replicate stream is seeded from ``seed``, so the numbers repeat."""
+    lie above / below 0, the mean ``Q1 − MC``; and each variant minus its reference with a two-level CI. The
+    reference is the variant ``reference`` (default ``mlp``), or in a grid of several axes (variants ``a/b``) the
+    variant with that label in place of one of the variant's own (``sa_hyper/lr3e-4`` − ``mlp/lr3e-4``). Every
+    replicate stream is seeded from ``seed``, so the numbers repeat."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in result["runs"]:
         groups.setdefault((run["env"], run["variant"]), []).append(run)
     steps = [s["step"] for run in result["runs"] for s in run["snapshots"]]
-    variants = sorted({v for _, v in groups})
-    ref = reference if reference is not None else ("mlp" if "mlp" in variants else None)
+    variants = {v for _, v in groups}
+    reference = "mlp" if reference is None else reference
     out = []
     for w, (label, lo, hi) in enumerate(default_windows(steps)):
         window = {"window": label, "steps": [lo, hi], "variants": [], "differences": []}
@@ -514,7 +516,8 @@ def aggregate(result: dict, reps: int = 5000, seed: int = 0, reference: str | No
                 "q_minus_mc_mean": float(np.mean([s["q_minus_mc_mean"] for s in snaps])),
             })  # fmt: skip
         for (env, variant), two in replicates.items():
-            if ref is None or variant == ref or (env, ref) not in replicates:
+            ref = _reference(variant, reference, variants)
+            if ref is None or (env, ref) not in replicates:
                 continue
             a = next(v for v in window["variants"] if (v["env"], v["variant"]) == (env, variant))
             b = next(v for v in window["variants"] if (v["env"], v["variant"]) == (env, ref))
@@ -522,6 +525,16 @@ def aggregate(result: dict, reps: int = 5000, seed: int = 0, reference: str | No
                                           "mean": a["mean"] - b["mean"], "ci": _ci(two - replicates[(env, ref)])})
         out.append(window)
     return out
+
+
+def _reference(variant: str, label: str, variants: set[str]) -> str | None:
+    """The variant ``variant`` is compared with: ``label`` itself, else ``variant`` with one of its ``/``-separated
+    labels replaced by ``label`` (the same settings on the other axes); ``None`` if there is none."""
+    if label in variants:
+        return label if variant != label else None
+    parts = variant.split("/")
+    candidates = ["/".join([*parts[:i], label, *parts[i + 1:]]) for i in range(len(parts))]
+    return next((c for c in candidates if c != variant and c in variants), None)
 
 
 def _signed(x: float, digits: int = 3) -> str:
