@@ -20,6 +20,7 @@ def benchmarks(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "benchmarks/update_speed.py", "--quick")
     session.run("python", "benchmarks/overhead.py", "--quick")
+    session.run("python", "benchmarks/collector_step.py", "--quick")
     session.run("python", "benchmarks/meta_batch_sampling.py", "--quick")
     session.run("python", "benchmarks/multitask_collection.py", "--quick")
 
