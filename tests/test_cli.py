@@ -73,8 +73,8 @@ def error_lines(err: str) -> list[str]:
         (["--model.critic_kwargs", '{"dynamic_hidden": null}'], "dynamic_hidden=None"),
         (["--model.critic", "mlp", "--model.critic_kwargs", '{"hidden": 256}'], "hidden=256"),
         (["--model.critic_kwargs", '{"head_bounds": 0.05}'], "head_bounds=0.05"),
-        (["--torch_threads", "0"], "torch_threads=0 is not allowed: expected PositiveInt (v>0)"),
-        (["--torch_threads", "two"], "torch_threads=two is not allowed: expected PositiveInt"),
+        (["--torch_threads", "0"], "torch_threads=0 is not allowed: expected PositiveInt (v>0) or null"),
+        (["--torch_threads", "two"], "torch_threads=two is not allowed: expected PositiveInt or null"),
     ],
 )
 def test_user_mistakes_get_one_line_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):

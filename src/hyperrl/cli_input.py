@@ -66,7 +66,9 @@ def _typed_setting(message: str, lines: list[str]) -> str | None:
         later = [m.split(":", 1)[1].strip() for m in lines[i:] if m.startswith("Given value:")]
         value = given.group(1) if given else inline.group(1) if inline else later[0] if later else "?"
         rule = re.search(r"does not conform to restriction (.+)$", typed.group(2))
-        return f"{key}={value} is not allowed: expected {typed.group(1)}" + (f" ({rule.group(1)})" if rule else "")
+        nullable = any(m.startswith("Subtypes:") and "NoneType" in m for m in lines)  # an Optional setting
+        return (f"{key}={value} is not allowed: expected {typed.group(1)}" + (f" ({rule.group(1)})" if rule else "")
+                + (" or null" if nullable else ""))
     return None
 
 
