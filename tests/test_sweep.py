@@ -3,7 +3,6 @@ sweeps)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap
@@ -11,7 +10,6 @@ import textwrap
 import pytest
 
 from hyperrl.errors import ConfigurationError
-from hyperrl.experiments.sweep import run_sweep
 from hyperrl.experiments.sweep_file import fit_args, load_sweep, setting_args, validate
 
 QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "conf", "quickstart.yaml")
