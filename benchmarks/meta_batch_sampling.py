@@ -1,6 +1,6 @@
 """Meta-batch sampling: ``hyperrl.data.multitask.sample_buffers`` against stacking ``TensorDictReplayBuffer.sample()``.
 
-MetaSAC and PEARL draw a meta-batch every update: ``meta_batch`` train tasks × ``batch_size`` transitions, each from
+MetaSAC and PEARL draw a meta-batch every update: ``meta_batch_size`` train tasks × ``batch_size`` transitions, each from
 its task's TorchRL replay buffer (PEARL also draws each task's context batch from its encoder buffer). Both sides
 here produce the same values from the same draws of torch's generator (``tests/test_data.py``):
 
