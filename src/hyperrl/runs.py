@@ -124,14 +124,14 @@ def hyperparameters(checkpoint: dict) -> dict:
 
 
 def _algorithm_class(class_path):
+    """The hyperrl class a checkpoint names, or ``None`` (another library's class, or one this version lacks)."""
+    import pydoc
+
     if not isinstance(class_path, str) or not class_path.startswith("hyperrl."):
         return None
-    import importlib
-
-    module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
+        return pydoc.locate(class_path)
+    except pydoc.ErrorDuringImport:
         return None
 
 

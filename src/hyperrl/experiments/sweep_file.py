@@ -143,8 +143,8 @@ def validate(sweep: Sweep, out: str, fit_options: list[str], report=print) -> No
     """Before any run starts: ``hyperrl fit ... --print_config`` (in this process) of every distinct combination of
     settings (the first seed of each), then its model built on the meta device so the model's own checks run. What
     depends on the node a run lands on (``trainer.accelerator: gpu``) is left to the run."""
-    import importlib
     import io
+    import pydoc
 
     import torch
     import yaml
@@ -168,8 +168,7 @@ def validate(sweep: Sweep, out: str, fit_options: list[str], report=print) -> No
         model = (yaml.safe_load(printed.getvalue()) or {}).get("model") or {}
         if not model.get("class_path"):
             continue
-        module, _, name = str(model["class_path"]).rpartition(".")
-        cls, init_args = getattr(importlib.import_module(module), name), model.get("init_args") or {}
+        cls, init_args = pydoc.locate(str(model["class_path"])), model.get("init_args") or {}
         try:
             try:
                 with torch.device("meta"):
