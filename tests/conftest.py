@@ -6,6 +6,7 @@ import os
 import warnings
 
 import pytest
+from hyperrl.nn import CRITIC
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -15,8 +16,7 @@ TINY_HYPER = {"primary_widths": [16, 16, 32], "blocks_per_stage": 1, "dynamic_hi
 def tiny_kwargs(**overrides):
     kwargs = dict(
         env="InvertedPendulum-v5",
-        critic="sa_hyper",
-        critic_kwargs=dict(TINY_HYPER),
+        critic=CRITIC.with_settings("sa_hyper", dict(TINY_HYPER)),
         actor_hidden=[32, 32],
         batch_size=32,
         buffer_size=10_000,

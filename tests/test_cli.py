@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,16 @@ import yaml
 from conftest import run_entry
 
 from hyperrl.cli import main
+from hyperrl.nn import CRITIC
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TINY = [
     "--config", str(CONF / "quickstart.yaml"),
-    "--model.critic_kwargs", json.dumps({"primary_widths": [16, 16, 32], "blocks_per_stage": 1, "dynamic_hidden": [16]}),
+    "--model.critic", "SAHyperCritic",  # the class, so that its sizes can follow (a preset name takes none)
+    "--model.critic.primary_widths", "[16, 16, 32]",
+    "--model.critic.blocks_per_stage", "1",
+    "--model.critic.dynamic_hidden", "[16]",
     "--model.actor_hidden", "[32, 32]",
     "--model.batch_size", "32",
     "--model.warmup_frames", "30",
@@ -53,8 +56,10 @@ def error_lines(err: str) -> list[str]:
         (["--model.batch_size", "0"], "batch_size=0"),
         (["--model.actor_lr", "-1"], "actor_lr=-1"),
         (["--model.critic_lr", "0"], "critic_lr=0"),
-        (["--model.critic_kwargs", '{"dynamic_hidden": [0]}'], "dynamic_hidden"),
-        (["--model.critic_kwargs", '{"depth": 3}'], "'depth'"),
+        (["--model.critic.dynamic_hidden", "[0]"], "dynamic_hidden"),
+        (["--model.critic.depth", "3"], "depth"),
+        (["--model.critic", "builtins.dict"], "builtins.dict"),
+        (["--model.critic_kwargs", '{"depth": 3}'], "critic_kwargs is no longer a setting"),
         (["--model.tau", "2"], "tau=2"),
         (["--model.learning_starts", "200000"], "learning_starts=200000"),
         (["--model.batch_size", "abc"], "abc"),
@@ -69,10 +74,10 @@ def error_lines(err: str) -> list[str]:
         (["--trainer.val_check_interval", "0"], "val_check_interval=0"),
         (["--trainer.val_check_interval", "-0.5"], "val_check_interval=-0.5"),
         # a scalar or null where a list of sizes belongs
-        (["--model.critic_kwargs", '{"dynamic_hidden": 64}'], "dynamic_hidden=64"),
-        (["--model.critic_kwargs", '{"dynamic_hidden": null}'], "dynamic_hidden=None"),
-        (["--model.critic", "mlp", "--model.critic_kwargs", '{"hidden": 256}'], "hidden=256"),
-        (["--model.critic_kwargs", '{"head_bounds": 0.05}'], "head_bounds=0.05"),
+        (["--model.critic.dynamic_hidden", "64"], "dynamic_hidden=64"),
+        (["--model.critic.dynamic_hidden", "null"], "dynamic_hidden"),
+        (["--model.critic", "MLPCritic", "--model.critic.hidden", "256"], "hidden=256"),
+        (["--model.critic.head_bounds", "0.05"], "head_bounds=0.05"),
         (["--torch_threads", "0"], "torch_threads=0 is not allowed: expected PositiveInt (v>0) or null"),
         (["--torch_threads", "two"], "torch_threads=two is not allowed: expected PositiveInt or null"),
     ],
@@ -115,7 +120,7 @@ def bad_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("checkpoints")
     for name, module in [
         ("td3", TD3(**tiny_kwargs())),
-        ("sac_mlp", SAC(**tiny_kwargs(critic="mlp", critic_kwargs={"hidden": [16]}))),
+        ("sac_mlp", SAC(**tiny_kwargs(critic=CRITIC.with_settings("mlp", hidden=[16])))),
     ]:
         trainer = make_trainer(root / name, max_steps=2)
         trainer.fit(module)
@@ -134,7 +139,7 @@ def bad_checkpoints(tmp_path_factory):
         ("garbage", "neither a zip archive nor a pickle, as torch.save writes (byte 'n' where a pickle"),
         ("empty", "empty"),
         ("td3", "another algorithm than SAC"),
-        ("sac_mlp", "critic='mlp' there, 'sa_hyper' here"),
+        ("sac_mlp", "critic=MLPCritic there, SAHyperCritic here"),
     ],
 )
 def test_bad_checkpoint_gets_one_line_and_exit_2(
@@ -265,8 +270,8 @@ def test_paper_configs_hold_the_paper_settings(name, algo, critic, critic_lr, ba
     assert (init["critic"], init["batch_size"], init["env"], init["warmup_frames"]) == (critic, batch, "HalfCheetah-v5", 1000)
     from hyperrl import algos
 
-    module = getattr(algos, algo)(**{**init, "critic_kwargs": {"primary_widths": [8], "blocks_per_stage": 0}}
-                                 if critic == "sa_hyper" else init)
+    small = CRITIC.with_settings("sa_hyper", primary_widths=[8], blocks_per_stage=0)
+    module = getattr(algos, algo)(**{**init, "critic": small} if critic == "sa_hyper" else init)
     assert module.critic_lr == critic_lr and module.hparams.actor_lr == 3e-4
     assert module.hparams.gamma == 0.99 and module.hparams.tau == 0.005
 
@@ -277,18 +282,22 @@ def test_critic_is_one_override_away(capsys):
 
 
 def test_switching_a_network_drops_the_replaced_networks_settings(capsys):
-    """``--model.critic mlp_large`` on a config sized for sa_hyper builds mlp_large with its own defaults; settings
-    given with the switch stay."""
+    """The quickstart's critic is a small SAHyperCritic (class_path/init_args). A preset name replaces it whole; a
+    class given on the command line takes its own settings and keeps only those of the old class it shares."""
     quick = ["fit", "--config", str(CONF / "quickstart.yaml")]
-    code, out, err = run_cli([*quick, "--model.critic", "mlp_large", "--print_config"], capsys)
-    assert code == 0, err
-    assert yaml.safe_load(out)["model"]["init_args"]["critic_kwargs"] is None
-    code, out, err = run_cli([*quick, "--model.critic", "mlp", "--model.critic_kwargs", '{"hidden": [8]}',
-                              "--print_config"], capsys)
-    assert code == 0, err
-    assert yaml.safe_load(out)["model"]["init_args"]["critic_kwargs"] == {"hidden": [8]}
-    code, out, err = run_cli([*quick, "--print_config"], capsys)
-    assert yaml.safe_load(out)["model"]["init_args"]["critic_kwargs"]["blocks_per_stage"] == 1
+
+    def critic(*args):
+        code, out, err = run_cli([*quick, *args, "--print_config"], capsys)
+        assert code == 0, err
+        return yaml.safe_load(out)["model"]["init_args"]["critic"]
+
+    assert critic()["init_args"]["blocks_per_stage"] == 1
+    assert critic("--model.critic", "mlp_large") == "mlp_large"
+    assert critic("--model.critic", "MLPCritic", "--model.critic.hidden", "[8]") == {
+        "class_path": "hyperrl.nn.MLPCritic", "init_args": {"hidden": [8]}}
+    shared = critic("--model.critic", "ASHyperCritic")
+    assert shared["class_path"] == "hyperrl.nn.ASHyperCritic"
+    assert (shared["init_args"]["primary_widths"], shared["init_args"]["blocks_per_stage"]) == ([64, 64, 128], 1)
 
 
 def test_a_misspelled_model_option_names_the_closest_ones(capsys):
@@ -305,7 +314,7 @@ def test_an_interpolated_config_resolves_and_resumes(capsys, tmp_path, monkeypat
     config = tmp_path / "interpolated.yaml"
     config.write_text(
         "model:\n  class_path: hyperrl.algos.SAC\n  init_args:\n    env: InvertedPendulum-v5\n    seed: 3\n"
-        "    critic: mlp\n    critic_kwargs: {hidden: [16]}\n    actor_hidden: [16]\n    batch_size: 16\n"
+        "    critic: {class_path: hyperrl.nn.MLPCritic, init_args: {hidden: [16]}}\n    actor_hidden: [16]\n    batch_size: 16\n"
         "    buffer_size: 1000\n    warmup_frames: 20\n    learning_starts: ${model.init_args.warmup_frames}\n"
         "    eval_episodes: 1\n"
         "trainer:\n  max_steps: 30\n  val_check_interval: 30\n  enable_progress_bar: false\n"

@@ -26,7 +26,7 @@ from torchrl.objectives import SACLoss, TD3Loss, ValueEstimators
 
 from hyperrl.algos import SAC, TD3
 from hyperrl.algos.base import polyak_update
-from hyperrl.nn import critic_module
+from hyperrl.nn import CRITIC, critic_module
 
 B = 16
 GAMMA = 0.9
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:No target network updater:UserWa
 
 def make_sac(critic: str, env: str = "HalfCheetah-v5", **kwargs) -> SAC:
     module = SAC(
-        env=env, critic=critic, critic_kwargs=CRITICS[critic], actor_hidden=[32, 32], batch_size=B, gamma=GAMMA,
+        env=env, critic=CRITIC.with_settings(critic, CRITICS[critic]), actor_hidden=[32, 32], batch_size=B, gamma=GAMMA,
         **kwargs,
     )  # fmt: skip
     perturb_targets(module)
@@ -53,7 +53,7 @@ def make_sac(critic: str, env: str = "HalfCheetah-v5", **kwargs) -> SAC:
 
 def make_td3(critic: str) -> TD3:
     module = TD3(
-        env="HalfCheetah-v5", critic=critic, critic_kwargs=CRITICS[critic], actor_hidden=[32, 32], batch_size=B,
+        env="HalfCheetah-v5", critic=CRITIC.with_settings(critic, CRITICS[critic]), actor_hidden=[32, 32], batch_size=B,
         gamma=GAMMA,
     )  # fmt: skip
     perturb_targets(module)

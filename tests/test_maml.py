@@ -10,8 +10,9 @@ from hyperrl.algos import MAML, ContextMAML
 from hyperrl.algos.returns import baseline_features, discounted_returns, fit_linear_baseline, gae, normalize
 from hyperrl.data.onpolicy import episode_mask
 from hyperrl.errors import ConfigurationError
+from hyperrl.nn import POLICY
 
-TINY = dict(env="hyperrl/Navigation2D-v0", policy="mlp", policy_kwargs={"hidden": [8]}, meta_batch_size=2,
+TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}), meta_batch_size=2,
             fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
 TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
@@ -60,7 +61,7 @@ def test_episode_mask_keeps_the_step_that_ends_the_episode():
 
 # ---------------------------------------------------------------------------------------------- sampler
 def test_rollout_shapes_contexts_and_per_task_actor_equals_shared_actor():
-    m = _module(policy="hyper", policy_kwargs=TINY_HYPER)
+    m = _module(policy=POLICY.with_settings("hyper", TINY_HYPER))
     tasks = m.data.collect()
     assert len(tasks) == 2 and all(t in m.pools.train for t in tasks)
     meta = m._detached(m.meta_params())
@@ -297,21 +298,22 @@ def test_context_maml_has_no_inner_step(tmp_path):
 
 def test_inner_learning_rate_defaults_per_policy():
     assert MAML(**TINY).fast_lr == 0.1
-    assert MAML(**{**TINY, "policy": "hyper", "policy_kwargs": TINY_HYPER}).fast_lr == 5e-5
+    assert MAML(**{**TINY, "policy": POLICY.with_settings("hyper", TINY_HYPER)}).fast_lr == 5e-5
     assert MAML(**{**TINY, "fast_lr": 0.3}).fast_lr == 0.3
 
 
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        ({"policy": "resnet"}, "policy='resnet'"),
+        ({"policy": "resnet"}, "unknown policy 'resnet'"),
         ({"adaptation_steps": -1}, "adaptation_steps=-1"),
         ({"gamma": 1.5}, "gamma=1.5"),
         ({"ls_ratio": 1.0}, "ls_ratio=1.0"),
         ({"max_kl": 0}, "max_kl=0"),
         ({"meta_batch_size": 0}, "meta_batch_size=0"),
         ({"cg_damping": -1.0}, "cg_damping=-1.0"),
-        ({"policy_kwargs": {"distribution": "tanh_normal"}}, "distribution='tanh_normal'"),
+        ({"policy": {"class_path": "MLPPolicy", "init_args": {"distribution": "tanh_normal"}}},
+         "unknown option 'distribution' for policy 'MLPPolicy'"),
         ({"env": "Pendulum-v1"}, "Pendulum-v1"),
         ({"fast_lr": -0.1}, "fast_lr=-0.1"),
         ({"post_adaptation_baseline": "post"}, "post_adaptation_baseline='post' is not allowed: expected one of pre"),

@@ -8,8 +8,9 @@ import torch
 
 from hyperrl.algos import MAML, ContextMAML
 from hyperrl.errors import ConfigurationError
+from hyperrl.nn import POLICY
 
-TINY = dict(env="hyperrl/Navigation2D-v0", policy="mlp", policy_kwargs={"hidden": [8]}, meta_batch_size=2,
+TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}), meta_batch_size=2,
             fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
 TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
@@ -47,7 +48,7 @@ def _assert_same_step(eager, fast, batch, rtol, atol):
 
 @pytest.mark.parametrize("cls, overrides", [(MAML, {}), (MAML, {"first_order": True}),
                                             (MAML, {"adaptation_steps": 2}),
-                                            (MAML, {"policy": "hyper", "policy_kwargs": TINY_HYPER, "fast_lr": 0.1}),
+                                            (MAML, {"policy": POLICY.with_settings("hyper", TINY_HYPER), "fast_lr": 0.1}),
                                             (ContextMAML, {"policy": "context_mlp"})],
                          ids=["second_order", "first_order", "two_inner_steps", "hyper", "context_maml"])
 def test_the_functional_outer_step_gives_the_eager_autograd_step(cls, overrides, monkeypatch):
@@ -59,7 +60,7 @@ def test_the_functional_outer_step_gives_the_eager_autograd_step(cls, overrides,
     assert set(fast._fast_updates) == {"gradient", "fvp", "evaluate"} and not eager._fast_updates
 
 
-@pytest.mark.parametrize("overrides", [{}, {"policy": "hyper", "policy_kwargs": TINY_HYPER, "fast_lr": 0.1}],
+@pytest.mark.parametrize("overrides", [{}, {"policy": POLICY.with_settings("hyper", TINY_HYPER), "fast_lr": 0.1}],
                          ids=["mlp", "hyper"])
 def test_the_functional_pieces_equal_autograd_at_the_default_damping(overrides):
     """Uncompiled :meth:`MAML.outer_functions` (torch.func, vmapped over tasks) against autograd on

@@ -13,14 +13,12 @@ from hyperrl.commands import main  # the console entry point (`hyperrl`)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "conf", "meta", "*.yaml")))
-TINY_HYPER = '{"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}'
 TINY_META = [
     "--config", os.path.join(ROOT, "conf", "meta", "quickstart.yaml"),
     "--model.init_args.n_train_tasks", "3",
     "--model.init_args.n_test_tasks", "2",
-    "--model.init_args.policy_kwargs", TINY_HYPER,
-    "--model.init_args.critic_kwargs", TINY_HYPER,
-    "--model.init_args.value_kwargs", TINY_HYPER,
+    *[f"--model.init_args.{net}.{name}={size}" for net in ("policy", "critic", "value")
+      for name, size in (("primary_widths", "[8, 8, 16]"), ("dynamic_hidden", "[8]"))],
     "--model.init_args.meta_batch_size", "2",
     "--model.init_args.batch_size", "8",
     "--model.init_args.initial_steps", "10",
@@ -138,6 +136,25 @@ def test_a_pearl_checkpoint_with_retired_or_renamed_settings_still_resumes(tmp_p
     with open(tmp_path / "version_0" / "config.yaml") as f:
         resumed = yaml.safe_load(f)["model"]["init_args"]
     assert resumed["meta_batch_size"] == 16 and "meta_batch" not in resumed
+
+
+def test_a_checkpoint_with_network_kwargs_resumes_with_the_networks_as_class_path_settings(tmp_path, capsys):
+    """Checkpoints written before networks took ``class_path``/``init_args`` name a preset and give its settings in
+    ``<network>_kwargs``: resuming reads them as the preset's class with those settings, builds the same networks
+    (the weights load) and continues."""
+    import yaml
+
+    legacy = {"policy": "hyper", "policy_kwargs": {"primary_widths": [32, 32, 64], "blocks_per_stage": 1,
+                                                   "dynamic_hidden": [64]},
+              "critic": "mlp", "critic_kwargs": {"hidden": [64, 64]}, "value": "mlp", "value_kwargs": {"hidden": [64, 64]}}
+    base, path = _tiny_pearl_checkpoint(tmp_path, capsys, **legacy)
+    code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
+    assert code == 0, err
+    with open(tmp_path / "version_0" / "config.yaml") as f:
+        resumed = yaml.safe_load(f)["model"]["init_args"]
+    assert not any(key.endswith("_kwargs") and key != "env_kwargs" for key in resumed), resumed
+    assert resumed["critic"] == {"class_path": "hyperrl.nn.MLPMetaQ", "init_args": {"hidden": [64, 64]}}
+    assert resumed["policy"]["init_args"]["primary_widths"] == [32, 32, 64]
 
 
 def test_a_checkpoint_whose_model_no_longer_builds_is_refused_in_one_line(tmp_path, capsys):

@@ -11,10 +11,11 @@ from test_pearl import pearl_kwargs
 
 from hyperrl.algos import PEARL, MetaSAC
 from hyperrl.errors import ConfigurationError
+from hyperrl.nn import META_CRITIC, META_VALUE, POLICY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-MLP = dict(policy="context_mlp", critic="mlp", value="mlp", policy_kwargs={"hidden": [8]},
-           critic_kwargs={"hidden": [8]}, value_kwargs={"hidden": [8]})  # fmt: skip
+MLP = dict(policy=POLICY.with_settings("context_mlp", hidden=[8]), critic=META_CRITIC.with_settings("mlp", hidden=[8]),
+           value=META_VALUE.with_settings("mlp", hidden=[8]))  # fmt: skip
 DECAY = dict(lr_decay_updates=[2, 8], lr_decay_final=0.1)
 
 

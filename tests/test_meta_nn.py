@@ -13,7 +13,10 @@ from torch.distributions import AffineTransform, Normal, TanhTransform, Transfor
 from hyperrl.errors import ConfigurationError
 from hyperrl.nn.actors import tanh_normal_log_prob
 from hyperrl.nn import (
+    META_CRITIC,
     META_CRITICS,
+    META_VALUE,
+    POLICY,
     META_VALUES,
     POLICIES,
     CriticEnsemble,
@@ -244,9 +247,7 @@ def test_the_tanh_log_prob_option_is_checked_and_reaches_metasac_s_policy():
         small_policy("mlp", "normal", tanh_log_prob="pearl")
     from hyperrl.algos import MetaSAC
 
-    kwargs = dict(env="hyperrl/Navigation2D-v0", n_train_tasks=2, n_test_tasks=1, policy="mlp",
-                  policy_kwargs={"hidden": [4]}, critic="mlp", critic_kwargs={"hidden": [4]}, value="mlp",
-                  value_kwargs={"hidden": [4]}, batch_size=4, buffer_size=10)
+    kwargs = dict(env="hyperrl/Navigation2D-v0", n_train_tasks=2, n_test_tasks=1, policy=POLICY.with_settings("mlp", {"hidden": [4]}), critic=META_CRITIC.with_settings("mlp", {"hidden": [4]}), value=META_VALUE.with_settings("mlp", {"hidden": [4]}), batch_size=4, buffer_size=10)
     assert MetaSAC(**kwargs).policy.tanh_log_prob == "exact"
     assert MetaSAC(**kwargs, tanh_log_prob="pearl").policy.tanh_log_prob == "pearl"
     with pytest.raises(ConfigurationError, match="tanh_log_prob='x' is not allowed"):
@@ -478,9 +479,10 @@ def test_critic_options_list_every_hypernetwork_option():
     assert critic_options("resnet_features") == ["primary_widths", "blocks_per_stage", "dynamic_hidden", "init_scale"]
     assert meta_critic_options("hyper") == hyper and meta_critic_options("combine") == hyper
     assert meta_critic_options("mlp") == ["hidden"] and meta_value_options("hyper") == hyper
-    assert policy_options("hyper") == ["distribution", "low", "high", "log_std_bounds", "tanh_log_prob", *hyper]
+    # the distribution is the algorithm's (MAML: normal, MetaSAC: tanh_normal), a positional argument
+    assert policy_options("hyper") == ["low", "high", "log_std_bounds", "tanh_log_prob", *hyper]
     assert policy_options("mlp") == policy_options("context_mlp") == [
-        "distribution", "hidden", "low", "high", "log_std_bounds", "tanh_log_prob"
+        "hidden", "low", "high", "log_std_bounds", "tanh_log_prob"
     ]  # fmt: skip
 
 
@@ -606,7 +608,7 @@ def test_ensemble_of_meta_v_equals_its_members(name):
         (lambda: make_policy("nope", OBS, ACT, CTX), ["nope", "hyper", "mlp", "context_mlp"]),
         (lambda: make_meta_critic("nope", OBS, ACT, CTX), ["nope", "hyper", "combine", "mlp"]),
         (lambda: make_meta_value("combine", OBS, CTX), ["combine", "hyper", "mlp"]),
-        (lambda: make_policy("hyper", OBS, ACT, CTX, hidden=(8,)), ["'hidden'", "dynamic_hidden", "distribution"]),
+        (lambda: make_policy("hyper", OBS, ACT, CTX, hidden=(8,)), ["'hidden'", "dynamic_hidden", "tanh_log_prob"]),
         (lambda: make_policy("mlp", OBS, ACT, dynamic_hidden=(8,)), ["'dynamic_hidden'", "hidden"]),
         (lambda: make_meta_critic("mlp", OBS, ACT, CTX, init="paper"), ["'init'", "hidden"]),
         (lambda: make_meta_value("hyper", OBS, CTX, widths=3), ["'widths'", "primary_widths"]),

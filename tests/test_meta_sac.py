@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from hyperrl.algos import SAC, MetaSAC
 from hyperrl.errors import ConfigurationError, NonFiniteLossError
+from hyperrl.nn import META_CRITIC, META_VALUE, POLICY
 
 TINY = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
@@ -22,9 +23,9 @@ def meta_kwargs(**overrides):
         env="hyperrl/Navigation2D-v0",
         n_train_tasks=4,
         n_test_tasks=2,
-        policy_kwargs=dict(TINY),
-        critic_kwargs=dict(TINY),
-        value_kwargs=dict(TINY),
+        policy=POLICY.with_settings("hyper", TINY),
+        critic=META_CRITIC.with_settings("hyper", TINY),
+        value=META_VALUE.with_settings("hyper", TINY),
         meta_batch_size=3,
         batch_size=8,
         buffer_size=500,
@@ -246,8 +247,9 @@ def test_a_non_finite_loss_stops_the_meta_run(tmp_path, monkeypatch):
 def test_mlp_networks_and_the_learning_rate_rule():
     hyper = MetaSAC(**meta_kwargs())
     assert hyper.learning_rates() == {"critic": 5e-5, "policy": 1e-4, "context": 3e-4}
-    mlp = MetaSAC(**meta_kwargs(policy="context_mlp", critic="mlp", value="mlp", policy_kwargs={"hidden": [8]},
-                                critic_kwargs={"hidden": [8]}, value_kwargs={"hidden": [8]}))
+    mlp = MetaSAC(**meta_kwargs(policy=POLICY.with_settings("context_mlp", hidden=[8]),
+                                critic=META_CRITIC.with_settings("mlp", hidden=[8]),
+                                value=META_VALUE.with_settings("mlp", hidden=[8])))
     assert mlp.learning_rates() == {"critic": 3e-4, "policy": 3e-4, "context": 3e-4}
     groups = {g["name"]: g["lr"] for g in mlp.param_groups()}
     assert groups == {"critic": 3e-4, "value": 3e-4, "policy": 3e-4}

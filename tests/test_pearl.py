@@ -12,7 +12,7 @@ from tensordict import TensorDict
 from hyperrl.algos import MetaSAC
 from hyperrl.algos.pearl import PEARL, PEARLEncoder, gaussian_kl_to_standard, product_of_gaussians
 from hyperrl.errors import ConfigurationError
-from hyperrl.nn import CombineHyperMetaQ, HyperMetaQ, HyperMetaV, HyperPolicy, MLPMetaQ, MLPMetaV
+from hyperrl.nn import META_CRITIC, META_VALUE, POLICY, CombineHyperMetaQ, HyperMetaQ, HyperMetaV, HyperPolicy, MLPMetaQ, MLPMetaV
 
 TINY = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 OBS, ACT, LATENT = 2, 2, 3
@@ -22,7 +22,8 @@ FEATURES = OBS + ACT + 1
 def pearl_kwargs(**overrides):
     kwargs = dict(
         env="hyperrl/Navigation2D-v0", n_train_tasks=4, n_test_tasks=2,
-        policy_kwargs=dict(TINY), critic_kwargs=dict(TINY), value_kwargs=dict(TINY),
+        policy=POLICY.with_settings("hyper", TINY), critic=META_CRITIC.with_settings("hyper", TINY),
+        value=META_VALUE.with_settings("hyper", TINY),
         meta_batch_size=3, batch_size=8, buffer_size=500, initial_steps=15, tasks_per_iteration=2,
         num_steps_prior=6, num_steps_posterior=4, num_extra_rl_steps_posterior=10, updates_per_iteration=4,
         reward_scale=100.0, latent_dim=LATENT, encoder_hidden=[8], embedding_batch_size=6,
@@ -116,8 +117,8 @@ def test_the_encoder_learns_from_the_critic_loss_and_the_kl_term_only(critic):
     """Each term alone: the encoder gets gradient from L_Q and the KL term and none from L_V, L_pi or the policy
     regulariser; the policy loss moves no encoder and no critic parameter (also for a combine/MLP meta-Q, whose
     action-independent part reads z)."""
-    critic_kwargs = {"hidden": [8]} if critic == "mlp" else dict(TINY)
-    module = PEARL(**pearl_kwargs(critic=critic, critic_kwargs=critic_kwargs))
+    settings = {"hidden": [8]} if critic == "mlp" else dict(TINY)
+    module = PEARL(**pearl_kwargs(critic=META_CRITIC.with_settings(critic, settings)))
     batch = random_batch()
     nets = {"encoder": module.context_provider, "critic": module.critics, "value": module.value,
             "policy": module.policy}
@@ -153,11 +154,10 @@ def test_the_networks_are_wired_as_section_6_2():
     assert v.hyper.primary.layers[0].in_features == OBS and v.hyper.heads.layer_sizes[0] == (8, LATENT)
     assert pi.hyper.primary.layers[0].in_features == LATENT and pi.hyper.heads.layer_sizes[0] == (8, OBS)
     assert pi.hyper.heads.layer_sizes[1:] == [(ACT, 8), (ACT, 8)]  # mean and log-std heads
-    combine = PEARL(**pearl_kwargs(critic="combine")).critics.member(0)
+    combine = PEARL(**pearl_kwargs(critic=META_CRITIC.with_settings("combine", TINY))).critics.member(0)
     assert isinstance(combine, CombineHyperMetaQ)
     assert combine.hyper.primary.layers[0].in_features == OBS + LATENT and combine.hyper.heads.layer_sizes[0] == (8, ACT)
-    mlp = PEARL(**pearl_kwargs(policy="context_mlp", critic="mlp", value="mlp", policy_kwargs={}, critic_kwargs={},
-                               value_kwargs={}))
+    mlp = PEARL(**pearl_kwargs(policy="context_mlp", critic="mlp", value="mlp"))
     q, v = mlp.critics.member(0), mlp.value
     assert isinstance(q, MLPMetaQ) and isinstance(v, MLPMetaV)
     widths = [m.out_features for m in q.net if isinstance(m, torch.nn.Linear)]
@@ -177,8 +177,9 @@ def test_learning_rates_follow_section_6_3():
     encoder_params = {id(p) for p in hyper.context_provider.parameters()}
     context_group = next(g for g in hyper.param_groups() if g["name"] == "context")
     assert {id(p) for p in context_group["params"]} == encoder_params
-    mlp = PEARL(**pearl_kwargs(policy="context_mlp", critic="mlp", value="mlp", policy_kwargs={"hidden": [8]},
-                               critic_kwargs={"hidden": [8]}, value_kwargs={"hidden": [8]}, context_lr=1e-3))
+    mlp = PEARL(**pearl_kwargs(policy=POLICY.with_settings("context_mlp", hidden=[8]),
+                               critic=META_CRITIC.with_settings("mlp", hidden=[8]),
+                               value=META_VALUE.with_settings("mlp", hidden=[8]), context_lr=1e-3))
     assert mlp.learning_rates() == {"critic": 3e-4, "policy": 3e-4, "context": 1e-3}
 
 
@@ -427,7 +428,6 @@ def test_paper_configs_hold_the_authors_settings():
             assert (model.get("n_train_tasks"), model.get("n_test_tasks")) == (n_train, n_test), name
             assert (model["policy"], model["critic"], model["value"]) == nets[kind], name
             assert model["split"] == ("medium" if family == "cheetah_vel_medium" else "default")
-            assert "policy_kwargs" not in model and "critic_kwargs" not in model, "paper sizes"
             if name.startswith("pearl"):
                 assert config["model"]["class_path"] == "hyperrl.algos.pearl.PEARL"
                 assert model["tanh_log_prob"] == "pearl", name  # PEARL's log(1 - tanh^2 + 1e-6)

@@ -11,8 +11,9 @@ import torch
 
 from hyperrl.analysis.pg_variance import analyse, gram_statistics, main, summarize
 from hyperrl.errors import ConfigurationError
+from hyperrl.nn import POLICY
 
-TINY = dict(env="hyperrl/Navigation2D-v0", policy="mlp", policy_kwargs={"hidden": [8]}, meta_batch_size=2,
+TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}), meta_batch_size=2,
             fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
 
 
@@ -73,14 +74,14 @@ def test_command_with_a_zero_step_has_no_return_spread(tmp_path, capsys):
     [line] = captured.out.strip().splitlines()  # stdout is the JSON line alone; progress goes to stderr
     assert "estimate 2/2" in captured.err and "ETA" in captured.err
     last = _strict_loads(line)
-    figures = last["pg_variance"]["mlp@7"]
+    figures = last["pg_variance"]["MLPPolicy@7"]  # the policy's class: the checkpoint's policy has settings
     # every "updated" policy is θ₀ and the evaluation uses common random numbers: identical returns
     assert figures["return_std"] == 0.0 and figures["return_mean"] == pytest.approx(figures["return_before_update"])
     assert figures["estimates"] == 2 and -1.0 <= figures["mean_cosine"] <= 1.0 and figures["trace_variance"] > 0
     saved = _strict_loads((out / "pg_variance.json").read_text())
     # two estimates: a bootstrap resample's signal can reach zero, the unbounded CI end is written as null
     assert all(b is None or np.isfinite(b) for b in figures["relative_variance_unbiased_ci"])
-    assert saved["mlp@7"]["parameters"] == sum(p.numel() for p in _checkpoint(tmp_path)[0].parameters())
+    assert saved["MLPPolicy@7"]["parameters"] == sum(p.numel() for p in _checkpoint(tmp_path)[0].parameters())
     assert (out / "pg_variance.png").stat().st_size > 0
 
 

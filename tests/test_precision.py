@@ -11,18 +11,20 @@ from torch import nn
 
 from hyperrl.algos import MAML, SAC, TD3, ContextMAML, MetaSAC
 from hyperrl.algos.pearl import PEARL
+from hyperrl.nn import META_CRITIC, META_VALUE, POLICY
 
 TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
 META = dict(
-    n_train_tasks=3, n_test_tasks=1, policy_kwargs=dict(TINY_HYPER), critic_kwargs=dict(TINY_HYPER),
-    value_kwargs=dict(TINY_HYPER), meta_batch_size=2, batch_size=8, buffer_size=200, initial_steps=10,
+    n_train_tasks=3, n_test_tasks=1, policy=POLICY.with_settings("hyper", TINY_HYPER),
+    critic=META_CRITIC.with_settings("hyper", TINY_HYPER), value=META_VALUE.with_settings("hyper", TINY_HYPER),
+    meta_batch_size=2, batch_size=8, buffer_size=200, initial_steps=10,
     tasks_per_iteration=1, updates_per_iteration=2, reward_scale=1.0,
 )  # fmt: skip
 PEARL_SCHEDULE = dict(num_steps_prior=6, num_steps_posterior=0, num_extra_rl_steps_posterior=6, latent_dim=2,
                       encoder_hidden=[8], embedding_batch_size=6, embedding_mini_batch_size=3, num_steps_per_eval=20,
                       num_exp_traj_eval=1, eval_train_tasks=1, num_evals=1)
-ON_POLICY = dict(policy="hyper", policy_kwargs=dict(TINY_HYPER), meta_batch_size=2, fast_batch_size=1,
+ON_POLICY = dict(policy=POLICY.with_settings("hyper", dict(TINY_HYPER)), meta_batch_size=2, fast_batch_size=1,
                  n_train_tasks=3, n_test_tasks=1, eval_episodes=1, eval_tasks=1, cg_iterations=2)
 # an update at each of the two training steps (4 frames per step, updates from 4 frames on)
 OFF_POLICY = dict(frames_per_batch=4, warmup_frames=4, learning_starts=4, batch_size=8, eval_episodes=1)

@@ -23,7 +23,6 @@ overrides:
   model.init_args.eval_episodes: 1
   model.init_args.actor_hidden: [16, 16]
   model.init_args.critic: mlp
-  model.init_args.critic_kwargs: null
 {extra}
 """
 
@@ -38,7 +37,7 @@ def test_grid_is_crossed_with_seeds_in_order(tmp_path):
     path = sweep_file(tmp_path, """
         grid:
           critic:
-            hyper: {model.init_args.critic: sa_hyper, model.init_args.critic_kwargs: {dynamic_hidden: [8]}}
+            hyper: {model.init_args.critic: {class_path: SAHyperCritic, init_args: {dynamic_hidden: [8]}}}
             mlp: {model.init_args.critic: mlp}
           model.init_args.env: [InvertedPendulum-v5, Reacher-v5]
         seeds: [3, 4]
@@ -50,7 +49,7 @@ def test_grid_is_crossed_with_seeds_in_order(tmp_path):
     run = sweep.runs[0]
     assert run.labels == {"critic": "hyper", "env": "InvertedPendulum-v5"}
     settings = dict(run.settings)
-    assert settings["model.init_args.critic_kwargs"] == {"dynamic_hidden": [8]}
+    assert settings["model.init_args.critic"] == {"class_path": "SAHyperCritic", "init_args": {"dynamic_hidden": [8]}}
     assert settings["model.init_args.env"] == "InvertedPendulum-v5" and settings["model.init_args.seed"] == 3
     assert setting_args([("a.b", None), ("c", [1, 2]), ("trainer.callbacks+", "X")]) == [
         "--a.b", "null", "--c", "[1, 2]", "--trainer.callbacks+=X"]

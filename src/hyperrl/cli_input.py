@@ -18,8 +18,11 @@ class UsageError(Exception):
 def one_line(message: str) -> str:
     """Condense jsonargparse's nested, multi-line report to the line that names the bad value."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    network = _network_choice(lines)
+    if network:
+        return network
     ours = ("is not allowed", "unknown critic", "unknown environment", "environment '", "unknown option")
-    unknown = next((re.search(r"Option '(\w+)' is not accepted", line) for line in lines
+    unknown = next((re.search(r"Option '(\w+)[\w.]*' is not accepted", line) for line in lines
                     if "is not accepted" in line), None)
     classes = [re.search(r"class_path '([\w.]+)'", line) for line in lines]
     classes = [m.group(1) for m in classes if m]
@@ -48,6 +51,41 @@ def one_line(message: str) -> str:
     return lines[0] if lines else "invalid arguments"
 
 
+def _network_choice(lines: list[str]) -> str | None:
+    """One line for a value that a network setting (a preset name, or a class with its settings,
+    :mod:`hyperrl.nn.registry`) refuses: an unknown name or class, an unknown or mistyped setting of the class, or a
+    setting given to a preset name; else ``None``."""
+    callable_type = r"(?:typing|collections\.abc)\.Callable\[\[.*\], ([\w.]+)\]"
+    for i, line in enumerate(lines):
+        choice = re.match(rf"Subtypes: \[typing\.Literal\[(.*)\], {callable_type}\]$", line)
+        if not choice:
+            continue
+        keys = [m.split('"')[1] for m in lines[:i] if m.startswith('Parser key "')]
+        end = next((j for j in range(i, len(lines)) if lines[j].startswith("Given value:")), None)
+        if not keys or end is None:
+            return None
+        given = lines[end].split(":", 1)[1].strip()
+        setting, base = keys[-1].rsplit(".", 1)[-1], choice.group(2).rsplit(".", 1)[-1]
+        names = ", ".join(o.strip().strip("'\"") for o in choice.group(1).split(","))
+        nested = re.match(r"NestedArg\(key='([\w.]+)', val=(.*)\)$", given)
+        if not nested:
+            return f"unknown {setting} {given!r}; allowed: one of {names}, or a class_path to a subclass of {base}"
+        option, value = nested.group(1), nested.group(2).strip("'")
+        errors = "\n".join(lines[i:end])
+        cls = re.search(r"class_path='([\w.]+)'", errors)
+        cls = cls.group(1).rsplit(".", 1)[-1] if cls else base
+        unknown = re.search(r"Option '(\w+)' is not accepted", errors)
+        if unknown:
+            return (f"unknown option {unknown.group(1)!r} for {setting} {cls} "
+                    f"(hyperrl fit --model.init_args.{setting}.help {cls} lists them)")
+        typed = re.search(r"Expected a <class '(?:[\w]+\.)*(\w+)'>", errors)
+        if typed:
+            return f"{setting}.{option}={value} is not allowed: expected a {typed.group(1)}"
+        return (f"{setting}.{option}: a preset {setting} takes no settings: choose its class first "
+                f"(--model.init_args.{setting} CLASS, a subclass of {base})")
+    return None
+
+
 def _typed_setting(message: str, lines: list[str]) -> str | None:
     """``KEY=VALUE is not allowed: expected TYPE (RULE)`` for a value that a typed setting refuses (a restricted type
     of ``jsonargparse.typing`` such as ``PositiveInt``, or a ``Literal``), else ``None``."""
@@ -73,7 +111,7 @@ def _typed_setting(message: str, lines: list[str]) -> str | None:
 
 
 def _unknown_option(key: str, class_path: str) -> str:
-    """``unknown option 'critc' for hyperrl.algos.SAC: closest critic, critic_kwargs``, from the options
+    """``unknown option 'critc' for hyperrl.algos.SAC: closest critic, critic_lr``, from the options
     jsonargparse reads off the class's signature."""
     import difflib
     import importlib
@@ -84,6 +122,10 @@ def _unknown_option(key: str, class_path: str) -> str:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(getattr(importlib.import_module(module), name), fail_untyped=False)
     valid = [k for k in parser.get_defaults().keys() if "." not in k]
+    network = key.removesuffix("_kwargs")
+    if key.endswith("_kwargs") and network in valid:  # the form before networks took class_path/init_args
+        return (f"{key} is no longer a setting of {class_path}: give the {network}'s settings with its class, "
+                f"{network}: {{class_path: ..., init_args: {{...}}}} (docs/cli.md, 'Choosing a network')")
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     hint = f"closest: {', '.join(close)}" if close else f"expected one of {', '.join(valid)}"
     return f"unknown option {key!r} for {class_path}: {hint} (hyperrl fit --model.help {name} lists them)"
@@ -114,20 +156,6 @@ def model_options_given(args) -> list[str]:
             name = name[len("init_args."):] if name.startswith("init_args.") else name
             names.append(name.split(".", 1)[0])
     return list(dict.fromkeys(names))
-
-
-def drop_switched_network_settings(config, options: list[str]) -> None:
-    """A network chosen on the command line (``--model.critic mlp``) is built with its own defaults: the
-    ``<network>_kwargs`` of the config file belong to the network it replaces (``blocks_per_stage`` means nothing
-    to an MLP). Settings given on the command line with it (``--model.critic_kwargs ...``) stay."""
-    model = config.get("model") if config is not None else None
-    init = model.get("init_args") if model is not None and hasattr(model, "get") else None
-    if init is None:
-        return
-    for name in options:
-        settings = f"{name}_kwargs"
-        if settings in init and settings not in options:
-            init[settings] = None
 
 
 def check_config_files(args: list[str]) -> None:

@@ -112,15 +112,12 @@ def _load_failure(exc: BaseException) -> str:
 
 def hyperparameters(checkpoint: dict) -> dict:
     """The checkpoint's saved hyperparameters as its algorithm now names them, so that an older checkpoint still
-    rebuilds its model: less those the algorithm has retired (``RETIRED_HPARAMS``: settings older checkpoints carry
-    that the algorithm now derives), with renamed ones under their new names (``RENAMED_HPARAMS``: old -> new)."""
+    rebuilds its model (``Algorithm.current_hparams``: retired, renamed and network settings)."""
     saved = checkpoint.get("hyper_parameters")
     if not isinstance(saved, dict):
         return {}
     cls = _algorithm_class(saved.get("_class_path"))
-    retired = getattr(cls, "RETIRED_HPARAMS", frozenset())
-    renamed = getattr(cls, "RENAMED_HPARAMS", {})
-    return {renamed.get(k, k): v for k, v in saved.items() if k not in retired}
+    return cls.current_hparams(saved) if hasattr(cls, "current_hparams") else dict(saved)
 
 
 def _algorithm_class(class_path):
@@ -154,13 +151,28 @@ def check_checkpoint_fits(path: str, checkpoint: dict, model) -> None:
         changed.append(f"another algorithm than {ours}: it has {', '.join(foreign)}")
     changed += [
         f"{key}={saved[key]!r} there, {model.hparams.get(key)!r} here"
-        for key in ("env", "critic", "critic_kwargs", "actor_hidden")
+        for key in ("env", "actor_hidden")
         if key in saved and saved[key] != model.hparams.get(key)
     ]
+    for key, kind in getattr(model, "NETWORKS", {}).items():
+        if key in saved and saved[key] != model.hparams.get(key):
+            changed += _network_change(key, kind, saved[key], model.hparams.get(key))
     raise ConfigurationError(
         f"--ckpt_path {path} does not fit this model ({'; '.join([*changed, problem])}): "
         "use the algorithm, critic and sizes of the run that saved it"
     )
+
+
+def _network_change(key: str, kind, there, here) -> list[str]:
+    """``critic=MLPCritic there, SAHyperCritic here``, or for one class each setting that differs."""
+    try:
+        (cls_there, there_args), (cls_here, here_args) = kind.settings(there), kind.settings(here)
+    except ConfigurationError:
+        return [f"{key}={there!r} there, {here!r} here"]
+    if cls_there is not cls_here:
+        return [f"{key}={kind.label(there)} there, {kind.label(here)} here"]
+    differ = sorted(k for k in {*there_args, *here_args} if there_args.get(k) != here_args.get(k))
+    return [f"{key} {k}={there_args.get(k)!r} there, {here_args.get(k)!r} here" for k in differ]
 
 
 def _state_dict_mismatch(saved: dict, own: dict, strict: bool = True) -> str | None:

@@ -24,6 +24,7 @@ from hyperrl.data import OffPolicyData
 from hyperrl.envs import check_env_id, make_env
 from hyperrl.errors import ConfigurationError
 from hyperrl.nn import CriticEnsemble, make_critic
+from hyperrl.nn.critics import CRITIC, CriticChoice
 
 #: Critic learning rates of the paper: 5e-5 for hypernetwork critics, 3e-4 for every other critic.
 HYPER_CRITIC_LR = 5e-5
@@ -62,11 +63,12 @@ class OffPolicyAlgorithm(Algorithm):
     ``gymnasium.make`` (e.g. ``{"ctrl_cost_weight": 0}``: the authors' Ant without control cost).
     """
 
+    NETWORKS = {"critic": CRITIC}
+
     def __init__(
         self,
         env: str = "HalfCheetah-v5",
-        critic: str = "sa_hyper",
-        critic_kwargs: dict[str, Any] | None = None,
+        critic: CriticChoice = "sa_hyper",
         actor_hidden: list[int] | tuple[int, ...] = (256, 256),
         critic_lr: PositiveFloat | None = None,
         actor_lr: PositiveFloat = 3e-4,
@@ -87,6 +89,7 @@ class OffPolicyAlgorithm(Algorithm):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.hparams_networks_as_data()
         check_arguments(OffPolicyAlgorithm.__init__, locals())  # the annotations' rules, for Python callers too
         # spelled out, not typed: these messages read better than a restricted type's name
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0:
@@ -98,9 +101,8 @@ class OffPolicyAlgorithm(Algorithm):
         self.env_spec = check_env_id(env, env_kwargs=env_kwargs)
         torch.manual_seed(seed)
         obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
-        kwargs = dict(critic_kwargs or {})  # make_critic rejects an unknown name or option in one line
         # the twin critics as one ensemble (one batched matmul per layer for both; see hyperrl.nn.ensemble)
-        self.critics = CriticEnsemble([make_critic(critic, obs_dim, act_dim, **kwargs) for _ in range(2)])
+        self.critics = CriticEnsemble([make_critic(self.hparams.critic, obs_dim, act_dim) for _ in range(2)])
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
         self.critic_lr = critic_lr if critic_lr is not None else (
             HYPER_CRITIC_LR if self.critics.is_hypernetwork else DEFAULT_CRITIC_LR

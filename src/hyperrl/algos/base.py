@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from hyperrl.data import DataSource, training_steps_loader
 from hyperrl.checkpoint_io import check_training_state, training_state_checksum
 from hyperrl.errors import CheckpointError, ConfigurationError, NonFiniteLossError
+from hyperrl.nn.registry import NetworkKind
 
 #: fp32, or bf16 autocast with fp32 weights, targets, log-probabilities and α. Not "*-true" casts of the whole module
 #: (replay batches stay fp32, and bf16 weights would break the fp32 targets), not fp16 (needs loss scaling).
@@ -165,7 +166,31 @@ class Algorithm(L.LightningModule):
     Fast updates: a subclass whose hyperparameters include ``compile`` / ``cudagraphs`` writes its whole gradient
     update (losses, backward, optimizer step, target update) as one function of the batch and runs it through
     :meth:`fast_update`, which applies ``torch.compile`` and/or tensordict's ``CudaGraphModule`` as asked.
+
+    Older checkpoints: :meth:`current_hparams` reads their hyperparameters as the algorithm now names them, with
+    what a subclass declares: :attr:`RETIRED_HPARAMS`, :attr:`RENAMED_HPARAMS` and :attr:`NETWORKS` (each setting
+    that chooses a network, a preset name or ``class_path``/``init_args``, :mod:`hyperrl.nn.registry`).
     """
+
+    #: setting name -> the kind of network it chooses
+    NETWORKS: ClassVar[Mapping[str, NetworkKind]] = {}
+    #: settings older checkpoints carry that the algorithm now derives
+    RETIRED_HPARAMS: ClassVar[frozenset[str]] = frozenset()
+    #: settings older checkpoints carry under another name (old -> new)
+    RENAMED_HPARAMS: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def current_hparams(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved hyperparameters (a checkpoint's, an analysis snapshot's) as this algorithm now names them, so that
+        an older file still rebuilds its model: less the retired settings, renamed ones under their new names, and
+        a network's ``<setting>_kwargs`` folded into the setting as its preset's class with those settings."""
+        hparams = {cls.RENAMED_HPARAMS.get(k, k): v for k, v in saved.items() if k not in cls.RETIRED_HPARAMS}
+        for name, kind in cls.NETWORKS.items():
+            if f"{name}_kwargs" in hparams:
+                settings = hparams.pop(f"{name}_kwargs")
+                if settings and isinstance(hparams.get(name), str) and hparams[name] in kind.presets:
+                    hparams[name] = kind.with_settings(hparams[name], settings)
+        return hparams
 
     def __init__(self) -> None:
         super().__init__()
@@ -179,6 +204,14 @@ class Algorithm(L.LightningModule):
         self._pending_restore: dict | None = None
         self._fast_updates: dict[Hashable, Callable] = {}
         self._own_optimizer: torch.optim.Optimizer | None = None
+
+    def hparams_networks_as_data(self) -> None:
+        """Each network setting of :attr:`NETWORKS` in the hyperparameters (what checkpoints save) as plain data: a
+        class or ``functools.partial`` given in Python becomes its ``class_path``/``init_args`` form (the CLI saves
+        its config's data already). A subclass calls it right after ``save_hyperparameters()``."""
+        for name, kind in self.NETWORKS.items():
+            if name in self.hparams:
+                self.hparams[name] = kind.plain(self.hparams[name])
 
     # ------------------------------------------------------------------ subclass interface
     def make_data(self) -> DataSource | None:

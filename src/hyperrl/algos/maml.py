@@ -60,7 +60,7 @@ from hyperrl.envs import check_task_env_id, make_task_pools
 from hyperrl.envs.tasks import task_family
 from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
 from hyperrl.nn import make_policy
-from hyperrl.nn.policies import POLICIES
+from hyperrl.nn.policies import POLICY, PolicyChoice
 
 #: default inner learning rates (§5.4): the authors' ``fast_lr`` (MLP) and ``fast_hyper_lr`` (hypernetwork)
 MLP_FAST_LR = 0.1
@@ -119,8 +119,9 @@ class MAML(Algorithm):
         task_seed: seed of the task pools; ``n_train_tasks``/``n_test_tasks``/``n_ood_tasks``: pool sizes (None:
             the authors' MAML pools, 100 train / 20 test / 20 OOD where the split has OOD tasks; the direction
             families have the fixed pool ``[-1, +1]``).
-        policy: ``mlp`` (2×100), ``context_mlp`` or ``hyper`` (``make_policy`` with ``distribution="normal"``);
-            ``policy_kwargs``: its options (``hidden``, ``primary_widths``, ...).
+        policy: ``mlp`` (2×100), ``context_mlp`` or ``hyper``, or ``class_path``/``init_args`` of a policy class
+            with its settings (``hidden``, ``primary_widths``, ...; :mod:`hyperrl.nn.registry`); built by
+            ``make_policy`` with ``distribution="normal"``.
         adaptation_steps: inner SGD steps (0: context-MAML); ``fast_lr``: inner step size (None: per policy);
         first_order: first-order MAML (no derivative through the inner step).
         meta_batch_size: tasks per meta-update; fast_batch_size: episodes per task (before and after adaptation).
@@ -139,6 +140,8 @@ class MAML(Algorithm):
         seed: network initialisation and sampling.
     """
 
+    NETWORKS = {"policy": POLICY}
+
     def __init__(
         self,
         env: str = "hyperrl/Navigation2D-v0",
@@ -147,8 +150,7 @@ class MAML(Algorithm):
         n_train_tasks: int | None = None,
         n_test_tasks: int | None = None,
         n_ood_tasks: int | None = None,
-        policy: str = "mlp",
-        policy_kwargs: dict[str, Any] | None = None,
+        policy: PolicyChoice = "mlp",
         adaptation_steps: int = 1,
         fast_lr: float | None = None,
         first_order: bool = False,
@@ -173,18 +175,15 @@ class MAML(Algorithm):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.hparams_networks_as_data()
         self._check_settings()
         self.env_spec = check_task_env_id(env)
         self.pools = make_task_pools(env, task_seed, split, **maml_pool_sizes(env, split, n_train_tasks, n_test_tasks,
                                                                               n_ood_tasks))
-        kwargs = dict(policy_kwargs or {})
-        if kwargs.setdefault("distribution", "normal") != "normal":
-            raise ConfigurationError(
-                f"policy_kwargs.distribution={kwargs['distribution']!r} is not allowed: MAML's TRPO uses 'normal'"
-            )
         torch.manual_seed(seed)
         spec = self.env_spec
-        self.policy = make_policy(policy, spec.observation_dim, spec.action_dim, spec.context_dim, **kwargs)
+        self.policy = make_policy(self.hparams.policy, spec.observation_dim, spec.action_dim, spec.context_dim,
+                                  distribution="normal")  # TRPO's Gaussian with a state-independent scale
         self._call = _Dispatch(self.policy)
         self.fast_lr = float(fast_lr) if fast_lr is not None else (
             HYPER_FAST_LR if getattr(self.policy, "is_hypernetwork", False) else MLP_FAST_LR
@@ -194,8 +193,6 @@ class MAML(Algorithm):
 
     def _check_settings(self) -> None:
         hp = self.hparams
-        if hp.policy not in POLICIES:
-            raise ConfigurationError(f"policy={hp.policy!r} is not allowed: expected one of {', '.join(POLICIES)}")
         for name in ("meta_batch_size", "fast_batch_size", "cg_iterations", "ls_max_steps"):
             require_positive(name, getattr(hp, name), integer=True)
         require_non_negative_int("adaptation_steps", hp.adaptation_steps)
@@ -566,7 +563,7 @@ class ContextMAML(MAML):
 
     The policy defaults to ``hyper``; evaluation still reports returns before and after one adaptation step."""
 
-    def __init__(self, env: str = "hyperrl/Navigation2D-v0", policy: str = "hyper", adaptation_steps: int = 0,
+    def __init__(self, env: str = "hyperrl/Navigation2D-v0", policy: PolicyChoice = "hyper", adaptation_steps: int = 0,
                  **kwargs: Any) -> None:
         if adaptation_steps != 0:
             raise ConfigurationError(

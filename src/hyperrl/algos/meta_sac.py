@@ -44,7 +44,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -68,7 +68,8 @@ from hyperrl.data.multitask import MultiTaskData
 from hyperrl.envs import check_context_dim, check_task_env_id, episode_horizon, make_task_env, make_task_pools
 from hyperrl.errors import ConfigurationError
 from hyperrl.nn import CriticEnsemble, make_meta_critic, make_meta_value, make_policy
-from hyperrl.nn.actors import check_tanh_log_prob
+from hyperrl.nn.meta_critics import META_CRITIC, META_VALUE, MetaCriticChoice, MetaValueChoice
+from hyperrl.nn.policies import POLICY, PolicyChoice
 
 #: learning rates of the authors' PEARL code: hypernetwork Q and V 5e-5, hypernetwork policy 1e-4, else 3e-4
 HYPER_CRITIC_LR = 5e-5
@@ -108,8 +109,10 @@ class ContextSAC(Algorithm):
         env: a task family, e.g. ``hyperrl/HalfCheetahVel-v0``; ``env_kwargs`` go to ``gymnasium.make``.
         split, n_train_tasks, n_test_tasks, n_ood_tasks, task_seed: the task pools (``make_task_pools``; sizes
             ``None`` take the split's defaults, e.g. 100/30, and ``split: medium`` adds the OOD pool).
-        policy, critic, value: network names (``make_policy`` with ``distribution="tanh_normal"``,
-            ``make_meta_critic``, ``make_meta_value``), each with ``*_kwargs`` overrides.
+        policy, critic, value: the networks, each a preset name or ``class_path``/``init_args``
+            (:mod:`hyperrl.nn.registry`; ``make_policy`` with ``distribution="tanh_normal"``, ``make_meta_critic``,
+            ``make_meta_value``). The policy's action bounds and ``tanh_log_prob`` are this algorithm's: a policy's
+            own must be left null or agree.
         tanh_log_prob: the tanh term of the policy's log-density: ``exact`` (the stable closed form of
             ``log(1 − tanh²u)``) or ``pearl`` (PEARL's and the authors' ``log(1 − tanh²u + 1e-6)``, which the paper
             PEARL configs use; the two differ by tens of nats where the policy saturates, ``docs/deviations.md``).
@@ -129,6 +132,7 @@ class ContextSAC(Algorithm):
     #: settings older checkpoints carry under another name (old -> new); the CLI renames them when it rebuilds a
     #: model from such a checkpoint (``hyperrl.runs.hyperparameters``)
     RENAMED_HPARAMS = {"meta_batch": "meta_batch_size"}
+    NETWORKS = {"policy": POLICY, "critic": META_CRITIC, "value": META_VALUE}
 
     def __init__(
         self,
@@ -139,13 +143,10 @@ class ContextSAC(Algorithm):
         n_test_tasks: int | None = None,
         n_ood_tasks: int | None = None,
         task_seed: NonNegativeInt = 0,
-        policy: str = "hyper",
-        policy_kwargs: dict[str, Any] | None = None,
-        tanh_log_prob: str = "exact",
-        critic: str = "hyper",
-        critic_kwargs: dict[str, Any] | None = None,
-        value: str = "hyper",
-        value_kwargs: dict[str, Any] | None = None,
+        policy: PolicyChoice = "hyper",
+        tanh_log_prob: Literal["exact", "pearl"] = "exact",
+        critic: MetaCriticChoice = "hyper",
+        value: MetaValueChoice = "hyper",
         critic_lr: PositiveFloat | None = None,
         policy_lr: PositiveFloat | None = None,
         reward_scale: PositiveFloat = 5.0,
@@ -170,6 +171,8 @@ class ContextSAC(Algorithm):
         super().__init__()
         check_arguments(ContextSAC.__init__, locals())
         self.save_hyperparameters()
+        self.hparams_networks_as_data()
+        hp = self.hparams
         self._lr_decay = check_lr_decay(lr_decay_updates, lr_decay_final)
         if batch_size > buffer_size:
             raise ConfigurationError(
@@ -181,14 +184,11 @@ class ContextSAC(Algorithm):
         obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
         self.context_provider = self.make_context_provider()
         z_dim = self.context_provider.output_dim
-        self.policy = make_policy(
-            policy, obs_dim, act_dim, z_dim, distribution="tanh_normal",
-            low=-1.0, high=1.0,  # the env rescales [-1, 1] to its bounds (_task_env)
-            **{"tanh_log_prob": check_tanh_log_prob(tanh_log_prob), **(policy_kwargs or {})},
-        )  # fmt: skip
-        self.critics = CriticEnsemble([make_meta_critic(critic, obs_dim, act_dim, z_dim, **(critic_kwargs or {}))
-                                       for _ in range(2)])
-        self.value = make_meta_value(value, obs_dim, z_dim, **(value_kwargs or {}))
+        # the env rescales [-1, 1] to its bounds (_task_env); the tanh term is this algorithm's setting
+        owned = {"low": -1.0, "high": 1.0, "tanh_log_prob": tanh_log_prob}
+        self.policy = make_policy(hp.policy, obs_dim, act_dim, z_dim, distribution="tanh_normal", owned=owned)
+        self.critics = CriticEnsemble([make_meta_critic(hp.critic, obs_dim, act_dim, z_dim) for _ in range(2)])
+        self.value = make_meta_value(hp.value, obs_dim, z_dim)
         self.target_value = copy.deepcopy(self.value).requires_grad_(False)
         self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
         self.evaluator = self.make_evaluator()

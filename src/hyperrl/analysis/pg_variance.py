@@ -40,6 +40,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from hyperrl.nn.policies import POLICY
 from hyperrl.errors import ConfigurationError, require_positive
 from hyperrl.jsonio import dumps, write_json
 
@@ -154,7 +155,7 @@ def load_module(path: str):
         raise ConfigurationError(f"--ckpt {path!r} is not allowed: not a MAML or ContextMAML checkpoint")
     # LightningCLI adds its own keys (``_class_path``, ``_instantiator``): not constructor arguments. Both classes
     # build as MAML (ContextMAML is MAML with ``adaptation_steps`` 0, which the hparams carry).
-    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    hparams = {k: v for k, v in MAML.current_hparams(hparams).items() if not k.startswith("_")}
     module = MAML(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     module.step = int(ckpt.get("global_step", ckpt.get("step", 0)))
@@ -235,7 +236,7 @@ def analyse(module, estimates: int, tasks: int | None = None, episodes: int | No
     g = torch.stack(grads).double()
     gram = (g @ g.T).numpy()
     out = summarize(gram, np.asarray(returns), base, resamples, seed)
-    out.update({"policy": hp.policy, "step": int(getattr(module, "step", 0)), "env": hp.env, "update": update,
+    out.update({"policy": POLICY.label(hp.policy), "step": int(getattr(module, "step", 0)), "env": hp.env, "update": update,
                 "tasks": int(module.hparams.meta_batch_size), "episodes": int(module.hparams.fast_batch_size),
                 "parameters": int(g.shape[1]), "seconds": time.perf_counter() - start})
     return out

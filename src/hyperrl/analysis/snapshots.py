@@ -135,6 +135,6 @@ def load_snapshot(path: str):
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"{path}: cannot import the algorithm {snapshot['class_path']!r}: {exc}") from None
-    module = cls(**snapshot["hparams"])
+    module = cls(**cls.current_hparams(snapshot["hparams"]))
     module.load_state_dict(snapshot["state_dict"])
     return module.eval(), snapshot

@@ -134,19 +134,26 @@ def _frames_at(rows: list[dict]):
     return before
 
 
+def _network(value) -> str:
+    """A network setting in a few characters: the preset name, or the class of ``class_path``/``init_args``."""
+    if isinstance(value, dict) and "class_path" in value:
+        return str(value["class_path"]).rsplit(".", 1)[-1]
+    return str(value)
+
+
 def _variant(model: dict, labels: dict) -> str:
     if labels:
         return "/".join(str(v) for v in labels.values())
     init = model.get("init_args") or {}
     algo = str(model.get("class_path", "?")).rsplit(".", 1)[-1]
     if algo in META_ALGORITHMS:
-        parts = [f"policy={init.get('policy', '?')}"]
+        parts = [f"policy={_network(init.get('policy', '?'))}"]
         if init.get("critic") is not None:
-            parts.append(f"critic={init['critic']}")
+            parts.append(f"critic={_network(init['critic'])}")
         if algo == "MetaSAC" and init.get("context"):
             parts.append(f"context={init['context']}")
         return f"{algo}:{','.join(parts)}"
-    return f"{algo}:{init.get('critic', init.get('policy', '?'))}"
+    return f"{algo}:{_network(init.get('critic', init.get('policy', '?')))}"
 
 
 def _identity(model: dict) -> str:

@@ -2,6 +2,7 @@
 
 from hyperrl.nn.actors import DeterministicPolicy, TanhGaussianPolicy
 from hyperrl.nn.critics import (
+    CRITIC,
     CRITICS,
     ASHyperCritic,
     D2RLCritic,
@@ -26,7 +27,9 @@ from hyperrl.nn.hyper import (
     hyper_options,
 )
 from hyperrl.nn.meta_critics import (
+    META_CRITIC,
     META_CRITICS,
+    META_VALUE,
     META_VALUES,
     CombineHyperMetaQ,
     HyperMetaQ,
@@ -40,10 +43,12 @@ from hyperrl.nn.meta_critics import (
     meta_critic_options,
     meta_value_options,
 )
+from hyperrl.nn.registry import NetworkKind
 from hyperrl.nn.modules import ActingPolicy, critic_module, policy_module
 from hyperrl.nn.policies import (
     DISTRIBUTIONS,
     POLICIES,
+    POLICY,
     ContextMLPPolicy,
     HyperPolicy,
     MetaPolicy,
@@ -54,12 +59,16 @@ from hyperrl.nn.policies import (
 )
 
 __all__ = [
+    "CRITIC",
     "CRITICS",
     "DISTRIBUTIONS",
     "HEAD_INITS",
+    "META_CRITIC",
     "META_CRITICS",
+    "META_VALUE",
     "META_VALUES",
     "POLICIES",
+    "POLICY",
     "ASHyperCritic",
     "ActingPolicy",
     "CombineHyperMetaQ",
@@ -80,6 +89,7 @@ __all__ = [
     "MetaPolicy",
     "MetaQNetwork",
     "MetaVNetwork",
+    "NetworkKind",
     "PrimaryNetwork",
     "QNetwork",
     "RandomHyperCritic",

@@ -20,21 +20,20 @@ Parameter counts per Q-network for observation 17 / action 6 (HalfCheetah), as a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor, nn
 
-from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes
+from hyperrl.errors import require_positive, require_positive_sizes
 from hyperrl.nn.hyper import (
     HyperNetwork,
     PrimaryNetwork,
     ResidualBlock,
-    accepted_options,
-    check_options,
     dynamic_forward,
 )
+from hyperrl.nn.registry import NetworkKind
 
 
 def mlp(input_dim: int, hidden: Sequence[int], output_dim: int) -> nn.Sequential:
@@ -226,7 +225,7 @@ class ResNetFeaturesCritic(QNetwork):
         return self.head(_broadcast_cat(condition, action))
 
 
-#: name -> (class, default keyword arguments). ``make_critic`` merges user overrides into the defaults.
+#: name -> (class, default keyword arguments): the paper's critics (:mod:`hyperrl.nn.registry`).
 CRITICS: dict[str, tuple[type[QNetwork], dict[str, Any]]] = {
     "sa_hyper": (SAHyperCritic, {}),
     "as_hyper": (ASHyperCritic, {}),
@@ -238,27 +237,28 @@ CRITICS: dict[str, tuple[type[QNetwork], dict[str, Any]]] = {
     "deep_resnet": (DeepResNetCritic, {"width": 256, "blocks": 35}),
     "d2rl": (D2RLCritic, {"width": 256, "depth": 4}),
 }
+#: the critic an off-policy algorithm takes: a name of :data:`CRITICS` or a :class:`QNetwork` class and settings
+CRITIC = NetworkKind("critic", QNetwork, CRITICS, ("observation_dim", "action_dim"))
+#: the annotation of a critic setting: jsonargparse accepts a name, or ``class_path``/``init_args`` of a class
+#: called with ``(observation_dim, action_dim)``
+CriticChoice = Union[Literal[tuple(CRITICS)], Callable[[int, int], QNetwork]]  # noqa: UP007
 
 
 def critic_options(name: str) -> list[str]:
     """The keyword overrides that critic ``name`` accepts (a hypernetwork critic: every :class:`HyperNetwork` option,
     e.g. ``primary_widths``, ``dynamic_hidden``, ``head_bounds``, ``init``, ``init_scale``)."""
-    return accepted_options(critic_class(name), ("observation_dim", "action_dim"))
+    return CRITIC.options(CRITIC.resolve(name)[0])
 
 
 def critic_class(name: str) -> type[QNetwork]:
-    if name not in CRITICS:
-        raise ConfigurationError(f"unknown critic {name!r}; allowed: {', '.join(CRITICS)}")
-    return CRITICS[name][0]
+    return CRITIC.resolve(name)[0]
 
 
-def make_critic(name: str, observation_dim: int, action_dim: int, **overrides: Any) -> QNetwork:
-    """Build one Q-network of the paper by name, e.g. ``make_critic("sa_hyper", 17, 6)``.
+def make_critic(critic: Any, observation_dim: int, action_dim: int, **overrides: Any) -> QNetwork:
+    """Build one Q-network, e.g. ``make_critic("sa_hyper", 17, 6)``; ``critic`` is a name of :data:`CRITICS` or any
+    form :class:`~hyperrl.nn.registry.NetworkKind` takes (``{"class_path": ..., "init_args": ...}``, a class).
 
     ``overrides`` change the architecture (e.g. ``primary_widths=(32, 32, 64), dynamic_hidden=(16,)`` for a small
     SA-Hyper). An unknown name or option raises :class:`~hyperrl.errors.ConfigurationError`.
     """
-    cls = critic_class(name)
-    check_options("critic", name, critic_options(name), overrides)
-    kwargs = {**CRITICS[name][1], **overrides}
-    return cls(observation_dim, action_dim, **kwargs)
+    return CRITIC.build(critic, observation_dim, action_dim, **overrides)

@@ -34,14 +34,15 @@ V ``hyper`` 7,226,114 (context 1) / 8,275,714 (context 5); Q ``mlp`` 190,501 (co
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor, nn
 
-from hyperrl.errors import ConfigurationError, require_positive, require_positive_sizes
-from hyperrl.nn.hyper import HyperNetwork, accepted_options, check_options, dynamic_forward
+from hyperrl.errors import require_positive, require_positive_sizes
+from hyperrl.nn.hyper import HyperNetwork, dynamic_forward
+from hyperrl.nn.registry import NetworkKind
 
 
 def broadcast_cat(*tensors: Tensor) -> Tensor:
@@ -246,36 +247,34 @@ META_VALUES: dict[str, tuple[type[MetaVNetwork], dict[str, Any]]] = {
 }
 
 
-def _lookup(kind: str, registry: dict[str, tuple[type, dict[str, Any]]], name: str) -> tuple[type, dict[str, Any]]:
-    if name not in registry:
-        raise ConfigurationError(f"unknown {kind} {name!r}; allowed: {', '.join(registry)}")
-    return registry[name]
+#: the meta-critic and meta-value a context SAC takes (:mod:`hyperrl.nn.registry`)
+META_CRITIC = NetworkKind("meta-critic", MetaQNetwork, META_CRITICS, ("observation_dim", "action_dim", "context_dim"))
+META_VALUE = NetworkKind("meta-value", MetaVNetwork, META_VALUES, ("observation_dim", "context_dim"))
+#: the annotations of those settings: a name, or ``class_path``/``init_args`` of a class called with the sizes
+MetaCriticChoice = Union[Literal[tuple(META_CRITICS)], Callable[[int, int, int], MetaQNetwork]]  # noqa: UP007
+MetaValueChoice = Union[Literal[tuple(META_VALUES)], Callable[[int, int], MetaVNetwork]]  # noqa: UP007
 
 
 def meta_critic_options(name: str) -> list[str]:
     """The keyword overrides that meta-Q ``name`` accepts."""
-    cls, _ = _lookup("meta-critic", META_CRITICS, name)
-    return accepted_options(cls, ("observation_dim", "action_dim", "context_dim"))
+    return META_CRITIC.options(META_CRITIC.resolve(name)[0])
 
 
 def make_meta_critic(
-    name: str, observation_dim: int, action_dim: int, context_dim: int, **overrides: Any
+    critic: Any, observation_dim: int, action_dim: int, context_dim: int, **overrides: Any
 ) -> MetaQNetwork:
-    """Build one meta-Q ``Q(s, a, c)`` by name (``hyper``, ``combine``, ``mlp``), e.g.
-    ``make_meta_critic("hyper", 20, 6, 5)``. An unknown name or option raises ``ConfigurationError``."""
-    cls, defaults = _lookup("meta-critic", META_CRITICS, name)
-    check_options("meta-critic", name, meta_critic_options(name), overrides)
-    return cls(observation_dim, action_dim, context_dim, **{**defaults, **overrides})
+    """Build one meta-Q ``Q(s, a, c)`` by name (``hyper``, ``combine``, ``mlp``) or any form of
+    :class:`~hyperrl.nn.registry.NetworkKind`, e.g. ``make_meta_critic("hyper", 20, 6, 5)``. An unknown name or
+    option raises ``ConfigurationError``."""
+    return META_CRITIC.build(critic, observation_dim, action_dim, context_dim, **overrides)
 
 
 def meta_value_options(name: str) -> list[str]:
     """The keyword overrides that meta-V ``name`` accepts."""
-    cls, _ = _lookup("meta-value", META_VALUES, name)
-    return accepted_options(cls, ("observation_dim", "context_dim"))
+    return META_VALUE.options(META_VALUE.resolve(name)[0])
 
 
-def make_meta_value(name: str, observation_dim: int, context_dim: int, **overrides: Any) -> MetaVNetwork:
-    """Build one meta-V ``V(s, c)`` by name (``hyper``, ``mlp``), e.g. ``make_meta_value("hyper", 20, 5)``."""
-    cls, defaults = _lookup("meta-value", META_VALUES, name)
-    check_options("meta-value", name, meta_value_options(name), overrides)
-    return cls(observation_dim, context_dim, **{**defaults, **overrides})
+def make_meta_value(value: Any, observation_dim: int, context_dim: int, **overrides: Any) -> MetaVNetwork:
+    """Build one meta-V ``V(s, c)`` by name (``hyper``, ``mlp``) or any form of
+    :class:`~hyperrl.nn.registry.NetworkKind`, e.g. ``make_meta_value("hyper", 20, 5)``."""
+    return META_VALUE.build(value, observation_dim, context_dim, **overrides)

@@ -44,9 +44,9 @@ context 1), 15,894,808 (27, 8, 1), 7,748,358 (2, 2, 2); ``hyper``/``tanh_normal`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -59,8 +59,9 @@ from hyperrl.nn.actors import (
     tanh_normal_log_prob,
     tanh_normal_rsample,
 )
-from hyperrl.nn.hyper import HyperNetwork, accepted_options, check_options, dynamic_heads_forward
+from hyperrl.nn.hyper import HyperNetwork, dynamic_heads_forward
 from hyperrl.nn.meta_critics import broadcast_cat, pearl_last_layer, pearl_trunk
+from hyperrl.nn.registry import NetworkKind
 
 DISTRIBUTIONS = ("tanh_normal", "normal")
 #: default ``(min, max)`` clamp of ``log σ`` per distribution (``None``: no bound)
@@ -102,7 +103,7 @@ class MetaPolicy(BoundedActions, nn.Module):
         low=None,
         high=None,
         log_std_bounds: Sequence[float | None] | None = None,
-        tanh_log_prob: str = "exact",
+        tanh_log_prob: str | None = None,
     ) -> None:
         super().__init__()
         require_positive("observation_dim", observation_dim, integer=True)
@@ -125,7 +126,8 @@ class MetaPolicy(BoundedActions, nn.Module):
                 "action bounds apply to distribution='tanh_normal' only"
             )
         self.log_std_bounds = _log_std_bounds(distribution, log_std_bounds)
-        self.tanh_log_prob = check_tanh_log_prob(tanh_log_prob)
+        # None: "exact"; an algorithm that owns the setting (MetaSAC) passes its own
+        tanh_log_prob = self.tanh_log_prob = check_tanh_log_prob("exact" if tanh_log_prob is None else tanh_log_prob)
         if tanh_log_prob != "exact" and distribution != "tanh_normal":
             raise ConfigurationError(f"tanh_log_prob={tanh_log_prob!r} is not allowed with distribution="
                                      f"{distribution!r}: it is a form of the tanh_normal log-density")
@@ -247,7 +249,7 @@ class HyperPolicy(MetaPolicy):
         low=None,
         high=None,
         log_std_bounds: Sequence[float | None] | None = None,
-        tanh_log_prob: str = "exact",
+        tanh_log_prob: str | None = None,
         **hyper: Any,
     ) -> None:
         super().__init__(observation_dim, action_dim, context_dim, distribution, low, high, log_std_bounds,
@@ -295,7 +297,7 @@ class MLPPolicy(MetaPolicy):
         low=None,
         high=None,
         log_std_bounds: Sequence[float | None] | None = None,
-        tanh_log_prob: str = "exact",
+        tanh_log_prob: str | None = None,
     ) -> None:
         super().__init__(observation_dim, action_dim, context_dim, distribution, low, high, log_std_bounds,
                          tanh_log_prob)
@@ -344,24 +346,30 @@ POLICIES: dict[str, tuple[type[MetaPolicy], dict[str, Any]]] = {
 }
 
 
+#: the policy a meta-RL algorithm takes (:mod:`hyperrl.nn.registry`); the algorithm decides the ``distribution``
+POLICY = NetworkKind("policy", MetaPolicy, POLICIES, ("observation_dim", "action_dim", "context_dim", "distribution"))
+#: the annotation of a policy setting: a name, or ``class_path``/``init_args`` of a class called with
+#: ``(observation_dim, action_dim, context_dim, distribution)``
+PolicyChoice = Union[Literal[tuple(POLICIES)], Callable[[int, int, int, str], MetaPolicy]]  # noqa: UP007
+
+
 def policy_class(name: str) -> type[MetaPolicy]:
-    if name not in POLICIES:
-        raise ConfigurationError(f"unknown policy {name!r}; allowed: {', '.join(POLICIES)}")
-    return POLICIES[name][0]
+    return POLICY.resolve(name)[0]
 
 
 def policy_options(name: str) -> list[str]:
     """The keyword overrides that policy ``name`` accepts (``hyper``: also every HyperNetwork option)."""
-    return accepted_options(policy_class(name), ("observation_dim", "action_dim", "context_dim"))
+    return POLICY.options(policy_class(name))
 
 
-def make_policy(name: str, observation_dim: int, action_dim: int, context_dim: int = 0, **overrides: Any) -> MetaPolicy:
-    """Build a policy by name (``hyper``, ``mlp``, ``context_mlp``), e.g.
-    ``make_policy("hyper", 20, 6, context_dim=1, distribution="normal")``.
+def make_policy(policy: Any, observation_dim: int, action_dim: int, context_dim: int = 0,
+                distribution: str = "tanh_normal", owned: dict[str, Any] | None = None,
+                **overrides: Any) -> MetaPolicy:
+    """Build a policy by name (``hyper``, ``mlp``, ``context_mlp``) or any form of
+    :class:`~hyperrl.nn.registry.NetworkKind`, e.g. ``make_policy("hyper", 20, 6, context_dim=1,
+    distribution="normal")``; ``owned``: settings the calling algorithm decides (``NetworkKind.build``).
 
     ``mlp`` accepts and ignores a ``context_dim``, so an algorithm can pass the same arguments to every policy.
     An unknown name or option raises :class:`~hyperrl.errors.ConfigurationError`.
     """
-    cls = policy_class(name)
-    check_options("policy", name, policy_options(name), overrides)
-    return cls(observation_dim, action_dim, context_dim, **{**POLICIES[name][1], **overrides})
+    return POLICY.build(policy, observation_dim, action_dim, context_dim, distribution, owned=owned, **overrides)
