@@ -300,6 +300,43 @@ def test_switching_a_network_drops_the_replaced_networks_settings(capsys):
     assert (shared["init_args"]["primary_widths"], shared["init_args"]["blocks_per_stage"]) == ([64, 64, 128], 1)
 
 
+@pytest.mark.parametrize(
+    ("critic", "needle"),
+    [
+        ("{class_path: MLPCritic, init_args: {hidden: 256}}", "critic.hidden=256 is not allowed: expected a Sequence"),
+        ("{class_path: MLPCritic, init_args: {hiden: [8]}}", "unknown option 'hiden' for critic MLPCritic"),
+        ("{class_path: HyperPolicy}", "critic class_path 'HyperPolicy' is not allowed: expected a subclass of QNetwork"),
+        ("{class_path: nope.Nope}", "critic class_path 'nope.Nope' is not allowed"),
+    ],
+)
+def test_a_bad_network_in_a_config_file_is_one_line(critic, needle, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"model:\n  init_args:\n    critic: {critic}\n")
+    code, _, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--config", str(bad), "--print_config"],
+                           capsys)
+    assert code == 2 and "Traceback" not in err, err
+    [line] = error_lines(err)
+    assert needle in line, line
+
+
+def test_switching_the_environment_drops_the_config_files_env_kwargs(capsys, tmp_path):
+    """``env_kwargs`` belong to the environment they were written for: ``--model.env`` alone drops the config file's,
+    and ``env_kwargs`` given with it stay."""
+    ant = tmp_path / "ant.yaml"
+    ant.write_text("model:\n  init_args:\n    env: Ant-v5\n    env_kwargs: {ctrl_cost_weight: 0}\n")
+
+    def env_kwargs(*args):
+        code, out, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--config", str(ant), *args,
+                                  "--print_config"], capsys)
+        assert code == 0, err
+        return yaml.safe_load(out)["model"]["init_args"]["env_kwargs"]
+
+    assert env_kwargs() == {"ctrl_cost_weight": 0}
+    assert env_kwargs("--model.env", "Hopper-v5") is None
+    assert env_kwargs("--model.env", "Hopper-v5", "--model.env_kwargs", '{"ctrl_cost_weight": 0.5}') == {
+        "ctrl_cost_weight": 0.5}
+
+
 def test_a_misspelled_model_option_names_the_closest_ones(capsys):
     code, _, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--model.init_args.critc", "mlp",
                             "--print_config"], capsys)

@@ -86,7 +86,7 @@ def test_an_algorithm_stores_its_networks_as_plain_data():
     class_path/init_args form, which rebuilds the same network."""
     module = SAC(env="InvertedPendulum-v5", critic=functools.partial(SAHyperCritic, **SMALL), actor_hidden=[8],
                  batch_size=8, buffer_size=100, warmup_frames=10, learning_starts=10)
-    assert module.hparams.critic == SMALL_SPEC
+    assert module.hparams.critic == SMALL_SPEC and module.hparams_initial.critic == SMALL_SPEC
     again = SAC(**{k: v for k, v in module.hparams.items()})
     assert n_params(again.critics) == n_params(module.critics)
 
@@ -124,6 +124,11 @@ def test_an_algorithm_owns_the_policys_distribution_and_metasacs_tanh_term():
           "critic": {"class_path": "hyperrl.nn.MLPMetaQ", "init_args": {"hidden": [8]}}, "value": "mlp"}),
         ("hyperrl.algos.MAML", {"policy": "mlp", "policy_kwargs": {"hidden": [8]}},
          {"policy": {"class_path": "hyperrl.nn.MLPPolicy", "init_args": {"hidden": [8]}}}),
+        # settings the algorithm now decides: MAML's distribution (it was always normal), and MetaSAC's tanh term,
+        # which a policy_kwargs value used to override
+        ("hyperrl.algos.MAML", {"policy": "mlp", "policy_kwargs": {"distribution": "normal"}}, {"policy": "mlp"}),
+        ("hyperrl.algos.MetaSAC", {"tanh_log_prob": "exact", "policy": "hyper", "policy_kwargs": {"tanh_log_prob": "pearl"}},
+         {"tanh_log_prob": "pearl", "policy": "hyper"}),
     ],
 )
 def test_an_older_checkpoints_network_kwargs_are_read_as_class_path_settings(algorithm, saved, expected):
@@ -174,3 +179,8 @@ def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_settings_that
     with pytest.raises(ConfigurationError, match=r"critic dynamic_hidden=\[8\] there, \[16\] here"):
         check_checkpoint_fits("x.ckpt", checkpoint, other)
     check_checkpoint_fits("x.ckpt", checkpoint, SAC(critic=dict(SMALL_SPEC), **settings))  # the same network
+    # saved outside the CLI (no class path) in the older form: read as the model's algorithm reads it
+    older = {"state_dict": saved.state_dict(), "hyper_parameters": {**settings, "critic": "sa_hyper", "critic_kwargs": SMALL}}
+    with pytest.raises(ConfigurationError) as info:
+        check_checkpoint_fits("x.ckpt", older, other)
+    assert "critic dynamic_hidden=[8] there, [16] here" in str(info.value) and "another algorithm" not in str(info.value)

@@ -28,6 +28,7 @@ from hyperrl.cli_input import (
     bare_verbose,
     check_config_files,
     configuration_error_in,
+    drop_switched_settings,
     model_options_given,
     non_finite_as_yaml,
     one_line,
@@ -99,9 +100,12 @@ def _cli_class():
 
         def dump(self, cfg, *args, **kwargs):
             # --print_config and the run's config.yaml both come through here: show the folder the run writes to
+            # and the settings of an environment or context the command line switched
             if "trainer" in cfg and getattr(self, "subcommand", None):
                 cfg = cfg.clone()
                 resolve_run_folder(cfg, self.subcommand)
+                if cfg.get("ckpt_path") is None:  # a resumed model keeps its checkpoint's settings
+                    drop_switched_settings(cfg, getattr(_cli_class.last, "_model_options", []))
             return super().dump(cfg, *args, **kwargs)
 
     class HyperRLCLI(LightningCLI):
@@ -140,6 +144,7 @@ def _cli_class():
             _check_seed(self.config[subcommand].get("seed_everything"))
             path = self.config[subcommand].get("ckpt_path")
             if path is None:
+                drop_switched_settings(self.config[subcommand], self._model_options)
                 return
             if path == "best":  # Lightning's ValueError: a fresh process has no best_model_path to resolve it to
                 raise ConfigurationError("--ckpt_path best is not allowed: expected a checkpoint file")

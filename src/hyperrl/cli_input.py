@@ -1,6 +1,6 @@
 """What a user types, read: argv normalised for jsonargparse (``--verbose`` alone, ``nan`` on the command line),
-config files checked before jsonargparse reads them, the parser mode (OmegaConf interpolation), a network switched on
-the command line, and jsonargparse's multi-line reports condensed to the one line that names the bad value.
+config files checked before jsonargparse reads them, the parser mode (OmegaConf interpolation), an environment or
+context switched on the command line, and jsonargparse's multi-line reports condensed to the one line that names the bad value.
 Nothing here imports torch or Lightning.
 """
 
@@ -53,8 +53,9 @@ def one_line(message: str) -> str:
 
 def _network_choice(lines: list[str]) -> str | None:
     """One line for a value that a network setting (a preset name, or a class with its settings,
-    :mod:`hyperrl.nn.registry`) refuses: an unknown name or class, an unknown or mistyped setting of the class, or a
-    setting given to a preset name; else ``None``."""
+    :mod:`hyperrl.nn.registry`) refuses: an unknown name or class, an unknown or mistyped setting of the class, or
+    settings given to a preset name; else ``None``. The value may come from the command line (``--model.critic X``,
+    ``--model.critic.hidden X``) or as a mapping (a config file, a sweep, a checkpoint)."""
     callable_type = r"(?:typing|collections\.abc)\.Callable\[\[.*\], ([\w.]+)\]"
     for i, line in enumerate(lines):
         choice = re.match(rf"Subtypes: \[typing\.Literal\[(.*)\], {callable_type}\]$", line)
@@ -64,24 +65,28 @@ def _network_choice(lines: list[str]) -> str | None:
         end = next((j for j in range(i, len(lines)) if lines[j].startswith("Given value:")), None)
         if not keys or end is None:
             return None
-        given = lines[end].split(":", 1)[1].strip()
         setting, base = keys[-1].rsplit(".", 1)[-1], choice.group(2).rsplit(".", 1)[-1]
+        given = lines[end].split(":", 1)[1].strip()
+        errors = "\n".join(lines[i:end])
         names = ", ".join(o.strip().strip("'\"") for o in choice.group(1).split(","))
         nested = re.match(r"NestedArg\(key='([\w.]+)', val=(.*)\)$", given)
-        if not nested:
+        mapping = re.search(r"'class_path': '([\w.]+)'", given)
+        if not (nested or mapping):
             return f"unknown {setting} {given!r}; allowed: one of {names}, or a class_path to a subclass of {base}"
-        option, value = nested.group(1), nested.group(2).strip("'")
-        errors = "\n".join(lines[i:end])
         cls = re.search(r"class_path='([\w.]+)'", errors)
-        cls = cls.group(1).rsplit(".", 1)[-1] if cls else base
+        cls = cls.group(1).rsplit(".", 1)[-1] if cls else mapping.group(1) if mapping else base
         unknown = re.search(r"Option '(\w+)' is not accepted", errors)
         if unknown:
             return (f"unknown option {unknown.group(1)!r} for {setting} {cls} "
                     f"(hyperrl fit --model.init_args.{setting}.help {cls} lists them)")
-        typed = re.search(r"Expected a <class '(?:[\w]+\.)*(\w+)'>", errors)
+        typed = re.search(r'Parser key "(\w+)":\n\s*Expected a <class \'(?:\w+\.)*(\w+)\'>\. '
+                          r"Got value: (.*?)\.(?:\s|$)", errors)
         if typed:
-            return f"{setting}.{option}={value} is not allowed: expected a {typed.group(1)}"
-        return (f"{setting}.{option}: a preset {setting} takes no settings: choose its class first "
+            return f"{setting}.{typed.group(1)}={typed.group(3)} is not allowed: expected a {typed.group(2)}"
+        if mapping:  # a class that cannot be imported, or not of this kind
+            return (f"{setting} class_path {mapping.group(1)!r} is not allowed: expected a subclass of {base} (a full "
+                    f"import path, or a name hyperrl.nn exports), or one of {names}")
+        return (f"{setting}.{nested.group(1)}: a preset {setting} takes no settings: choose its class first "
                 f"(--model.init_args.{setting} CLASS, a subclass of {base})")
     return None
 
@@ -156,6 +161,20 @@ def model_options_given(args) -> list[str]:
             name = name[len("init_args."):] if name.startswith("init_args.") else name
             names.append(name.split(".", 1)[0])
     return list(dict.fromkeys(names))
+
+
+def drop_switched_settings(config, options: list[str]) -> None:
+    """A setting with companion ``<name>_kwargs`` (``env``/``env_kwargs``, ``context``/``context_kwargs``) switched on
+    the command line (``--model.env Hopper-v5``) takes its own defaults: the config file's ``<name>_kwargs`` belong to
+    the value it replaces. ``<name>_kwargs`` given on the command line with it stay."""
+    model = config.get("model") if config is not None else None
+    init = model.get("init_args") if model is not None and hasattr(model, "get") else None
+    if init is None:
+        return
+    for name in options:
+        settings = f"{name}_kwargs"
+        if settings in init and settings not in options:
+            init[settings] = None
 
 
 def check_config_files(args: list[str]) -> None:

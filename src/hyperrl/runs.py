@@ -110,13 +110,14 @@ def _load_failure(exc: BaseException) -> str:
     return reason.split(". ")[0][:200] or type(exc).__name__
 
 
-def hyperparameters(checkpoint: dict) -> dict:
+def hyperparameters(checkpoint: dict, algorithm: type | None = None) -> dict:
     """The checkpoint's saved hyperparameters as its algorithm now names them, so that an older checkpoint still
-    rebuilds its model (``Algorithm.current_hparams``: retired, renamed and network settings)."""
+    rebuilds its model (``Algorithm.current_hparams``: retired, renamed and network settings). ``algorithm``: the
+    class to read them as when the checkpoint names none (one saved outside the CLI)."""
     saved = checkpoint.get("hyper_parameters")
     if not isinstance(saved, dict):
         return {}
-    cls = _algorithm_class(saved.get("_class_path"))
+    cls = _algorithm_class(saved.get("_class_path")) if "_class_path" in saved else algorithm
     return cls.current_hparams(saved) if hasattr(cls, "current_hparams") else dict(saved)
 
 
@@ -140,7 +141,7 @@ def check_checkpoint_fits(path: str, checkpoint: dict, model) -> None:
     )
     if problem is None:
         return
-    saved = hyperparameters(checkpoint)
+    saved = hyperparameters(checkpoint, type(model))
     ours = type(model).__name__
     algorithm = str(saved.get("_class_path", "")).rsplit(".", 1)[-1]
     foreign = sorted(set(saved) - set(model.hparams) - {"_class_path", "_instantiator"})
@@ -169,7 +170,7 @@ def _network_change(key: str, kind, there, here) -> list[str]:
         (cls_there, there_args), (cls_here, here_args) = kind.settings(there), kind.settings(here)
     except ConfigurationError:
         return [f"{key}={there!r} there, {here!r} here"]
-    if cls_there is not cls_here:
+    if cls_there is not cls_here or (isinstance(there, str) and isinstance(here, str)):  # classes, or presets
         return [f"{key}={kind.label(there)} there, {kind.label(here)} here"]
     differ = sorted(k for k in {*there_args, *here_args} if there_args.get(k) != here_args.get(k))
     return [f"{key} {k}={there_args.get(k)!r} there, {here_args.get(k)!r} here" for k in differ]

@@ -187,10 +187,27 @@ class Algorithm(L.LightningModule):
         hparams = {cls.RENAMED_HPARAMS.get(k, k): v for k, v in saved.items() if k not in cls.RETIRED_HPARAMS}
         for name, kind in cls.NETWORKS.items():
             if f"{name}_kwargs" in hparams:
-                settings = hparams.pop(f"{name}_kwargs")
+                settings = cls.network_settings_of_old(name, dict(hparams.pop(f"{name}_kwargs") or {}), hparams)
                 if settings and isinstance(hparams.get(name), str) and hparams[name] in kind.presets:
                     hparams[name] = kind.with_settings(hparams[name], settings)
         return hparams
+
+    @classmethod
+    def network_settings_of_old(cls, name: str, settings: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
+        """An older checkpoint's ``<name>_kwargs`` less the settings this algorithm now decides itself (which a
+        subclass takes out, or moves to its own setting in ``hparams``)."""
+        return settings
+
+    def hparams_networks_as_data(self) -> None:
+        """Each network setting of :attr:`NETWORKS` in the hyperparameters as plain data (what checkpoints and the
+        loggers' hparams.yaml hold): a class or ``functools.partial`` given in Python becomes its
+        ``class_path``/``init_args`` form (the CLI saves its config's data already). A subclass calls it right after
+        ``save_hyperparameters()``."""
+        plain = {name: kind.plain(self.hparams[name]) for name, kind in self.NETWORKS.items() if name in self.hparams}
+        if any(not isinstance(self.hparams[name], (str, Mapping)) for name in plain):
+            self.save_hyperparameters({**self.hparams, **plain})  # the initial copy the loggers write, too
+        else:
+            self.hparams.update(plain)
 
     def __init__(self) -> None:
         super().__init__()
@@ -204,14 +221,6 @@ class Algorithm(L.LightningModule):
         self._pending_restore: dict | None = None
         self._fast_updates: dict[Hashable, Callable] = {}
         self._own_optimizer: torch.optim.Optimizer | None = None
-
-    def hparams_networks_as_data(self) -> None:
-        """Each network setting of :attr:`NETWORKS` in the hyperparameters (what checkpoints save) as plain data: a
-        class or ``functools.partial`` given in Python becomes its ``class_path``/``init_args`` form (the CLI saves
-        its config's data already). A subclass calls it right after ``save_hyperparameters()``."""
-        for name, kind in self.NETWORKS.items():
-            if name in self.hparams:
-                self.hparams[name] = kind.plain(self.hparams[name])
 
     # ------------------------------------------------------------------ subclass interface
     def make_data(self) -> DataSource | None:

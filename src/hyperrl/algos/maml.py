@@ -142,6 +142,11 @@ class MAML(Algorithm):
 
     NETWORKS = {"policy": POLICY}
 
+    @classmethod
+    def network_settings_of_old(cls, name, settings, hparams):
+        settings.pop("distribution", None)  # older checkpoints could only hold "normal", which MAML now passes
+        return settings
+
     def __init__(
         self,
         env: str = "hyperrl/Navigation2D-v0",

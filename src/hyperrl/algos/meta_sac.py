@@ -134,6 +134,12 @@ class ContextSAC(Algorithm):
     RENAMED_HPARAMS = {"meta_batch": "meta_batch_size"}
     NETWORKS = {"policy": POLICY, "critic": META_CRITIC, "value": META_VALUE}
 
+    @classmethod
+    def network_settings_of_old(cls, name, settings, hparams):
+        if name == "policy" and "tanh_log_prob" in settings:  # it overrode this algorithm's own setting
+            hparams["tanh_log_prob"] = settings.pop("tanh_log_prob")
+        return settings
+
     def __init__(
         self,
         env: str = "hyperrl/HalfCheetahVel-v0",

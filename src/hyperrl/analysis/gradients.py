@@ -310,12 +310,13 @@ def find_runs(folder: str) -> list[str]:
 
 def run_label(run_dir: str, snapshot: dict) -> tuple[str, str]:
     """``(run name, variant)``: the sweep's labels when the run came from ``hyperrl sweep``, else the critic."""
+    from hyperrl.experiments.report import network_label
     from hyperrl.experiments.sweep_file import read_run_file
 
     record = read_run_file(run_dir) or read_run_file(os.path.dirname(os.path.normpath(run_dir)))
     name = record.get("name") or os.path.basename(os.path.normpath(run_dir))
     labels = {k: v for k, v in (record.get("labels") or {}).items() if k not in ("env",)}
-    variant = "/".join(labels.values()) if labels else str(snapshot["hparams"].get("critic", "?"))
+    variant = "/".join(labels.values()) if labels else network_label(snapshot["hparams"].get("critic", "?"))
     return name, variant
 
 

@@ -134,7 +134,7 @@ def _frames_at(rows: list[dict]):
     return before
 
 
-def _network(value) -> str:
+def network_label(value) -> str:
     """A network setting in a few characters: the preset name, or the class of ``class_path``/``init_args``."""
     if isinstance(value, dict) and "class_path" in value:
         return str(value["class_path"]).rsplit(".", 1)[-1]
@@ -147,13 +147,13 @@ def _variant(model: dict, labels: dict) -> str:
     init = model.get("init_args") or {}
     algo = str(model.get("class_path", "?")).rsplit(".", 1)[-1]
     if algo in META_ALGORITHMS:
-        parts = [f"policy={_network(init.get('policy', '?'))}"]
+        parts = [f"policy={network_label(init.get('policy', '?'))}"]
         if init.get("critic") is not None:
-            parts.append(f"critic={_network(init['critic'])}")
+            parts.append(f"critic={network_label(init['critic'])}")
         if algo == "MetaSAC" and init.get("context"):
             parts.append(f"context={init['context']}")
         return f"{algo}:{','.join(parts)}"
-    return f"{algo}:{_network(init.get('critic', init.get('policy', '?')))}"
+    return f"{algo}:{network_label(init.get('critic', init.get('policy', '?')))}"
 
 
 def _identity(model: dict) -> str:

@@ -59,11 +59,20 @@ class NetworkKind:
         if isinstance(class_path, str):
             import hyperrl.nn
 
-            cls = getattr(hyperrl.nn, class_path, None) if "." not in class_path else pydoc.locate(class_path)
-        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            try:
+                cls = getattr(hyperrl.nn, class_path, None) if "." not in class_path else pydoc.locate(class_path)
+            except pydoc.ErrorDuringImport as exc:
+                raise ConfigurationError(f"{self.kind} class_path {class_path!r} cannot be imported: "
+                                         f"{type(exc.value).__name__}: {exc.value}") from None
+            if cls is None:
+                raise ConfigurationError(
+                    f"{self.kind} class_path {class_path!r} is not allowed: no such class (a full import path, or a "
+                    f"name exported by hyperrl.nn)"
+                )
+        if not (isinstance(cls, type) and issubclass(cls, self.base)) or cls is self.base:
             raise ConfigurationError(
-                f"{self.kind} class_path {getattr(class_path, '__name__', class_path)!r} is not allowed: expected a subclass of "
-                f"{self.base.__name__} (e.g. {qualified_name(next(iter(self.presets.values()))[0])})"
+                f"{self.kind} class_path {getattr(class_path, '__name__', class_path)!r} is not allowed: expected a "
+                f"subclass of {self.base.__name__} (e.g. {qualified_name(next(iter(self.presets.values()))[0])})"
             )
         return cls
 
@@ -103,9 +112,16 @@ class NetworkKind:
             return self.spec(value)
         return value
 
+    def sizes(self, cls: type) -> tuple[str, ...]:
+        """The names ``cls`` gives the kind's positional arguments: its first ``len(positional)`` ``__init__``
+        arguments, whatever they are called (as jsonargparse reads a callable's arguments)."""
+        names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                 if n != "self" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return tuple(names[: len(self.positional)])
+
     def options(self, cls: type) -> list[str]:
         """The keyword settings a class of this kind takes (every ``__init__`` argument but the positional ones)."""
-        return accepted_options(cls, self.positional)
+        return accepted_options(cls, self.sizes(cls))
 
     def resolve(self, value: Any) -> tuple[type[nn.Module], dict[str, Any]]:
         """The class and keyword settings that ``value`` (any form above) stands for."""
@@ -122,8 +138,9 @@ class NetworkKind:
         parameters = dict(inspect.signature(cls.__init__).parameters)
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):  # forwards **hyper
             parameters = {**inspect.signature(HyperNetwork.__init__).parameters, **parameters}
+        options = self.options(cls)
         defaults = {name: p.default for name, p in parameters.items()
-                    if p.default is not inspect.Parameter.empty and name not in self.positional}
+                    if p.default is not inspect.Parameter.empty and name in options}
 
         def plain(v: Any) -> Any:
             return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
@@ -139,9 +156,14 @@ class NetworkKind:
         ``owned`` are settings the algorithm decides, which the network's own settings may leave ``None`` or repeat
         but not contradict."""
         cls, settings = self.resolve(value)
-        check_options(self.kind, self.label(value), self.options(cls), overrides)
+        options = self.options(cls)
+        check_options(self.kind, self.label(value), options, overrides)
         settings.update(overrides)
         for name, decided in (owned or {}).items():
+            if name not in options:
+                raise ConfigurationError(
+                    f"{self.kind} {cls.__name__} is not allowed here: it takes no {name}, which the algorithm sets"
+                )
             given = settings.get(name)
             if given is not None and given != decided:
                 raise ConfigurationError(
