@@ -337,6 +337,22 @@ def test_switching_the_environment_drops_the_config_files_env_kwargs(capsys, tmp
         "ctrl_cost_weight": 0.5}
 
 
+def test_a_typed_error_says_or_null_only_for_a_setting_that_takes_null(capsys):
+    quick = ["fit", "--config", str(CONF / "quickstart.yaml"), "--print_config"]
+    for option, expected in [("--model.batch_size", "batch_size=0 is not allowed: expected PositiveInt (v>0)"),
+                             ("--model.critic_lr", "critic_lr=0 is not allowed: expected PositiveFloat (v>0) or null")]:
+        code, _, err = run_cli([*quick, option, "0"], capsys)
+        [line] = error_lines(err)
+        assert code == 2 and line.endswith(expected), line
+
+
+@pytest.mark.parametrize("args", [["--model.critic", "mlp"], ["--model.critic.help", "SAHyperCritic"]])
+def test_a_model_setting_without_an_algorithm_says_to_choose_one(args, capsys):
+    code, _, err = run_cli(["fit", *args], capsys)
+    [line] = error_lines(err)
+    assert code == 2 and f"{args[0]} needs an algorithm first: give --config FILE or --model CLASS" in line, line
+
+
 def test_a_misspelled_model_option_names_the_closest_ones(capsys):
     code, _, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--model.init_args.critc", "mlp",
                             "--print_config"], capsys)

@@ -18,6 +18,10 @@ class UsageError(Exception):
 def one_line(message: str) -> str:
     """Condense jsonargparse's nested, multi-line report to the line that names the bad value."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    unchosen = re.search(r"class_path 'hyperrl\.algos\.Algorithm'(?s:.*)NestedArg\(key='([\w.]+)'", str(message))
+    if unchosen:  # a model setting, but no algorithm chosen: jsonargparse tried the abstract base class
+        return (f"--model.{unchosen.group(1)} needs an algorithm first: give --config FILE or --model CLASS "
+                "(e.g. --model SAC)")
     network = _network_choice(lines)
     if network:
         return network
@@ -73,12 +77,14 @@ def _network_choice(lines: list[str]) -> str | None:
         mapping = re.search(r"'class_path': '([\w.]+)'", given)
         if not (nested or mapping):
             return f"unknown {setting} {given!r}; allowed: one of {names}, or a class_path to a subclass of {base}"
+        algorithm = [re.search(r"class_path '[\w.]*?(\w+)'", m) for m in lines[:i]]
+        algorithm = next((f"--model {m.group(1)} " for m in reversed(algorithm) if m), "")
         cls = re.search(r"class_path='([\w.]+)'", errors)
         cls = cls.group(1).rsplit(".", 1)[-1] if cls else mapping.group(1) if mapping else base
         unknown = re.search(r"Option '(\w+)' is not accepted", errors)
         if unknown:
             return (f"unknown option {unknown.group(1)!r} for {setting} {cls} "
-                    f"(hyperrl fit --model.init_args.{setting}.help {cls} lists them)")
+                    f"(hyperrl fit {algorithm}--model.{setting}.help {cls} lists them)")
         typed = re.search(r'Parser key "(\w+)":\n\s*Expected a <class \'(?:\w+\.)*(\w+)\'>\. '
                           r"Got value: (.*?)\.(?:\s|$)", errors)
         if typed:
@@ -109,7 +115,8 @@ def _typed_setting(message: str, lines: list[str]) -> str | None:
         later = [m.split(":", 1)[1].strip() for m in lines[i:] if m.startswith("Given value:")]
         value = given.group(1) if given else inline.group(1) if inline else later[0] if later else "?"
         rule = re.search(r"does not conform to restriction (.+)$", typed.group(2))
-        nullable = any(m.startswith("Subtypes:") and "NoneType" in m for m in lines)  # an Optional setting
+        own = max((j for j in range(i) if lines[j].startswith(f'Parser key "{key}"')), default=0)
+        nullable = any(m.startswith("Subtypes:") and "NoneType" in m for m in lines[own:i])  # an Optional setting
         return (f"{key}={value} is not allowed: expected {typed.group(1)}" + (f" ({rule.group(1)})" if rule else "")
                 + (" or null" if nullable else ""))
     return None
