@@ -203,3 +203,17 @@ def test_a_folder_mixing_algorithms_names_each_curves_metric(tmp_path):
     result = report(str(tmp_path), str(tmp_path / "r"), last=1, reps=20)
     assert {r["variant"] for r in result["final"]} == {"mlp", "PEARL:policy=hyper,critic=hyper"}
     assert len(result["figures"]) == 1 and os.path.getsize(result["figures"][0]) > 1000
+
+
+def test_a_run_without_sweep_labels_is_named_by_its_algorithm_and_networks():
+    """A network given as class_path/init_args is named by its class (a preset by its name), in the report's
+    variants and the gradient study's."""
+    from hyperrl.experiments.report import _variant, network_label
+
+    small = {"class_path": "hyperrl.nn.SAHyperCritic", "init_args": {"dynamic_hidden": [8]}}
+    assert network_label(small) == "SAHyperCritic" and network_label("mlp_large") == "mlp_large"
+    assert _variant({"class_path": "hyperrl.algos.SAC", "init_args": {"critic": small}}, {}) == "SAC:SAHyperCritic"
+    meta = {"class_path": "hyperrl.algos.MetaSAC",
+            "init_args": {"policy": {"class_path": "hyperrl.nn.HyperPolicy"}, "critic": "mlp", "context": "oracle"}}
+    assert _variant(meta, {}) == "MetaSAC:policy=HyperPolicy,critic=mlp,context=oracle"
+    assert _variant(meta, {"critic": "hyper"}) == "hyper"
