@@ -1,5 +1,7 @@
 """Developer tasks. ``nox -s tests`` builds a fresh virtualenv, installs hyperrl with its test extras, runs pytest."""
 
+import os
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -11,7 +13,11 @@ def tests(session: nox.Session) -> None:
     """The full test suite (CPU, small widths). With the ray extra, so the ``hyperrl sweep`` tests run on a real
     local Ray Tune instance."""
     session.install("-e", ".[test,ray]")
-    session.run("pytest", "-q", "--timeout=900", *session.posargs, env={"MUJOCO_GL": "egl", "OMP_WAIT_POLICY": "PASSIVE"})
+    # one torch thread unless the caller sets another count: the tests' networks are tiny, and the fits the tests
+    # start run beside the test process on the same cores (docs/benchmarks.md, "The test suite's threads")
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    session.run("pytest", "-q", "--timeout=900", *session.posargs,
+                env={"MUJOCO_GL": "egl", "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": threads})
 
 
 @nox.session
