@@ -78,6 +78,9 @@ def error_lines(err: str) -> list[str]:
         (["--model.critic.dynamic_hidden", "null"], "dynamic_hidden"),
         (["--model.critic", "MLPCritic", "--model.critic.hidden", "256"], "hidden=256"),
         (["--model.critic.head_bounds", "0.05"], "head_bounds=0.05"),
+        (["--model.critic", "mlp", "--model.critic.hidden", "[8]"],
+         "critic.hidden: the preset critic 'mlp' takes no settings: name its class with them (--model.critic MLPCritic "
+         "--model.critic.hidden ...)"),
         (["--torch_threads", "0"], "torch_threads=0 is not allowed: expected PositiveInt (v>0) or null"),
         (["--torch_threads", "two"], "torch_threads=two is not allowed: expected PositiveInt or null"),
     ],

@@ -67,6 +67,8 @@ def test_meta_quickstart_runs_through_the_cli(capsys, tmp_path, monkeypatch):
         (["--model.init_args.n_train_tasks", "0"], "n_train_tasks=0 is not allowed"),
         (["--model.init_args.context", "telepathy"], "unknown context provider 'telepathy'"),
         (["--model.init_args.policy", "nope"], "unknown policy 'nope'"),
+        (["--model.init_args.policy", "context_mlp", "--model.init_args.policy.hidden", "[8]"],
+         "name its class with them (--model.policy ContextMLPPolicy --model.policy.hidden ...)"),
     ],
 )
 def test_meta_mistakes_are_one_line(args, needle, capsys, tmp_path, monkeypatch):

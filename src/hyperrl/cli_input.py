@@ -92,8 +92,21 @@ def _network_choice(lines: list[str]) -> str | None:
         if mapping:  # a class that cannot be imported, or not of this kind
             return (f"{setting} class_path {mapping.group(1)!r} is not allowed: expected a subclass of {base} (a full "
                     f"import path, or a name hyperrl.nn exports), or one of {names}")
-        return (f"{setting}.{nested.group(1)}: a preset {setting} takes no settings: choose its class first "
-                f"(--model.init_args.{setting} CLASS, a subclass of {base})")
+        preset = re.search(r"Expected a dot import path string: (\w+)", errors)
+        cls = _preset_class(base, preset.group(1)) if preset else None
+        return (f"{setting}.{nested.group(1)}: the preset {setting} {preset.group(1) if preset else ''!r} takes no "
+                f"settings: name its class with them (--model.{setting} {cls or 'CLASS'} "
+                f"--model.{setting}.{nested.group(1)} ...)")
+    return None
+
+
+def _preset_class(base: str, name: str) -> str | None:
+    """The class of preset ``name`` of the network kind whose base class is ``base`` (imported here, on an error)."""
+    from hyperrl.nn import CRITIC, META_CRITIC, META_VALUE, POLICY
+
+    for kind in (CRITIC, POLICY, META_CRITIC, META_VALUE):
+        if kind.base.__name__ == base and name in kind.presets:
+            return kind.presets[name][0].__name__
     return None
 
 
