@@ -283,19 +283,26 @@ def hyper_options() -> list[str]:
     return names[names.index("output_dim") + 1 :]
 
 
-def accepted_options(cls: type, positional: Sequence[str]) -> list[str]:
-    """The keyword options a network class accepts: its own ``__init__`` parameters except ``positional``, and,
-    when it forwards ``**hyper`` to :class:`HyperNetwork`, every :func:`hyper_options` it does not set itself."""
-    options: list[str] = []
+def option_parameters(cls: type, positional: Sequence[str]) -> dict[str, inspect.Parameter]:
+    """The keyword options a network class accepts, with their defaults: its own ``__init__`` parameters except
+    ``positional``, and, when it forwards ``**hyper`` to :class:`HyperNetwork`, every :func:`hyper_options` it does
+    not set itself."""
+    options: dict[str, inspect.Parameter] = {}
     forwards = False
     for name, parameter in inspect.signature(cls.__init__).parameters.items():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             forwards = True
         elif name != "self" and name not in positional:
-            options.append(name)
+            options[name] = parameter
     if forwards:
-        options += [o for o in hyper_options() if o not in options]
+        hyper = inspect.signature(HyperNetwork.__init__).parameters
+        options.update({name: hyper[name] for name in hyper_options() if name not in options})
     return options
+
+
+def accepted_options(cls: type, positional: Sequence[str]) -> list[str]:
+    """The names of :func:`option_parameters`."""
+    return list(option_parameters(cls, positional))
 
 
 def check_options(kind: str, name: str, allowed: Sequence[str], overrides: dict[str, Any]) -> None:

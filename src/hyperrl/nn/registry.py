@@ -28,7 +28,7 @@ from typing import Any
 from torch import nn
 
 from hyperrl.errors import ConfigurationError
-from hyperrl.nn.hyper import HyperNetwork, accepted_options, check_options
+from hyperrl.nn.hyper import accepted_options, check_options, option_parameters
 
 
 def qualified_name(cls: type) -> str:
@@ -135,12 +135,8 @@ class NetworkKind:
         """The class and every keyword setting ``value`` builds it with, the class's defaults included (sequences as
         lists): two values with equal results build the same network."""
         cls, given = self.resolve(value)
-        parameters = dict(inspect.signature(cls.__init__).parameters)
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):  # forwards **hyper
-            parameters = {**inspect.signature(HyperNetwork.__init__).parameters, **parameters}
-        options = self.options(cls)
-        defaults = {name: p.default for name, p in parameters.items()
-                    if p.default is not inspect.Parameter.empty and name in options}
+        defaults = {name: p.default for name, p in option_parameters(cls, self.sizes(cls)).items()
+                    if p.default is not inspect.Parameter.empty}
 
         def plain(v: Any) -> Any:
             return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
@@ -157,7 +153,7 @@ class NetworkKind:
         but not contradict."""
         cls, settings = self.resolve(value)
         options = self.options(cls)
-        check_options(self.kind, self.label(value), options, overrides)
+        check_options(self.kind, value if isinstance(value, str) else cls.__name__, options, overrides)
         settings.update(overrides)
         for name, decided in (owned or {}).items():
             if name not in options:
