@@ -16,7 +16,7 @@ from hyperrl.experiments.sweep_file import fit_args, load_sweep, validate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS = sorted(glob.glob(os.path.join(ROOT, "conf", "sweeps", "*.yaml")))
 RUNS = {"paper_sac": 160, "paper_td3": 180, "paper_maml": 180, "paper_context_maml": 60, "paper_ood": 25,
-        "paper_pearl": 70, "paper_oracle": 70, "cpu_demo": 12}
+        "paper_pearl": 70, "paper_oracle": 70, "cpu_demo": 12, "sa_hyper_sizes": 12}
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[os.path.basename(p) for p in SWEEPS])

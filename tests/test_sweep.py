@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from hyperrl.errors import ConfigurationError
-from hyperrl.experiments.sweep_file import fit_args, load_sweep, setting_args, validate
+from hyperrl.experiments.sweep_file import Scheduler, fit_args, load_sweep, setting_args, validate
 
 QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "conf", "quickstart.yaml")
 TINY = """
@@ -64,10 +64,30 @@ def test_grid_is_crossed_with_seeds_in_order(tmp_path):
     ("grid: {critic: {}}\nseeds: [0]", "the grid is empty"),
     ("grid: {critic: 3}", "must be a list of values"),
     ("seeds: [a]", "seeds="),
+    ("scheduler: asha", r"scheduler must be a mapping with keys type, max_t, grace_period, reduction_factor, got 'asha'"),
+    ("scheduler: {type: asha, max_t: 10, grace_period: 1, metric: x}", "unknown scheduler key 'metric'"),
+    ("scheduler: {type: asha, grace_period: 1}", "scheduler needs max_t"),
+    ("scheduler: {type: hyperband, max_t: 10, grace_period: 1}",
+     r"scheduler.type='hyperband' is not allowed: expected one of asha$"),
+    ("scheduler: {type: asha, max_t: 0, grace_period: 1}", "scheduler.max_t=0 is not allowed: expected a positive"),
+    ("scheduler: {type: asha, max_t: 10, grace_period: 2.5}", "scheduler.grace_period=2.5 is not allowed"),
+    ("scheduler: {type: asha, max_t: 10, grace_period: 1, reduction_factor: 1}",
+     r"scheduler.reduction_factor=1 is not allowed: expected a number > 1$"),
+    ("scheduler: {type: asha, max_t: 10, grace_period: 20}",
+     r"scheduler.grace_period=20 is not allowed: expected <= max_t \(10\)$"),
 ])
 def test_bad_sweep_files(tmp_path, extra, message):
     with pytest.raises(ConfigurationError, match=message):
         load_sweep(sweep_file(tmp_path, extra))
+
+
+def test_a_scheduler_makes_pruned_runs_final(tmp_path):
+    from hyperrl.experiments.sweep import final_states
+
+    plain = load_sweep(sweep_file(tmp_path))
+    assert plain.scheduler is None and final_states(plain) == ("done",)  # a pruned run resumes to its end
+    asha = load_sweep(sweep_file(tmp_path, "seeds: [0]\nscheduler: {type: asha, max_t: 4000, grace_period: 500}"))
+    assert asha.scheduler == Scheduler("asha", 4000, 500, 4.0) and final_states(asha) == ("done", "pruned")
 
 
 def test_overrides_fit_would_reject_are_caught_before_any_run(tmp_path):

@@ -182,3 +182,41 @@ def test_a_rerun_after_the_sweep_was_killed_runs_nothing_twice(tune, tmp_path):
     for run in ("seed0", "seed1"):
         assert [d for d in os.listdir(out / run) if d.startswith("version_")] == ["version_0"]
         assert metric_steps(out / run / "version_0") == [29, 59]  # one fit's metrics, not two side by side
+
+
+@pytest.mark.slow
+def test_asha_prunes_the_worse_run_which_stays_pruned_and_out_of_the_report(tune, tmp_path, capsys,
+                                                                            no_stale_log_streams):
+    from hyperrl.experiments.report import discover
+
+    # Pendulum's rewards are <= 0 and InvertedPendulum's >= 1 per step: whatever the policies, the Pendulum run
+    # scores below the other at every rung. One run at a time, in grid order: the InvertedPendulum run reports at
+    # the rungs first (nothing to compare with: it goes on), then the Pendulum run is compared with it.
+    path = sweep_file(tmp_path, """
+        grid:
+          model.init_args.env: [InvertedPendulum-v5, Pendulum-v1]
+        seeds: [0]
+        scheduler: {type: asha, max_t: 400, grace_period: 100, reduction_factor: 2}
+        """)
+    out = tmp_path / "out"
+    states = run_sweep(path, str(out), max_parallel=1, fit_options=["--trainer.max_steps", "1500"], check=False)
+    text = capsys.readouterr().out
+    assert text.index("InvertedPendulum-v5-seed0: running") < text.index("Pendulum-v1-seed0: running"), text
+    assert states == {"InvertedPendulum-v5-seed0": "done", "Pendulum-v1-seed0": "pruned"}, text
+    record = read_run_file(str(out / "Pendulum-v1-seed0"))
+    assert record["state"] == "pruned" and record["metric"] == "eval/return" and record["score"] < 0
+    assert 100 <= record["score_frames"] <= record["pruned_at_frames"] < 1500
+    stopped = re.search(r"hyperrl: stopped by SIGTERM after step (\d+): checkpoint (\S+);",
+                        (out / "Pendulum-v1-seed0" / "fit.log").read_text())
+    assert stopped and os.path.isfile(stopped.group(2)) and int(stopped.group(1)) < 1499  # its fit stopped cleanly
+    assert re.search(r"\] Pendulum-v1-seed0: pruned by ASHA at \d+ frames \(eval/return -\d+\.\d at \d+ frames\)",
+                     text)
+    assert "1 done, 1 pruned, 0 skipped (done or pruned before), 0 failed, 2 runs" in text
+    # the same command: both final, nothing runs again
+    assert run_sweep(path, str(out), fit_options=["--trainer.max_steps", "1500"], check=False) == {
+        "InvertedPendulum-v5-seed0": "skipped", "Pendulum-v1-seed0": "skipped"}
+    assert "Pendulum-v1-seed0: pruned before: skipped" in capsys.readouterr().out
+    runs, skipped = discover(str(out))
+    assert {r.name for r in runs} == {"InvertedPendulum-v5-seed0"}
+    assert [reason for _, reason in skipped] == [f"pruned by the sweep's ASHA scheduler at "
+                                                 f"{record['pruned_at_frames']:.0f} frames"]

@@ -11,6 +11,7 @@ value and what is allowed. Only rules that relate two settings stay as code in t
 from __future__ import annotations
 
 import numbers
+import re
 import typing
 from collections.abc import Callable, Mapping
 from types import NoneType, UnionType
@@ -37,7 +38,9 @@ def _describe_number(hint: type) -> str:
     intervals = {"v>=0 and v<=1": "[0, 1]", "v>0 and v<=1": "(0, 1]", "v>0 and v<1": "(0, 1)"}
     if not integer and expression in intervals:
         return f"a number in {intervals[expression]}"
-    return f"{'an integer' if integer else 'a number'} with {expression}"
+    kind = "an integer" if integer else "a number"
+    single = re.fullmatch(r"v([<>]=?)(-?[\d.e+-]+)", expression)  # one bound: "a number > 1"
+    return f"{kind} {single.group(1)} {single.group(2)}" if single else f"{kind} with {expression}"
 
 
 def _options(hint: Any) -> list[Any]:

@@ -27,8 +27,8 @@ the interquartile mean (IQM) and the mean with stratified-bootstrap 95% confiden
 * ``improvement.md`` / ``improvement.csv``: ``P(X > Y)`` (probability of improvement, Mann–Whitney) of every pair of
   variants per environment, with its 95% CI.
 
-Runs that cannot be used (no ``metrics.csv`` yet, no evaluation yet, no environment in the config) are listed with
-the reason, on stdout and in ``skipped.txt``.
+Runs that cannot be used (no ``metrics.csv`` yet, no evaluation yet, no environment in the config, pruned by a
+sweep's ASHA scheduler) are listed with the reason, on stdout and in ``skipped.txt``.
 """
 
 from __future__ import annotations
@@ -177,6 +177,10 @@ def run_scores(run_dir: str, metric: str | None = None) -> list[RunScores]:
     model = config.get("model") or {}
     init = model.get("init_args") or {}
     record = read_run_file(run_dir) or read_run_file(os.path.dirname(os.path.normpath(run_dir)))
+    if record.get("state") == "pruned":  # stopped early: its curve ends where the scheduler stopped it
+        frames = record.get("pruned_at_frames")
+        raise ValueError(f"pruned by the sweep's ASHA scheduler at {frames:.0f} frames" if frames is not None else
+                         "pruned by the sweep's ASHA scheduler")
     env = init.get("env")
     if not env:
         raise ValueError("no model.init_args.env in config.yaml")

@@ -6,8 +6,8 @@
 
 The sweep file expands to runs ``<labels>-seed<N>`` (:mod:`hyperrl.experiments.sweep_file`); every distinct setting
 is checked before anything starts. ``<out>/<run>/sweep_run.json`` is a run's one record (queued, running, done,
-failed, stopped): a run done there is skipped, the others are the trials of one
-``tune.grid_search``. A trial runs the fit in a child process (its own threads, signal handlers and crash) that
+failed, stopped, pruned): a run done there (or pruned, under a scheduler) is skipped, the others are the trials of
+one ``tune.grid_search``, under Ray Tune's ASHA scheduler when the sweep file asks for it. A trial runs the fit in a child process (its own threads, signal handlers and crash) that
 resumes from the run's ``last.ckpt``. Ctrl-C / SIGTERM stop the experiment through Tune (running fits checkpoint,
 queued runs never start): one summary line, exit 130 / 143. A lock on ``<out>`` refuses a second sweep into it; a
 lock on each run, held by its fit, makes a re-run wait for a fit still stopping.
@@ -37,6 +37,12 @@ from hyperrl.experiments.sweep_file import (
 from hyperrl.runs import last_checkpoint_under, take_lock, version_folders
 
 LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "fit.log", ".run.lock", ".sweep.lock", ".tune"
+
+
+def final_states(sweep: Sweep) -> tuple[str, ...]:
+    """The states a (re-)run skips: ``pruned`` too when the sweep has a scheduler (without one, a run pruned by an
+    earlier sweep resumes from its ``last.ckpt`` and runs to its end)."""
+    return ("done", "pruned") if sweep.scheduler else ("done",)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 INSTALL = "hyperrl sweep needs Ray Tune, which is not installed: pip install 'hyperrl[ray]'"
 
@@ -68,15 +74,27 @@ def error_line(log_path: str) -> str:
 
 
 def progress(directory: str) -> dict:
-    """``train/frames`` and ``eval/return`` of the newest rows of the run's ``metrics.csv`` that have them."""
+    """From the run's ``metrics.csv``: ``train/frames`` (the newest), ``score`` (the newest value of the evaluation
+    metric ``hyperrl report`` ranks the run by: the first of its ``METRICS`` the run logs; NaN before the first
+    evaluation), ``metric`` (its name) and ``score_frames`` (the ``train/frames`` logged at or before that
+    evaluation: the time the scheduler compares runs at)."""
     import csv
 
-    found = {}
+    from hyperrl.experiments.report import METRICS
+
+    frames, scores = None, {}  # metric -> (value, frames at its row)
     with contextlib.suppress(OSError, ValueError, csv.Error):
         for version in version_folders(directory)[-1:]:
             with open(os.path.join(directory, version, "metrics.csv"), newline="") as f:
                 for row in csv.DictReader(f):
-                    found.update({k: float(row[k]) for k in ("train/frames", "eval/return") if row.get(k)})
+                    frames = float(row["train/frames"]) if row.get("train/frames") else frames
+                    scores.update({m: (float(row[m]), frames) for m in METRICS if row.get(m)})
+    found = {"score": float("nan")} | ({"train/frames": frames} if frames is not None else {})
+    metric = next((m for m in METRICS if m in scores), None)
+    if metric:
+        found.update(score=scores[metric][0], metric=metric)
+        if scores[metric][1] is not None:
+            found["score_frames"] = scores[metric][1]
     return found
 
 
@@ -96,7 +114,7 @@ def _fit_child(args: list[str]) -> None:
     main(args)
 
 
-def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: float):
+def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: float, final: tuple[str, ...]):
     """The trial (a Tune class trainable around one fit process) and the driver's lines (a Tune callback)."""
     import fcntl
 
@@ -116,7 +134,8 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
                 self.log.write(b"\nhyperrl sweep: waiting for the previous fit of this run to stop\n")
                 self.log.flush()
                 fcntl.flock(self.lock, fcntl.LOCK_EX)
-            if read_run_file(self.dir).get("state") == "done":  # done by that fit: nothing to run
+            self.before = read_run_file(self.dir).get("state")
+            if self.before in final:  # done (or pruned) by that fit: nothing to run
                 return
             args, checkpoint = list(jobs[config["run"]]), last_checkpoint(self.dir, tidy=True)
             if checkpoint and "--ckpt_path" not in args:  # the fit continues in the checkpoint's folder
@@ -136,7 +155,7 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
 
         def step(self):  # short steps: Tune's stop request waits for the step to return
             if self.proc is None:
-                return {"state": "skipped", "done": True}
+                return {"state": "skipped", "before": self.before, "done": True}
             try:
                 code = self.proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
@@ -152,7 +171,10 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
         def cleanup(self):
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.stdin.close()  # the fit stops after its current step, with last.ckpt written
-                update_run_file(self.dir, state="stopped", returncode=self.proc.wait(), error="")
+                code = self.proc.wait()
+                # the scheduler's stop was recorded by the driver before the trial was stopped: it stays "pruned"
+                pruned = read_run_file(self.dir).get("state") == "pruned"
+                update_run_file(self.dir, state="pruned" if pruned else "stopped", returncode=code, error="")
             self.log.close()
             self.lock.close()
 
@@ -164,6 +186,13 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             now, state, frames = time.monotonic(), result["state"], result.get("train/frames")
+            if state == "running" and result.get("done"):  # a running fit the scheduler stops (Tune marks it done)
+                directory = os.path.join(out, trial.config["run"])
+                update_run_file(directory, state="pruned", pruned_at_frames=frames, score=result["score"],
+                                metric=result["metric"], score_frames=result["score_frames"])
+                _say(names, trial.config["run"], f"pruned by ASHA at {int(frames)} frames ({result['metric']} "
+                                                 f"{result['score']:.1f} at {int(result['score_frames'])} frames)")
+                return
             if state == "running" and trial.trial_id not in self.shown:
                 self.shown[trial.trial_id] = now
                 resumed = ", resumed from its last.ckpt" if result["resumed"] else ""
@@ -174,9 +203,10 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
                 return
             self.shown[trial.trial_id] = now
             parts = [f"{int(frames)} frames"] if frames is not None else []
-            if result.get("eval/return") is not None:
-                parts.append(f"eval/return {result['eval/return']:.1f}")
-            text = {"skipped": "done before: skipped", "done": f"done in {result.get('wall_s', 0):.0f} s"}.get(
+            if result.get("metric"):
+                parts.append(f"{result['metric']} {result['score']:.1f}")
+            text = {"skipped": f"{result.get('before')} before: skipped",
+                    "done": f"done in {result.get('wall_s', 0):.0f} s"}.get(
                 state, "running")
             _say(names, trial.config["run"], text + (f" ({', '.join(parts)})" if parts else ""))
 
@@ -260,15 +290,16 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
             directory = os.path.join(out, run.name)
             os.makedirs(directory, exist_ok=True)
             # the grid's labels and seed, which hyperrl report groups runs by (written into done records too)
-            if update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed).get("state") == "done":
-                _say(names, run.name, "done before: skipped")
+            state = update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed).get("state")
+            if state in final_states(sweep):
+                _say(names, run.name, f"{state} before: skipped")
             else:
                 update_run_file(directory, state="queued")
                 todo.append(run.name)
         if todo:
             _tune(tune, sweep, todo, out, address, max_parallel, fit_options, progress_every, retries)
         return _summary({n: read_run_file(os.path.join(out, n)).get("state", "queued") if n in todo else "skipped"
-                         for n in names}, out, start)
+                         for n in names}, out, start, " or ".join(final_states(sweep)))
 
 
 def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, max_parallel: int | None,
@@ -285,12 +316,18 @@ def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, ma
     try:
         cpus = float(sweep.resources.get("cpus", 1))
         jobs = {r.name: fit_args(sweep, r, out, fit_options) for r in sweep.runs}
-        trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), progress_every)
+        trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), progress_every, final_states(sweep))
+        scheduler = None
+        if sweep.scheduler:  # stop_last_trials=False: max_t places the rungs, the fit's max_steps ends a run
+            scheduler = tune.schedulers.ASHAScheduler(
+                time_attr="score_frames", metric="score", mode="max", max_t=sweep.scheduler.max_t,
+                grace_period=sweep.scheduler.grace_period, reduction_factor=sweep.scheduler.reduction_factor,
+                stop_last_trials=False)
         shutil.rmtree(os.path.join(out, TUNE_DIR), ignore_errors=True)  # only Tune's bookkeeping
         tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus, "gpu": float(sweep.resources.get("gpus", 0))}),
             param_space={"run": tune.grid_search(todo)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel,
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel, scheduler=scheduler,
                                         trial_name_creator=lambda t: t.config["run"],
                                         trial_dirname_creator=lambda t: t.config["run"]),
             run_config=tune.RunConfig(  # no Tune checkpoints: each fit resumes from its own last.ckpt
@@ -303,14 +340,15 @@ def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, ma
         signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
-def _summary(states: dict[str, str], out: str, start: float) -> dict[str, str]:
+def _summary(states: dict[str, str], out: str, start: float, final: str = "done") -> dict[str, str]:
     """One line; raises :class:`KeyboardInterrupt` when runs were left stopped or not started (Ctrl-C, SIGTERM)."""
-    count = {s: sum(v == s for v in states.values()) for s in ("done", "skipped", "failed", "queued")}
+    count = {s: sum(v == s for v in states.values()) for s in ("done", "pruned", "skipped", "failed", "queued")}
     stopped = len(states) - sum(count.values())  # stopped, or still "running" when Tune gave up waiting for it
     interrupted = _SIGNALS or stopped or count["queued"]
     tail = (f", {stopped} stopped, {count['queued']} not started (the same command continues)" if interrupted else "")
-    print(f"sweep {out}: {count['done']} done, {count['skipped']} skipped (done before), {count['failed']} failed"
-          f"{tail}, {len(states)} runs, {time.monotonic() - start:.0f} s", flush=True)
+    pruned = f", {count['pruned']} pruned" if count["pruned"] else ""
+    print(f"sweep {out}: {count['done']} done{pruned}, {count['skipped']} skipped ({final} before), "
+          f"{count['failed']} failed{tail}, {len(states)} runs, {time.monotonic() - start:.0f} s", flush=True)
     if interrupted:
         raise KeyboardInterrupt
     return states

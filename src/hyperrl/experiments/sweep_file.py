@@ -12,12 +12,15 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from jsonargparse.typing import PositiveInt, restricted_number_type
 
 from hyperrl.errors import ConfigurationError
 from hyperrl.jsonio import write_json
 
-SWEEP_KEYS = ("name", "description", "configs", "overrides", "grid", "seeds", "seed_key", "resources")
+SWEEP_KEYS = ("name", "description", "configs", "overrides", "grid", "seeds", "seed_key", "resources", "scheduler")
 RUN_FILE = "sweep_run.json"
 _LABEL = re.compile(r"[^A-Za-z0-9_.=+-]+")
 
@@ -32,12 +35,33 @@ class Run:
     settings: list[tuple[str, object]]  # (dotted key, value), in command-line order
 
 
+AboveOne = restricted_number_type("AboveOne", float, (">", 1))
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """Ray Tune's ASHA (asynchronous successive halving, Li et al. 2020) over a sweep's runs.
+
+    A run reports its environment frames (``train/frames``) and its evaluation score (the metric ``hyperrl report``
+    ranks it by). Rungs sit at ``grace_period * reduction_factor**k`` frames up to ``max_t``; the first score a run
+    reports at or past a rung is compared with those the other runs reported there, and a run below the top
+    ``1 / reduction_factor`` of them is stopped: state ``pruned``. A run is never stopped for reaching ``max_t``
+    (its own ``trainer.max_steps`` ends it).
+    """
+
+    type: Literal["asha"]
+    max_t: PositiveInt
+    grace_period: PositiveInt
+    reduction_factor: AboveOne = 4.0
+
+
 @dataclass
 class Sweep:
     name: str
     configs: list[str]
     runs: list[Run]
     resources: dict
+    scheduler: Scheduler | None = None
 
 
 def _label(value) -> str:
@@ -101,7 +125,33 @@ def load_sweep(path: str) -> Sweep:
     if len(set(names)) != len(names):
         _fail(path, f"two runs would share the folder {next(n for n in names if names.count(n) > 1)!r}: use "
                     "distinct labels")
-    return Sweep(str(spec.get("name") or os.path.splitext(os.path.basename(path))[0]), resolved, runs, resources)
+    name = str(spec.get("name") or os.path.splitext(os.path.basename(path))[0])
+    return Sweep(name, resolved, runs, resources, _scheduler(path, spec.get("scheduler")))
+
+
+def _scheduler(path: str, spec) -> Scheduler | None:
+    """The ``scheduler:`` mapping, checked by :class:`Scheduler`'s annotations."""
+    from hyperrl.algos.arguments import check_arguments
+
+    if spec is None:
+        return None
+    names = [f.name for f in fields(Scheduler)]
+    if not isinstance(spec, dict):
+        _fail(path, f"scheduler must be a mapping with keys {', '.join(names)}, got {spec!r}")
+    unknown = [k for k in spec if k not in names]
+    if unknown:
+        _fail(path, f"unknown scheduler key {unknown[0]!r}; allowed keys: {', '.join(names)}")
+    missing = [n for n in ("type", "max_t", "grace_period") if n not in spec]
+    if missing:
+        _fail(path, f"scheduler needs {missing[0]} (in environment frames for max_t and grace_period)")
+    try:
+        check_arguments(Scheduler, spec)
+    except ConfigurationError as exc:
+        _fail(path, f"scheduler.{exc}")
+    if spec["grace_period"] > spec["max_t"]:
+        _fail(path, f"scheduler.grace_period={spec['grace_period']} is not allowed: expected <= max_t "
+                    f"({spec['max_t']})")
+    return Scheduler(**spec)
 
 
 def _axes(path: str, grid) -> list[tuple[str, list[tuple[str, dict]]]]:
