@@ -90,6 +90,14 @@ def test_a_scheduler_makes_pruned_runs_final(tmp_path):
     assert asha.scheduler == Scheduler("asha", 4000, 500, 4.0) and final_states(asha) == ("done", "pruned")
 
 
+def test_a_first_rung_before_the_first_update_is_refused(tmp_path):
+    path = sweep_file(tmp_path, "seeds: [0]\nscheduler: {type: asha, max_t: 400, grace_period: 20}")
+    with pytest.raises(ConfigurationError, match=r"^run seed0: scheduler.grace_period=20 is not allowed: expected > "
+                                                 r"the run's learning_starts \(20\), or its first rung compares"):
+        validate(load_sweep(path), str(tmp_path), [], report=lambda line: None)
+    validate(load_sweep(path), str(tmp_path), ["--model.init_args.learning_starts", "19"], report=lambda line: None)
+
+
 def test_overrides_fit_would_reject_are_caught_before_any_run(tmp_path):
     bad_key = load_sweep(sweep_file(tmp_path, "grid: {}\nseeds: [0]\n", "a.yaml"))
     bad_key.runs[0].settings.insert(0, ("model.init_args.no_such_option", 1))

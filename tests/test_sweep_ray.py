@@ -18,8 +18,8 @@ import time
 import pytest
 
 from hyperrl.errors import ConfigurationError
-from hyperrl.experiments.sweep import progress, run_sweep
-from hyperrl.experiments.sweep_file import read_run_file
+from hyperrl.experiments.sweep import run_sweep
+from hyperrl.experiments.sweep_file import progress, read_run_file
 
 from conftest import run_entry
 from test_sweep import sweep_file

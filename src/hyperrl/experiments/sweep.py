@@ -16,7 +16,6 @@ lock on each run, held by its fit, makes a re-run wait for a fit still stopping.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import signal
@@ -28,13 +27,16 @@ import time
 from hyperrl.errors import ConfigurationError
 from hyperrl.experiments.sweep_file import (
     Sweep,
+    error_line,
     fit_args,
+    last_checkpoint,
     load_sweep,
+    progress,
     read_run_file,
     update_run_file,
     validate,
 )
-from hyperrl.runs import last_checkpoint_under, take_lock, version_folders
+from hyperrl.runs import take_lock
 
 LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "fit.log", ".run.lock", ".sweep.lock", ".tune"
 
@@ -45,57 +47,6 @@ def final_states(sweep: Sweep) -> tuple[str, ...]:
     return ("done", "pruned") if sweep.scheduler else ("done",)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 INSTALL = "hyperrl sweep needs Ray Tune, which is not installed: pip install 'hyperrl[ray]'"
-
-
-def last_checkpoint(directory: str, tidy: bool = False) -> str | None:
-    """The run's newest ``version_<n>/checkpoints/last.ckpt``; ``tidy`` removes the folders of starts killed before
-    their first checkpoint (nothing to resume from), so that a run keeps one folder and its metrics once."""
-    if tidy:
-        import shutil
-
-        for version in version_folders(directory):
-            if not os.path.isfile(os.path.join(directory, version, "checkpoints", "last.ckpt")):
-                shutil.rmtree(os.path.join(directory, version))
-    return last_checkpoint_under(directory)
-
-
-def error_line(log_path: str) -> str:
-    """The line of a failed fit's log that says why: ``hyperrl: error/stopped: ...``, else the last exception."""
-    try:
-        with open(log_path, errors="replace") as f:
-            lines = [line.strip() for line in f.read().splitlines() if line.strip()]
-    except OSError:
-        return "no log"
-    for pattern in (r"^hyperrl: (error|stopped)", r"^[\w.]*(Error|Exception|Interrupt)\b", ""):
-        found = next((line for line in reversed(lines) if re.match(pattern, line)), None)
-        if found:
-            return found[:300]
-    return "no output"
-
-
-def progress(directory: str) -> dict:
-    """From the run's ``metrics.csv``: ``train/frames`` (the newest), ``score`` (the newest value of the evaluation
-    metric ``hyperrl report`` ranks the run by: the first of its ``METRICS`` the run logs; NaN before the first
-    evaluation), ``metric`` (its name) and ``score_frames`` (the ``train/frames`` logged at or before that
-    evaluation: the time the scheduler compares runs at)."""
-    import csv
-
-    from hyperrl.experiments.report import METRICS
-
-    frames, scores = None, {}  # metric -> (value, frames at its row)
-    with contextlib.suppress(OSError, ValueError, csv.Error):
-        for version in version_folders(directory)[-1:]:
-            with open(os.path.join(directory, version, "metrics.csv"), newline="") as f:
-                for row in csv.DictReader(f):
-                    frames = float(row["train/frames"]) if row.get("train/frames") else frames
-                    scores.update({m: (float(row[m]), frames) for m in METRICS if row.get(m)})
-    found = {"score": float("nan")} | ({"train/frames": frames} if frames is not None else {})
-    metric = next((m for m in METRICS if m in scores), None)
-    if metric:
-        found.update(score=scores[metric][0], metric=metric)
-        if scores[metric][1] is not None:
-            found["score_frames"] = scores[metric][1]
-    return found
 
 
 def _fit_child(args: list[str]) -> None:

@@ -1,7 +1,8 @@
 """The sweep file and its runs: the format (docs/sweeps.md), its expansion into runs ``<labels>-seed<N>`` (axes
 crossed, then seeds), the ``hyperrl fit`` arguments of each run, the check of every distinct setting before anything
-starts, and each run's record ``<out>/<run>/sweep_run.json``, which ``hyperrl report`` and ``hyperrl analyze``
-read. Nothing here needs Ray.
+starts, each run's record ``<out>/<run>/sweep_run.json``, which ``hyperrl report`` and ``hyperrl analyze`` read,
+and what the sweep reads in a run's folder (its last checkpoint, its progress, its error line). Nothing here needs
+Ray.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jsonargparse.typing import PositiveInt, restricted_number_type
 
 from hyperrl.errors import ConfigurationError
 from hyperrl.jsonio import write_json
+from hyperrl.runs import last_checkpoint_under, version_folders
 
 SWEEP_KEYS = ("name", "description", "configs", "overrides", "grid", "seeds", "seed_key", "resources", "scheduler")
 RUN_FILE = "sweep_run.json"
@@ -218,6 +220,11 @@ def validate(sweep: Sweep, out: str, fit_options: list[str], report=print) -> No
         model = (yaml.safe_load(printed.getvalue()) or {}).get("model") or {}
         if not model.get("class_path"):
             continue
+        starts = (model.get("init_args") or {}).get("learning_starts")
+        if sweep.scheduler and isinstance(starts, int) and sweep.scheduler.grace_period <= starts:
+            raise ConfigurationError(
+                f"run {run.name}: scheduler.grace_period={sweep.scheduler.grace_period} is not allowed: expected > "
+                f"the run's learning_starts ({starts}), or its first rung compares policies never updated")
         cls, init_args = pydoc.locate(str(model["class_path"])), model.get("init_args") or {}
         try:
             try:
@@ -243,3 +250,55 @@ def update_run_file(directory: str, **fields) -> dict:
     record = {**read_run_file(directory), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(os.path.join(directory, RUN_FILE), record)
     return record
+
+
+# ---------------------------------------------------------------------- a run's folder, as the sweep reads it
+def last_checkpoint(directory: str, tidy: bool = False) -> str | None:
+    """The run's newest ``version_<n>/checkpoints/last.ckpt``; ``tidy`` removes the folders of starts killed before
+    their first checkpoint (nothing to resume from), so that a run keeps one folder and its metrics once."""
+    if tidy:
+        import shutil
+
+        for version in version_folders(directory):
+            if not os.path.isfile(os.path.join(directory, version, "checkpoints", "last.ckpt")):
+                shutil.rmtree(os.path.join(directory, version))
+    return last_checkpoint_under(directory)
+
+
+def error_line(log_path: str) -> str:
+    """The line of a failed fit's log that says why: ``hyperrl: error/stopped: ...``, else the last exception."""
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = [line.strip() for line in f.read().splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    for pattern in (r"^hyperrl: (error|stopped)", r"^[\w.]*(Error|Exception|Interrupt)\b", ""):
+        found = next((line for line in reversed(lines) if re.match(pattern, line)), None)
+        if found:
+            return found[:300]
+    return "no output"
+
+
+def progress(directory: str) -> dict:
+    """From the run's ``metrics.csv``: ``train/frames`` (the newest), ``score`` (the newest value of the evaluation
+    metric ``hyperrl report`` ranks the run by: the first of its ``METRICS`` the run logs; NaN before the first
+    evaluation), ``metric`` (its name) and ``score_frames`` (the ``train/frames`` logged at or before that
+    evaluation: the time the scheduler compares runs at)."""
+    import csv
+
+    from hyperrl.experiments.report import METRICS
+
+    frames, scores = None, {}  # metric -> (value, frames at its row)
+    with contextlib.suppress(OSError, ValueError, csv.Error):
+        for version in version_folders(directory)[-1:]:
+            with open(os.path.join(directory, version, "metrics.csv"), newline="") as f:
+                for row in csv.DictReader(f):
+                    frames = float(row["train/frames"]) if row.get("train/frames") else frames
+                    scores.update({m: (float(row[m]), frames) for m in METRICS if row.get(m)})
+    found = {"score": float("nan")} | ({"train/frames": frames} if frames is not None else {})
+    metric = next((m for m in METRICS if m in scores), None)
+    if metric:
+        found.update(score=scores[metric][0], metric=metric)
+        if scores[metric][1] is not None:
+            found["score_frames"] = scores[metric][1]
+    return found
