@@ -515,3 +515,24 @@ def test_resuming_an_older_checkpoint_drops_the_rows_logged_after_it(finished_ru
     code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "25", "--ckpt_path", str(older)], capsys)
     assert code == 0, err
     assert steps() == [s for s in steps() if s < 20] and steps(), steps()
+
+
+def test_a_signal_after_the_last_training_step_stops_nothing(capsys):
+    """SIGTERM during the run's last evaluation (after its last training step): the run ends on its own with its final
+    checkpoint, so the fit reports no stop and exits normally (not 143 with "nothing to resume from")."""
+    from types import SimpleNamespace
+
+    from hyperrl.callbacks import StopOnSignal
+    from hyperrl.console import report_signal_stop
+
+    stop = StopOnSignal()
+    stop.received = signal.SIGTERM  # what its handler records
+    stop.on_train_end(SimpleNamespace(), None)
+    report_signal_stop(stop, ["fit"])  # returns: no exit
+    assert stop.received is None and capsys.readouterr().err == ""
+    stopped = StopOnSignal()
+    stopped.received, stopped.step, stopped.checkpoint = signal.SIGTERM, 7, "/r/last.ckpt"  # stopped after step 7
+    stopped.on_train_end(SimpleNamespace(), None)
+    with pytest.raises(SystemExit) as exc:
+        report_signal_stop(stopped, ["fit"])
+    assert exc.value.code == 143 and "stopped by SIGTERM after step 7" in capsys.readouterr().err

@@ -88,6 +88,22 @@ def test_final_md_says_when_a_run_has_fewer_evaluations_than_last(sweep, tmp_pat
     assert "| Reacher-v5 | slow | 2 | 40–80 | 2–4 |" in text and "| Reacher-v5 | mlp | 4 | 80 | 4 |" in text
 
 
+def test_runs_pruned_by_asha_are_left_out_and_said_to_be(sweep, tmp_path, capsys):
+    folder, _ = sweep
+    report(str(folder), str(tmp_path / "before"), last=2, reps=50)
+    assert "pruned" not in (tmp_path / "before" / "final.md").read_text()
+    write_run(folder, "mlp-seed4", "mlp", 4, [0.0, -50.0], state="pruned")  # below the others at its rung
+    record = json.loads((folder / "mlp-seed4" / "sweep_run.json").read_text())
+    (folder / "mlp-seed4" / "sweep_run.json").write_text(json.dumps({**record, "pruned_at_frames": 42.0}))
+    result = report(str(folder), str(tmp_path / "r"), last=2, reps=50)
+    assert {r["variant"]: r["runs"] for r in result["final"]}["mlp"] == 4  # the pruned one is not counted
+    assert "skipped mlp-seed4/version_0: pruned by the sweep's ASHA scheduler at 42 frames" in capsys.readouterr().out
+    assert "mlp-seed4/version_0: pruned by the sweep's ASHA scheduler at 42 frames\n" in (
+        tmp_path / "r" / "skipped.txt").read_text()
+    assert "\n1 run(s) pruned by the sweep's ASHA scheduler are left out (skipped.txt): each variant's scores are " \
+           "those of its runs that survived" in (tmp_path / "r" / "final.md").read_text()
+
+
 def test_runs_outside_a_sweep_are_named_by_algorithm_and_critic(tmp_path):
     write_run(tmp_path, "a", "mlp", 0, [1.0, 2.0], sweep=False)
     result = report(str(tmp_path), str(tmp_path / "r"), last=1, reps=50)

@@ -64,7 +64,8 @@ def test_grid_is_crossed_with_seeds_in_order(tmp_path):
     ("grid: {critic: {}}\nseeds: [0]", "the grid is empty"),
     ("grid: {critic: 3}", "must be a list of values"),
     ("seeds: [a]", "seeds="),
-    ("scheduler: asha", r"scheduler must be a mapping with keys type, max_t, grace_period, reduction_factor, got 'asha'"),
+    ("scheduler: asha", r"scheduler must be a mapping with keys type, max_t, grace_period, reduction_factor, "
+                        r"got 'asha'"),
     ("scheduler: {type: asha, max_t: 10, grace_period: 1, metric: x}", "unknown scheduler key 'metric'"),
     ("scheduler: {type: asha, grace_period: 1}", "scheduler needs max_t"),
     ("scheduler: {type: hyperband, max_t: 10, grace_period: 1}",
@@ -72,7 +73,8 @@ def test_grid_is_crossed_with_seeds_in_order(tmp_path):
     ("scheduler: {type: asha, max_t: 0, grace_period: 1}", "scheduler.max_t=0 is not allowed: expected a positive"),
     ("scheduler: {type: asha, max_t: 10, grace_period: 2.5}", "scheduler.grace_period=2.5 is not allowed"),
     ("scheduler: {type: asha, max_t: 10, grace_period: 1, reduction_factor: 1}",
-     r"scheduler.reduction_factor=1 is not allowed: expected a number > 1$"),
+     r"scheduler.reduction_factor=1 is not allowed: expected a number in \[1.5, 100\]$"),
+    ("scheduler: {type: asha, max_t: 10, grace_period: 1, reduction_factor: .inf}", "reduction_factor=inf"),
     ("scheduler: {type: asha, max_t: 10, grace_period: 20}",
      r"scheduler.grace_period=20 is not allowed: expected <= max_t \(10\)$"),
 ])
@@ -90,11 +92,31 @@ def test_a_scheduler_makes_pruned_runs_final(tmp_path):
     assert asha.scheduler == Scheduler("asha", 4000, 500, 4.0) and final_states(asha) == ("done", "pruned")
 
 
-def test_a_first_rung_before_the_first_update_is_refused(tmp_path):
-    path = sweep_file(tmp_path, "seeds: [0]\nscheduler: {type: asha, max_t: 400, grace_period: 20}")
-    with pytest.raises(ConfigurationError, match=r"^run seed0: scheduler.grace_period=20 is not allowed: expected > "
-                                                 r"the run's learning_starts \(20\), or its first rung compares"):
-        validate(load_sweep(path), str(tmp_path), [], report=lambda line: None)
+@pytest.mark.parametrize("extra, fit_options, message", [
+    ("", [], r"^run seed0: scheduler.grace_period=20 is not allowed: expected > the run's learning_starts \(20\), "
+             r"or its first rung ranks policies never updated$"),
+    ("", ["--model.init_args.learning_starts", "19", "--trainer.max_steps", "19"],
+     r"^run seed0: scheduler.grace_period=20 is not allowed: expected <= the run's 19 frames "
+     r"\(trainer.max_steps x frames_per_batch\), or the scheduler never acts$"),
+    ("grid: {algo: {sac: {}, td3: {model.class_path: hyperrl.algos.TD3}}}",
+     ["--model.init_args.learning_starts", "19"],
+     r"^a scheduler ranks the runs of one algorithm: run sac-seed0 is hyperrl.algos.SAC, run td3-seed0 is "
+     r"hyperrl.algos.TD3; sweep each algorithm in its own file$"),
+    ("grid: {task: {reacher: {config: REACHER}, pendulum: {}}}", ["--model.init_args.learning_starts", "19"],
+     r"^a scheduler would rank runs reacher-seed0 \(Reacher-v5\) and pendulum-seed0 \(InvertedPendulum-v5\) "
+     r"against each other: give the environment a grid axis of its own"),
+])
+def test_what_ranking_runs_needs_is_checked_before_any_run(tmp_path, extra, fit_options, message):
+    (tmp_path / "reacher.yaml").write_text("model:\n  init_args:\n    env: Reacher-v5\n")  # the environment, not
+    extra = extra.replace("REACHER", str(tmp_path / "reacher.yaml"))  # through model.init_args.env: one scheduler
+    path = sweep_file(tmp_path, f"{extra}\nseeds: [0]\nscheduler: {{type: asha, max_t: 400, grace_period: 20}}")
+    with pytest.raises(ConfigurationError, match=message):
+        validate(load_sweep(path), str(tmp_path), fit_options, report=lambda line: None)
+
+
+def test_a_scheduler_over_one_algorithm_and_an_environment_axis_passes(tmp_path):
+    path = sweep_file(tmp_path, "grid: {model.init_args.env: [InvertedPendulum-v5, Reacher-v5]}\nseeds: [0]\n"
+                                "scheduler: {type: asha, max_t: 400, grace_period: 20}")
     validate(load_sweep(path), str(tmp_path), ["--model.init_args.learning_starts", "19"], report=lambda line: None)
 
 
@@ -135,3 +157,19 @@ def test_help_lists_the_experiment_commands(capsys):
         assert exc.code in (0, None)
     out = capsys.readouterr().out
     assert "fit" in out and "sweep" in out and "analyze gradients" in out and "report" in out
+
+
+def test_progress_scores_the_newest_evaluation_at_its_frames_and_skips_a_row_being_written(tmp_path):
+    from hyperrl.experiments.sweep_file import progress
+
+    version = tmp_path / "version_0"
+    version.mkdir()
+    assert progress(str(tmp_path)) == {"score": pytest.approx(float("nan"), nan_ok=True)}  # nothing logged yet
+    rows = ["step,eval/return,train/frames", "9,-150.5,", "49,,50.0", "59,-120.25,", "99,,100.0"]
+    (version / "metrics.csv").write_text("\r\n".join(rows) + "\r\n")
+    assert progress(str(tmp_path)) == {"train/frames": 100.0, "score": -120.25, "metric": "eval/return",
+                                       "score_frames": 50.0}
+    (version / "metrics.csv").write_text("\r\n".join(rows) + "\r\n109,-99.75,")  # the logger mid-row
+    assert progress(str(tmp_path))["score"] == -120.25
+    (version / "metrics.csv").write_text("\r\n".join(rows[:2]) + "\r\n")  # scored before any frames were logged
+    assert "score_frames" not in progress(str(tmp_path))

@@ -19,7 +19,7 @@ import pytest
 
 from hyperrl.errors import ConfigurationError
 from hyperrl.experiments.sweep import run_sweep
-from hyperrl.experiments.sweep_file import progress, read_run_file
+from hyperrl.experiments.sweep_file import progress, read_run_file, update_run_file
 
 from conftest import run_entry
 from test_sweep import sweep_file
@@ -184,39 +184,105 @@ def test_a_rerun_after_the_sweep_was_killed_runs_nothing_twice(tune, tmp_path):
         assert metric_steps(out / run / "version_0") == [29, 59]  # one fit's metrics, not two side by side
 
 
+def test_each_environment_gets_its_own_asha(tune, tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from hyperrl.experiments.asha import per_environment_asha
+    from hyperrl.experiments.sweep_file import load_sweep
+
+    sweep = load_sweep(sweep_file(tmp_path, """
+        grid:
+          model.init_args.env: [Reacher-v5, Pendulum-v1]
+        seeds: [0, 1]
+        scheduler: {type: asha, max_t: 40, grace_period: 10, reduction_factor: 2}
+        """))
+    scheduler = per_environment_asha(sweep)
+    trials = {run.name: SimpleNamespace(trial_id=run.name, config={"run": run.name}) for run in sweep.runs}
+    for trial in trials.values():
+        scheduler.on_trial_add(None, trial)
+
+    def decide(run: str, score: float) -> str:
+        return scheduler.on_trial_result(None, trials[run], {"score_frames": 12, "score": score})
+
+    # the first run at a rung goes on; a later one below the best half of its environment's stops; Pendulum's
+    # scores are never compared with Reacher's
+    assert decide("Reacher-v5-seed0", -5.0) == TrialScheduler.CONTINUE
+    assert decide("Pendulum-v1-seed0", -900.0) == TrialScheduler.CONTINUE
+    assert decide("Reacher-v5-seed1", -9.0) == TrialScheduler.STOP
+    assert decide("Pendulum-v1-seed1", -800.0) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, trials["Pendulum-v1-seed1"], {"score": float("nan")}) == "CONTINUE"
+
+
 @pytest.mark.slow
 def test_asha_prunes_the_worse_run_which_stays_pruned_and_out_of_the_report(tune, tmp_path, capsys,
                                                                             no_stale_log_streams):
     from hyperrl.experiments.report import discover
 
-    # Pendulum's rewards are <= 0 and InvertedPendulum's >= 1 per step: whatever the policies, the Pendulum run
-    # scores below the other at every rung. One run at a time, in grid order: the InvertedPendulum run reports at
-    # the rungs first (nothing to compare with: it goes on), then the Pendulum run is compared with it.
+    # Reacher-v5 with both reward weights 0 scores 0 whatever the policy; with the default weights every step costs
+    # its distance to the target (> 0): below 0 at every rung. One run at a time, in grid order: the zero-reward run
+    # reports at the rungs first (nothing to compare with: it goes on), then the other is compared with it.
     path = sweep_file(tmp_path, """
         grid:
-          model.init_args.env: [InvertedPendulum-v5, Pendulum-v1]
+          reward:
+            zero: {model.init_args.env: Reacher-v5,
+                   model.init_args.env_kwargs: {reward_dist_weight: 0, reward_control_weight: 0}}
+            paid: {model.init_args.env: Reacher-v5}
         seeds: [0]
         scheduler: {type: asha, max_t: 400, grace_period: 100, reduction_factor: 2}
         """)
     out = tmp_path / "out"
     states = run_sweep(path, str(out), max_parallel=1, fit_options=["--trainer.max_steps", "1500"], check=False)
     text = capsys.readouterr().out
-    assert text.index("InvertedPendulum-v5-seed0: running") < text.index("Pendulum-v1-seed0: running"), text
-    assert states == {"InvertedPendulum-v5-seed0": "done", "Pendulum-v1-seed0": "pruned"}, text
-    record = read_run_file(str(out / "Pendulum-v1-seed0"))
+    assert text.index("zero-seed0: running") < text.index("paid-seed0: running"), text
+    assert states == {"zero-seed0": "done", "paid-seed0": "pruned"}, text
+    record = read_run_file(str(out / "paid-seed0"))
     assert record["state"] == "pruned" and record["metric"] == "eval/return" and record["score"] < 0
-    assert 100 <= record["score_frames"] <= record["pruned_at_frames"] < 1500
+    assert 100 <= record["score_frames"] <= record["pruned_at_frames"] < 1500 and record["returncode"] == 143
     stopped = re.search(r"hyperrl: stopped by SIGTERM after step (\d+): checkpoint (\S+);",
-                        (out / "Pendulum-v1-seed0" / "fit.log").read_text())
+                        (out / "paid-seed0" / "fit.log").read_text())
     assert stopped and os.path.isfile(stopped.group(2)) and int(stopped.group(1)) < 1499  # its fit stopped cleanly
-    assert re.search(r"\] Pendulum-v1-seed0: pruned by ASHA at \d+ frames \(eval/return -\d+\.\d at \d+ frames\)",
-                     text)
+    assert re.search(r"\] paid-seed0: pruned by ASHA at \d+ frames \(eval/return -\d+\.\d at \d+ frames\)", text)
     assert "1 done, 1 pruned, 0 skipped (done or pruned before), 0 failed, 2 runs" in text
+    assert read_run_file(str(out / "zero-seed0"))["score"] is None  # only a pruned run's record has one
     # the same command: both final, nothing runs again
     assert run_sweep(path, str(out), fit_options=["--trainer.max_steps", "1500"], check=False) == {
-        "InvertedPendulum-v5-seed0": "skipped", "Pendulum-v1-seed0": "skipped"}
-    assert "Pendulum-v1-seed0: pruned before: skipped" in capsys.readouterr().out
+        "zero-seed0": "skipped", "paid-seed0": "skipped"}
+    assert "paid-seed0: pruned before: skipped" in capsys.readouterr().out
     runs, skipped = discover(str(out))
-    assert {r.name for r in runs} == {"InvertedPendulum-v5-seed0"}
+    assert {r.name for r in runs} == {"zero-seed0"}
     assert [reason for _, reason in skipped] == [f"pruned by the sweep's ASHA scheduler at "
                                                  f"{record['pruned_at_frames']:.0f} frames"]
+
+
+@pytest.mark.parametrize("child, state, code", [
+    ("import sys; sys.stdin.read(); sys.exit(143)", "pruned", 143),  # still running: stopped, last.ckpt written
+    ("pass", "done", 0),  # ran to its end while the scheduler decided: the prune is void
+    ("import sys; sys.exit(1)", "failed", 1),  # failed meanwhile: a failure, not a prune
+])
+def test_a_prune_is_recorded_only_for_a_fit_it_stopped(tune, tmp_path, child, state, code):
+    from types import SimpleNamespace
+
+    from hyperrl.experiments.sweep import _tune_classes
+
+    run_dir = tmp_path / "r-seed0"
+    run_dir.mkdir()
+    trainable, lines = _tune_classes({"r-seed0": []}, str(tmp_path), 1, 30.0, ("done", "pruned"))
+    trial = object.__new__(trainable)  # the trial's state as setup() leaves it, around a stand-in fit
+    trial.dir, trial.start, trial.before = str(run_dir), time.monotonic(), "running"
+    trial.log, trial.lock = open(run_dir / "fit.log", "ab"), open(run_dir / ".run.lock", "w")  # noqa: SIM115
+    update_run_file(str(run_dir), name="r-seed0", state="running")
+    trial.proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE)
+    if code != 143:
+        trial.proc.wait()  # it ended between step()'s last look and the scheduler's stop
+    result = {"state": "running", "score": -5.0, "metric": "eval/return", "score_frames": 200.0,
+              "train/frames": 210.0, "node": "n", "resumed": False, "done": True}  # Tune: done = stopped
+    lines().on_trial_result(0, [], SimpleNamespace(config={"run": "r-seed0"}, trial_id="x"), result)
+    assert read_run_file(str(run_dir))["state"] == "pruned"
+    trial.cleanup()
+    record = read_run_file(str(run_dir))
+    assert record["state"] == state and record["returncode"] == code
+    assert (record["pruned_at_frames"] is None) == (state == "done")
+    trial.proc = None
+    assert trial.step()["score"] != trial.step()["score"]  # a skipped result has a (NaN) score: ASHA's metric

@@ -69,6 +69,8 @@ class StopOnSignal(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._restore()
+        if self.step is None:  # a signal after the last training step (in the last evaluation): the run ended on its
+            self.received = None  # own, with its final checkpoint; nothing was stopped
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore()

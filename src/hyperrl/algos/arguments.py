@@ -38,9 +38,15 @@ def _describe_number(hint: type) -> str:
     intervals = {"v>=0 and v<=1": "[0, 1]", "v>0 and v<=1": "(0, 1]", "v>0 and v<1": "(0, 1)"}
     if not integer and expression in intervals:
         return f"a number in {intervals[expression]}"
-    kind = "an integer" if integer else "a number"
-    single = re.fullmatch(r"v([<>]=?)(-?[\d.e+-]+)", expression)  # one bound: "a number > 1"
-    return f"{kind} {single.group(1)} {single.group(2)}" if single else f"{kind} with {expression}"
+    kind, number = "an integer" if integer else "a number", r"(-?[\d.e+-]+)"
+    single = re.fullmatch(rf"v([<>]=?){number}", expression)  # one bound: "a number > 1"
+    if single:
+        return f"{kind} {single.group(1)} {single.group(2)}"
+    both = re.fullmatch(rf"v(>=?){number} and v(<=?){number}", expression)  # "a number in [1.5, 100]"
+    if both:
+        low, high = "[" if both.group(1) == ">=" else "(", "]" if both.group(3) == "<=" else ")"
+        return f"{kind} in {low}{both.group(2)}, {both.group(4)}{high}"
+    return f"{kind} with {expression}"
 
 
 def _options(hint: Any) -> list[Any]:

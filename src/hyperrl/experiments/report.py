@@ -49,6 +49,7 @@ METRICS = ("eval/return", "eval/test_tasks_return", "eval/test_after_return")
 # a metric whose runs also get a companion curve: (metric, companion, label of the metric, label of the companion)
 PAIRED = {"eval/test_after_return": ("eval/test_before_return", "after", "before")}
 META_ALGORITHMS = ("MAML", "ContextMAML", "MetaSAC", "PEARL")
+PRUNED = "pruned by the sweep's ASHA scheduler"  # the reason a pruned run is skipped
 
 
 @dataclass
@@ -179,8 +180,7 @@ def run_scores(run_dir: str, metric: str | None = None) -> list[RunScores]:
     record = read_run_file(run_dir) or read_run_file(os.path.dirname(os.path.normpath(run_dir)))
     if record.get("state") == "pruned":  # stopped early: its curve ends where the scheduler stopped it
         frames = record.get("pruned_at_frames")
-        raise ValueError(f"pruned by the sweep's ASHA scheduler at {frames:.0f} frames" if frames is not None else
-                         "pruned by the sweep's ASHA scheduler")
+        raise ValueError(f"{PRUNED} at {frames:.0f} frames" if frames is not None else PRUNED)
     env = init.get("env")
     if not env:
         raise ValueError("no model.init_args.env in config.yaml")
@@ -467,6 +467,11 @@ def report(folder: str, out: str | None = None, last: int = 5, reps: int = 2000,
     _write_csv(os.path.join(out, "improvement.csv"), improvement_rows)
     figures = plot_curves(curve_rows, out, {(r.env, r.variant): r.metric for r in runs})
     final_md = markdown_final(final_rows, last)
+    pruned = sum(reason.startswith(PRUNED) for _, reason in skipped)
+    if pruned:  # the survivors of a scheduler are the runs that did well early: a selected sample
+        final_md += (f"\n{pruned} run(s) pruned by the sweep's ASHA scheduler are left out (skipped.txt): each "
+                     "variant's scores are those of its runs that survived, which favours the seeds that did well "
+                     "early. Compare the settings you pick on fresh seeds in a sweep without a scheduler.\n")
     improvement_md = markdown_improvement(improvement_rows)
     with open(os.path.join(out, "final.md"), "w") as f:
         f.write(final_md)

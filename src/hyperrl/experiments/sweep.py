@@ -7,10 +7,11 @@
 The sweep file expands to runs ``<labels>-seed<N>`` (:mod:`hyperrl.experiments.sweep_file`); every distinct setting
 is checked before anything starts. ``<out>/<run>/sweep_run.json`` is a run's one record (queued, running, done,
 failed, stopped, pruned): a run done there (or pruned, under a scheduler) is skipped, the others are the trials of
-one ``tune.grid_search``, under Ray Tune's ASHA scheduler when the sweep file asks for it. A trial runs the fit in a child process (its own threads, signal handlers and crash) that
-resumes from the run's ``last.ckpt``. Ctrl-C / SIGTERM stop the experiment through Tune (running fits checkpoint,
-queued runs never start): one summary line, exit 130 / 143. A lock on ``<out>`` refuses a second sweep into it; a
-lock on each run, held by its fit, makes a re-run wait for a fit still stopping.
+one ``tune.grid_search``, under Ray Tune's ASHA scheduler when the sweep file asks for it. A trial runs the fit in
+a child process (its own threads, signal handlers and crash) that resumes from the run's ``last.ckpt``. Ctrl-C /
+SIGTERM stop the experiment through Tune (running fits checkpoint, queued runs never start): one summary line, exit
+130 / 143. A lock on ``<out>`` refuses a second sweep into it; a lock on each run, held by its fit, makes a re-run
+wait for a fit still stopping.
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ from hyperrl.experiments.sweep_file import (
 from hyperrl.runs import take_lock
 
 LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "fit.log", ".run.lock", ".sweep.lock", ".tune"
+PRUNED_FIELDS = ("pruned_at_frames", "score", "metric", "score_frames")  # what a pruned run's record adds
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+INSTALL = "hyperrl sweep needs Ray Tune, which is not installed: pip install 'hyperrl[ray]'"
 
 
 def final_states(sweep: Sweep) -> tuple[str, ...]:
     """The states a (re-)run skips: ``pruned`` too when the sweep has a scheduler (without one, a run pruned by an
     earlier sweep resumes from its ``last.ckpt`` and runs to its end)."""
     return ("done", "pruned") if sweep.scheduler else ("done",)
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-INSTALL = "hyperrl sweep needs Ray Tune, which is not installed: pip install 'hyperrl[ray]'"
 
 
 def _fit_child(args: list[str]) -> None:
@@ -97,7 +99,7 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
             self.log.write(f"\n$ OMP_NUM_THREADS={threads} hyperrl {' '.join(args)}\n".encode())
             self.log.flush()
             update_run_file(self.dir, state="running", command=["hyperrl", *args], resumed=self.resumed,
-                             node=socket.gethostname(), threads=threads, error="")
+                             node=socket.gethostname(), threads=threads, error="", **dict.fromkeys(PRUNED_FIELDS))
             self.start = time.monotonic()
             self.proc = subprocess.Popen(  # its own session: a terminal's Ctrl-C reaches the sweep, not the fit
                 [sys.executable, "-m", "hyperrl.experiments.sweep", *args], stdin=subprocess.PIPE, stdout=self.log,
@@ -105,27 +107,39 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
                 pass_fds=(self.lock.fileno(),), start_new_session=True)
 
         def step(self):  # short steps: Tune's stop request waits for the step to return
-            if self.proc is None:
-                return {"state": "skipped", "before": self.before, "done": True}
+            if self.proc is None:  # (a score: a scheduler's metric must be in every result)
+                return {"state": "skipped", "before": self.before, "done": True, "score": float("nan")}
             try:
                 code = self.proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 return {"state": "running", "node": socket.gethostname(), "resumed": self.resumed,
                         **progress(self.dir)}
-            self.proc, wall = None, round(time.monotonic() - self.start, 1)
-            error = error_line(self.log.name) if code else ""
-            update_run_file(self.dir, state="failed" if code else "done", returncode=code, wall_s=wall, error=error)
+            wall, error = self.record_end(code)
             if code:
                 raise RuntimeError(f"exit {code}: {error}")
             return {"state": "done", "wall_s": wall, "done": True, **progress(self.dir)}
 
+        def record_end(self, code: int) -> tuple[float, str]:
+            """Record the fit's end: done (it ran to its end) or failed."""
+            self.proc, wall = None, round(time.monotonic() - self.start, 1)
+            error = error_line(self.log.name) if code else ""
+            fields = {} if code else dict.fromkeys(PRUNED_FIELDS)  # a prune that came as the fit ended is void
+            update_run_file(self.dir, state="failed" if code else "done", returncode=code, wall_s=wall, error=error,
+                            **fields)
+            return wall, error
+
         def cleanup(self):
-            if self.proc is not None and self.proc.poll() is None:
+            code = None if self.proc is None else self.proc.poll()
+            if self.proc is not None and code is None:
                 self.proc.stdin.close()  # the fit stops after its current step, with last.ckpt written
                 code = self.proc.wait()
-                # the scheduler's stop was recorded by the driver before the trial was stopped: it stays "pruned"
-                pruned = read_run_file(self.dir).get("state") == "pruned"
-                update_run_file(self.dir, state="pruned" if pruned else "stopped", returncode=code, error="")
+                if code == 128 + signal.SIGTERM:
+                    # a scheduler's stop was recorded by the driver before the trial was stopped: it stays "pruned"
+                    pruned = read_run_file(self.dir).get("state") == "pruned"
+                    update_run_file(self.dir, state="pruned" if pruned else "stopped", returncode=code, error="")
+                    self.proc = None
+            if self.proc is not None:  # the fit ended on its own meanwhile (its last step) or failed
+                self.record_end(code)
             self.log.close()
             self.lock.close()
 
@@ -137,8 +151,9 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             now, state, frames = time.monotonic(), result["state"], result.get("train/frames")
-            if state == "running" and result.get("done"):  # a running fit the scheduler stops (Tune marks it done)
-                directory = os.path.join(out, trial.config["run"])
+            directory = os.path.join(out, trial.config["run"])
+            if state == "running" and result.get("done") and read_run_file(directory).get("state") == "running":
+                # a running fit the scheduler stops (Tune marks its result done before the trial is stopped)
                 update_run_file(directory, state="pruned", pruned_at_frames=frames, score=result["score"],
                                 metric=result["metric"], score_frames=result["score_frames"])
                 _say(names, trial.config["run"], f"pruned by ASHA at {int(frames)} frames ({result['metric']} "
@@ -261,6 +276,8 @@ def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, ma
 
     import ray
 
+    from hyperrl.experiments.asha import per_environment_asha
+
     before = signal.getsignal(signal.SIGTERM)
     _connect_ray(address, sweep.resources)
     _stop_on_sigterm()
@@ -268,12 +285,8 @@ def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, ma
         cpus = float(sweep.resources.get("cpus", 1))
         jobs = {r.name: fit_args(sweep, r, out, fit_options) for r in sweep.runs}
         trainable, lines = _tune_classes(jobs, out, max(1, int(cpus)), progress_every, final_states(sweep))
-        scheduler = None
-        if sweep.scheduler:  # stop_last_trials=False: max_t places the rungs, the fit's max_steps ends a run
-            scheduler = tune.schedulers.ASHAScheduler(
-                time_attr="score_frames", metric="score", mode="max", max_t=sweep.scheduler.max_t,
-                grace_period=sweep.scheduler.grace_period, reduction_factor=sweep.scheduler.reduction_factor,
-                stop_last_trials=False)
+        scheduler = per_environment_asha(sweep) if sweep.scheduler else None
+        os.environ["TUNE_RESULT_BUFFER_LENGTH"] = "1"  # one result per step: a stop acts on the result it judged
         shutil.rmtree(os.path.join(out, TUNE_DIR), ignore_errors=True)  # only Tune's bookkeeping
         tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus, "gpu": float(sweep.resources.get("gpus", 0))}),
@@ -286,9 +299,26 @@ def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, ma
                 checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                 failure_config=tune.FailureConfig(max_failures=retries)),
         ).fit()
+        if not _SIGNALS:  # a pruned fit Tune stopped at the experiment's end may still be writing its checkpoint
+            _wait_for_fits(out, [n for n in todo if read_run_file(os.path.join(out, n)).get("state") == "pruned"])
     finally:
         ray.shutdown()  # a local instance stops; a cluster only loses this driver
         signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
+def _wait_for_fits(out: str, runs: list[str], timeout: float = 120.0) -> None:
+    """Wait (at most ``timeout`` s in all) until no fit of ``runs`` holds its run lock."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    for run in runs:
+        with open(os.path.join(out, run, RUN_LOCK), "a") as lock:
+            while time.monotonic() < deadline:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.2)
 
 
 def _summary(states: dict[str, str], out: str, start: float, final: str = "done") -> dict[str, str]:

@@ -37,7 +37,7 @@ class Run:
     settings: list[tuple[str, object]]  # (dotted key, value), in command-line order
 
 
-AboveOne = restricted_number_type("AboveOne", float, (">", 1))
+ReductionFactor = restricted_number_type("ReductionFactor", float, [(">=", 1.5), ("<=", 100)])
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Scheduler:
     type: Literal["asha"]
     max_t: PositiveInt
     grace_period: PositiveInt
-    reduction_factor: AboveOne = 4.0
+    reduction_factor: ReductionFactor = 4.0
 
 
 @dataclass
@@ -203,7 +203,7 @@ def validate(sweep: Sweep, out: str, fit_options: list[str], report=print) -> No
 
     from hyperrl.cli import main as cli_main
 
-    combos: dict[str, Run] = {}
+    combos, configs = {}, []
     for run in sweep.runs:
         combos.setdefault(json.dumps(run.settings[:-1], sort_keys=True, default=str), run)
     report(f"checking {len(combos)} distinct setting(s) of {len(sweep.runs)} runs with hyperrl fit --print_config")
@@ -217,14 +217,11 @@ def validate(sweep: Sweep, out: str, fit_options: list[str], report=print) -> No
         if code:
             lines = [line for line in err.getvalue().splitlines() if line.strip()] or [f"exit status {code}"]
             raise ConfigurationError(f"run {run.name}: {lines[-1].removeprefix('hyperrl: error: ')}")
-        model = (yaml.safe_load(printed.getvalue()) or {}).get("model") or {}
+        config = yaml.safe_load(printed.getvalue()) or {}
+        model = config.get("model") or {}
         if not model.get("class_path"):
             continue
-        starts = (model.get("init_args") or {}).get("learning_starts")
-        if sweep.scheduler and isinstance(starts, int) and sweep.scheduler.grace_period <= starts:
-            raise ConfigurationError(
-                f"run {run.name}: scheduler.grace_period={sweep.scheduler.grace_period} is not allowed: expected > "
-                f"the run's learning_starts ({starts}), or its first rung compares policies never updated")
+        configs.append((run, config))
         cls, init_args = pydoc.locate(str(model["class_path"])), model.get("init_args") or {}
         try:
             try:
@@ -236,6 +233,42 @@ def validate(sweep: Sweep, out: str, fit_options: list[str], report=print) -> No
                 cls(**init_args)
         except ConfigurationError as exc:
             raise ConfigurationError(f"run {run.name}: {exc}") from None
+    if sweep.scheduler:
+        _check_scheduler(sweep.scheduler, configs)
+
+
+def _check_scheduler(scheduler: Scheduler, configs: list[tuple[Run, dict]]) -> None:
+    """What ranking runs needs of them (``configs``: each run and its printed config): one algorithm (one score), an
+    environment per scheduler (the runs' ``model.init_args.env`` setting, see ``hyperrl.experiments.asha``), and
+    (SAC, TD3) a first rung after the first update and within the run."""
+    grace, classes, envs = scheduler.grace_period, {}, {}
+    for run, config in configs:
+        model = config.get("model") or {}
+        init = model.get("init_args") or {}
+        classes.setdefault(str(model.get("class_path")), run.name)
+        envs.setdefault(str(dict(run.settings).get("model.init_args.env", "")), {}).setdefault(str(init.get("env")),
+                                                                                               run.name)
+        starts, per_step = init.get("learning_starts"), init.get("frames_per_batch")
+        steps = (config.get("trainer") or {}).get("max_steps")
+        problem = None
+        if isinstance(starts, int) and grace <= starts:
+            problem = f"expected > the run's learning_starts ({starts}), or its first rung ranks policies never updated"
+        elif isinstance(per_step, int) and isinstance(steps, int) and 0 < steps * per_step < grace:
+            problem = (f"expected <= the run's {steps * per_step} frames (trainer.max_steps x frames_per_batch), or "
+                       "the scheduler never acts")
+        if problem:
+            raise ConfigurationError(f"run {run.name}: scheduler.grace_period={grace} is not allowed: {problem}")
+    if len(classes) > 1:
+        (first, a), (second, b) = list(classes.items())[:2]
+        raise ConfigurationError(f"a scheduler ranks the runs of one algorithm: run {a} is {first}, run {b} is "
+                                 f"{second}; sweep each algorithm in its own file")
+    for found in envs.values():
+        if len(found) > 1:
+            (first, a), (second, b) = list(found.items())[:2]
+            raise ConfigurationError(
+                f"a scheduler would rank runs {a} ({first}) and {b} ({second}) against each other: give the "
+                "environment a grid axis of its own (model.init_args.env: [...]) so that each environment gets its "
+                "own scheduler")
 
 
 def read_run_file(directory: str) -> dict:
@@ -292,7 +325,11 @@ def progress(directory: str) -> dict:
     with contextlib.suppress(OSError, ValueError, csv.Error):
         for version in version_folders(directory)[-1:]:
             with open(os.path.join(directory, version, "metrics.csv"), newline="") as f:
-                for row in csv.DictReader(f):
+                text = f.read()
+            lines = text.splitlines(keepends=True)
+            complete = lines if text.endswith("\n") else lines[:-1]  # a row being written is read next time
+            for row in csv.DictReader(complete):
+                if None not in row.values():  # (a short row: one the logger was still writing)
                     frames = float(row["train/frames"]) if row.get("train/frames") else frames
                     scores.update({m: (float(row[m]), frames) for m in METRICS if row.get(m)})
     found = {"score": float("nan")} | ({"train/frames": frames} if frames is not None else {})
