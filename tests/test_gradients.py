@@ -168,6 +168,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no analysis snapshots" in err[0]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "gradients", str(tmp_path / "file")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and err[0].endswith("file: not a folder")
     monkeypatch.setitem(sys.modules, "hyperrl.analysis.pg_variance", None)  # an installation without that analysis
     with pytest.raises(SystemExit) as exc:
         main(["analyze", "pg-variance"])
@@ -188,6 +193,20 @@ def sac_run(tmp_path_factory):
     callback = AnalysisSnapshots(every_n_steps=20)
     make_trainer(folder, max_steps=50, callbacks=[callback]).fit(model)
     return folder / "run" / "v", model
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_analysis(sac_run, tmp_path, capsys, monkeypatch):
+    from hyperrl.analysis import gradients
+    from hyperrl.commands import main
+
+    run_dir, _ = sac_run
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(gradients, "analyse", lambda *a, **k: pytest.fail("the analysis ran"))
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "gradients", str(run_dir), "--out", str(tmp_path / "file" / "g")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "file is a file, not a folder (set another place with --out)" \
+        in err[0]
 
 
 def test_snapshots_every_n_steps_and_at_the_end_rebuild_the_module(sac_run):

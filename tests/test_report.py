@@ -129,6 +129,25 @@ def test_a_folder_without_runs_is_one_line_exit_2(tmp_path, capsys):
     write_run(tmp_path, "x", "mlp", 0, [])
     with pytest.raises(ConfigurationError, match="no run with evaluations"):
         report(str(tmp_path))
+    with pytest.raises(ConfigurationError, match=r"--reps 0 is not allowed: expected a positive integer"):
+        report(str(tmp_path), reps=0)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigurationError, match=r"the report folder .*file/r cannot be created: .*file is a file, "
+                                                 r"not a folder \(set another place with --out\)"):
+        report(str(tmp_path), str(tmp_path / "file" / "r"))
+    with pytest.raises(ConfigurationError, match=r"file: not a folder$"):
+        report(str(tmp_path / "file"))
+
+
+def test_runs_a_sweep_has_not_finished_are_said_to_be(sweep, tmp_path):
+    folder, _ = sweep
+    report(str(folder), str(tmp_path / "before"), last=2, reps=50)
+    assert "not finished" not in (tmp_path / "before" / "final.md").read_text()
+    record = json.loads((folder / "mlp-seed0" / "sweep_run.json").read_text())
+    (folder / "mlp-seed0" / "sweep_run.json").write_text(json.dumps({**record, "state": "stopped"}))
+    report(str(folder), str(tmp_path / "r"), last=2, reps=50)
+    assert "\n1 run(s) have not finished (1 stopped, by their sweep records): their scores are at fewer frames" in (
+        tmp_path / "r" / "final.md").read_text()
 
 
 def write_meta_run(folder, name, class_path, init, rows, header, sweep_labels=None, seed=0):

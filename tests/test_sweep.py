@@ -120,6 +120,19 @@ def test_a_scheduler_over_one_algorithm_and_an_environment_axis_passes(tmp_path)
     validate(load_sweep(path), str(tmp_path), ["--model.init_args.learning_starts", "19"], report=lambda line: None)
 
 
+def test_a_mistyped_callback_option_points_to_the_callbacks_help(tmp_path):
+    path = sweep_file(tmp_path, """
+        overrides:
+          trainer.val_check_interval: 30
+          trainer.callbacks+: {class_path: hyperrl.analysis.AnalysisSnapshots, init_args: {every_n_step: 10}}
+        seeds: [0]
+        """)
+    with pytest.raises(ConfigurationError, match=r"unknown option 'every_n_step' for hyperrl.analysis."
+                                                 r"AnalysisSnapshots: closest: every_n_steps \(hyperrl fit "
+                                                 r"--trainer.callbacks.help hyperrl.analysis.AnalysisSnapshots "):
+        validate(load_sweep(path), str(tmp_path), [], report=lambda line: None)
+
+
 def test_overrides_fit_would_reject_are_caught_before_any_run(tmp_path):
     bad_key = load_sweep(sweep_file(tmp_path, "grid: {}\nseeds: [0]\n", "a.yaml"))
     bad_key.runs[0].settings.insert(0, ("model.init_args.no_such_option", 1))

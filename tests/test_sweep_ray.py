@@ -260,6 +260,8 @@ def test_asha_prunes_the_worse_run_which_stays_pruned_and_out_of_the_report(tune
     ("import sys; sys.stdin.read(); sys.exit(143)", "pruned", 143),  # still running: stopped, last.ckpt written
     ("pass", "done", 0),  # ran to its end while the scheduler decided: the prune is void
     ("import sys; sys.exit(1)", "failed", 1),  # failed meanwhile: a failure, not a prune
+    # still starting (no SIGTERM handler yet): killed by the signal, which is the stop asked for
+    ("import os, signal, sys; sys.stdin.read(); os.kill(os.getpid(), signal.SIGTERM)", "pruned", -15),
 ])
 def test_a_prune_is_recorded_only_for_a_fit_it_stopped(tune, tmp_path, child, state, code):
     from types import SimpleNamespace
@@ -274,7 +276,7 @@ def test_a_prune_is_recorded_only_for_a_fit_it_stopped(tune, tmp_path, child, st
     trial.log, trial.lock = open(run_dir / "fit.log", "ab"), open(run_dir / ".run.lock", "w")  # noqa: SIM115
     update_run_file(str(run_dir), name="r-seed0", state="running")
     trial.proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE)
-    if code != 143:
+    if code not in (143, -15):
         trial.proc.wait()  # it ended between step()'s last look and the scheduler's stop
     result = {"state": "running", "score": -5.0, "metric": "eval/return", "score_frames": 200.0,
               "train/frames": 210.0, "node": "n", "resumed": False, "done": True}  # Tune: done = stopped
@@ -286,3 +288,18 @@ def test_a_prune_is_recorded_only_for_a_fit_it_stopped(tune, tmp_path, child, st
     assert (record["pruned_at_frames"] is None) == (state == "done")
     trial.proc = None
     assert trial.step()["score"] != trial.step()["score"]  # a skipped result has a (NaN) score: ASHA's metric
+
+
+def test_a_changed_sweep_file_into_the_same_folder_and_the_sweeps_own_fit_options_are_refused(tune, tmp_path):
+    out = tmp_path / "out"
+    path = sweep_file(tmp_path)
+    (out / "seed0").mkdir(parents=True)
+    update_run_file(str(out / "seed0"), name="seed0", state="done",
+                    settings={"configs": ["/elsewhere.yaml"], "settings": [["model.init_args.seed", 0]]})
+    with pytest.raises(ConfigurationError, match=r"seed0 holds a run of other settings \(.*\): give another --out, "
+                                                 r"or remove that folder to run it anew$"):
+        run_sweep(path, str(out), check=False)
+    for option in (["--trainer.default_root_dir", "/tmp/x"], ["--ckpt_path=/tmp/last.ckpt"]):
+        name = option[0].split("=")[0]
+        with pytest.raises(ConfigurationError, match=rf"^-- {name} is not allowed: the sweep gives each run its own"):
+            run_sweep(path, str(out), fit_options=option, check=False)

@@ -143,9 +143,13 @@ def _unknown_option(key: str, class_path: str) -> str:
 
     from jsonargparse import ArgumentParser
 
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import Logger
+
     module, name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(getattr(importlib.import_module(module), name), fail_untyped=False)
+    parser.add_class_arguments(cls, fail_untyped=False)
     valid = [k for k in parser.get_defaults().keys() if "." not in k]
     network = key.removesuffix("_kwargs")
     if key.endswith("_kwargs") and network in valid:  # the form before networks took class_path/init_args
@@ -153,7 +157,9 @@ def _unknown_option(key: str, class_path: str) -> str:
                 f"{network}: {{class_path: ..., init_args: {{...}}}} (docs/cli.md, 'Choosing a network')")
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     hint = f"closest: {', '.join(close)}" if close else f"expected one of {', '.join(valid)}"
-    return f"unknown option {key!r} for {class_path}: {hint} (hyperrl fit --model.help {name} lists them)"
+    listing = (f"--trainer.callbacks.help {class_path}" if issubclass(cls, Callback) else
+               f"--trainer.logger.help {class_path}" if issubclass(cls, Logger) else f"--model.help {name}")
+    return f"unknown option {key!r} for {class_path}: {hint} (hyperrl fit {listing} lists them)"
 
 
 def configuration_error_in(exc: BaseException, kinds: tuple[type[BaseException], ...] = ()) -> BaseException | None:

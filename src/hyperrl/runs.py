@@ -288,7 +288,7 @@ def checkpoint_dirs(config) -> list[tuple[str, str]]:
     return found
 
 
-def check_writable(path: str | None, what: str = "run folder") -> None:
+def check_writable(path: str | None, what: str = "run folder", flag: str = "--trainer.default_root_dir") -> None:
     """Raise :class:`ConfigurationError` unless files can be created in ``path`` (or, if it does not exist yet, in
     the folders that would hold it). Creates nothing that stays: the deepest existing folder is probed with a
     temporary file, which is the truth where permission bits are not (root, read-only mounts, ``chattr +i``)."""
@@ -304,7 +304,7 @@ def check_writable(path: str | None, what: str = "run folder") -> None:
     if not os.path.isdir(existing):
         raise ConfigurationError(
             f"the {what} {path} cannot be created: {existing} is a file, not a folder (set another place with "
-            "--trainer.default_root_dir)"
+            f"{flag})"
         )
     import tempfile
 
@@ -313,7 +313,7 @@ def check_writable(path: str | None, what: str = "run folder") -> None:
     except OSError as exc:
         raise ConfigurationError(
             f"the {what} {path} cannot be written: {existing} is not writable ({exc.strerror or exc}); set another "
-            "place with --trainer.default_root_dir"
+            f"place with {flag}"
         ) from exc
     os.close(fd)
     os.unlink(probe)

@@ -44,6 +44,7 @@ import numpy as np
 
 from hyperrl.errors import ConfigurationError, require_positive
 from hyperrl.jsonio import dumps, write_json
+from hyperrl.runs import check_writable
 
 
 # --------------------------------------------------------------------------------------------- estimators
@@ -292,8 +293,9 @@ def find_runs(folder: str) -> list[str]:
     """Run folders at or under ``folder`` that hold analysis snapshots."""
     from hyperrl.analysis.snapshots import SNAPSHOT_DIR, find_snapshots
 
-    if not os.path.isdir(folder):
-        raise ConfigurationError(f"{folder}: no such folder")
+    from hyperrl.experiments.report import check_folder
+
+    check_folder(folder)
     runs = []
     for root, dirs, _ in os.walk(folder):
         dirs.sort()
@@ -659,10 +661,12 @@ def main(argv: list[str]) -> int:
         raise ConfigurationError("give a run or sweep folder, or --from-json GRADIENTS_JSON (one of the two)")
     if args.from_json is not None:
         return _main_from_json(args.from_json, args.out, args.seed)
+    out = args.out or os.path.join(args.folder, "gradients")
+    find_runs(args.folder)  # the folder and its snapshots, then the output folder: before hours of analysis
+    check_writable(out, "output folder", flag="--out")
     result = analyse(args.folder, states=args.states, actions=args.actions, rollouts=args.rollouts, sigma=args.sigma,
                      hold=args.hold, gamma=args.gamma, horizon=args.horizon, bootstrap=args.bootstrap, seed=args.seed,
                      max_snapshots=args.max_snapshots)
-    out = args.out or os.path.join(args.folder, "gradients")
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "gradients.json"), result)
     plot_cosine(result, os.path.join(out, "cosine.png"))
@@ -695,6 +699,8 @@ def _main_from_json(path: str, out: str | None, seed: int) -> int:
         raise ConfigurationError(
             f"--from-json {path}: not a gradients.json of hyperrl analyze gradients ({type(exc).__name__}: {exc})"
         ) from None
+    if out is not None:
+        check_writable(out, "output folder", flag="--out")
     windows = aggregate(result, seed=seed)
     text = aggregate_markdown(windows)
     if out is not None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hyperrl.errors import ConfigurationError
+from hyperrl.runs import check_writable
 
 METRICS = ("eval/return", "eval/test_tasks_return", "eval/test_after_return")
 # a metric whose runs also get a companion curve: (metric, companion, label of the metric, label of the companion)
@@ -244,10 +245,15 @@ def drop_duplicates(runs: list[RunScores], keep: str = "refuse") -> tuple[list[R
     return [r for r in runs if r.path not in drop_paths], dropped
 
 
+def check_folder(folder: str) -> None:
+    """One line unless ``folder`` is a folder."""
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"{folder}: {'not a folder' if os.path.exists(folder) else 'no such folder'}")
+
+
 def discover(folder: str, metric: str | None = None) -> tuple[list[RunScores], list[tuple[str, str]]]:
     """Usable runs under ``folder`` and ``(run folder, reason)`` for the others."""
-    if not os.path.isdir(folder):
-        raise ConfigurationError(f"{folder}: no such folder")
+    check_folder(folder)
     from hyperrl.experiments.sweep_file import read_run_file
 
     candidates, sweep_runs = [], []
@@ -440,6 +446,23 @@ def markdown_improvement(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unfinished_note(runs: list[RunScores]) -> str:
+    """A line for ``final.md`` when some runs of a sweep have not finished (stopped, failed, running, queued): their
+    scores are at fewer frames (the table's frames column)."""
+    from hyperrl.experiments.sweep_file import read_run_file
+
+    states = {}
+    for path in {r.path for r in runs}:
+        record = read_run_file(path) or read_run_file(os.path.dirname(os.path.normpath(path)))
+        if record.get("state") not in (None, "done"):
+            states[record["state"]] = states.get(record["state"], 0) + 1
+    if not states:
+        return ""
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    return (f"\n{sum(states.values())} run(s) have not finished ({counts}, by their sweep records): their scores are "
+            "at fewer frames (column frames).\n")
+
+
 def report(folder: str, out: str | None = None, last: int = 5, reps: int = 2000, seed: int = 0,
            metric: str | None = None, stream=None, duplicates: str = "refuse") -> dict:
     """Write the report of ``folder`` into ``out`` (default ``<folder>/report``); returns the tables."""
@@ -450,10 +473,14 @@ def report(folder: str, out: str | None = None, last: int = 5, reps: int = 2000,
         raise ConfigurationError(f"--last {last!r} is not allowed: expected a positive integer")
     if duplicates not in ("refuse", "newest"):
         raise ConfigurationError(f"--duplicates {duplicates!r} is not allowed: expected refuse or newest")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ConfigurationError(f"--reps {reps!r} is not allowed: expected a positive integer")
+    check_folder(folder)
+    out = out or os.path.join(folder, "report")
+    check_writable(out, "report folder", flag="--out")
     runs, skipped = discover(folder, metric)
     runs, dropped = drop_duplicates(runs, duplicates)
     skipped += dropped
-    out = out or os.path.join(folder, "report")
     os.makedirs(out, exist_ok=True)
     for path, reason in skipped:
         print(f"skipped {os.path.relpath(path, folder)}: {reason}", file=stream)
@@ -466,7 +493,7 @@ def report(folder: str, out: str | None = None, last: int = 5, reps: int = 2000,
     _write_csv(os.path.join(out, "final.csv"), final_rows)
     _write_csv(os.path.join(out, "improvement.csv"), improvement_rows)
     figures = plot_curves(curve_rows, out, {(r.env, r.variant): r.metric for r in runs})
-    final_md = markdown_final(final_rows, last)
+    final_md = markdown_final(final_rows, last) + unfinished_note(runs)
     pruned = sum(reason.startswith(PRUNED) for _, reason in skipped)
     if pruned:  # the survivors of a scheduler are the runs that did well early: a selected sample
         final_md += (f"\n{pruned} run(s) pruned by the sweep's ASHA scheduler are left out (skipped.txt): each "

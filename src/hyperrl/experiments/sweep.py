@@ -28,12 +28,14 @@ import time
 from hyperrl.errors import ConfigurationError
 from hyperrl.experiments.sweep_file import (
     Sweep,
+    check_same_settings,
     error_line,
     fit_args,
     last_checkpoint,
     load_sweep,
     progress,
     read_run_file,
+    run_settings,
     update_run_file,
     validate,
 )
@@ -133,7 +135,7 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
             if self.proc is not None and code is None:
                 self.proc.stdin.close()  # the fit stops after its current step, with last.ckpt written
                 code = self.proc.wait()
-                if code == 128 + signal.SIGTERM:
+                if code in (128 + signal.SIGTERM, -signal.SIGTERM):  # (killed: still starting, no handler yet)
                     # a scheduler's stop was recorded by the driver before the trial was stopped: it stays "pruned"
                     pruned = read_run_file(self.dir).get("state") == "pruned"
                     update_run_file(self.dir, state="pruned" if pruned else "stopped", returncode=code, error="")
@@ -239,6 +241,10 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ConfigurationError(f"{flag} {value!r} is not allowed: expected an integer >= {low}")
     sweep, fit_options = load_sweep(path), list(fit_options or [])
+    for option in fit_options:  # the sweep's own: each run's folder and the checkpoint it resumes from
+        if option.split("=")[0] in ("--trainer.default_root_dir", "--ckpt_path"):
+            raise ConfigurationError(f"-- {option.split('=')[0]} is not allowed: the sweep gives each run its own "
+                                     "folder (<out>/<run>) and resumes it from its last.ckpt; give --out instead")
     try:
         from ray import tune
     except ImportError:
@@ -252,11 +258,16 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
                      f"another sweep ({{holder}}) is running into {out}: wait for it to end, or give another --out")
     with lock:  # released when this sweep returns or raises, not when the file object is collected
         names, todo, start = [r.name for r in sweep.runs], [], time.monotonic()
+        settings = {r.name: run_settings(sweep, r) for r in sweep.runs}
+        for run in sweep.runs:
+            check_same_settings(os.path.join(out, run.name), settings[run.name])
         for run in sweep.runs:
             directory = os.path.join(out, run.name)
             os.makedirs(directory, exist_ok=True)
-            # the grid's labels and seed, which hyperrl report groups runs by (written into done records too)
-            state = update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed).get("state")
+            # the grid's labels and seed, which hyperrl report groups runs by (written into done records too), and
+            # the settings it runs with, which a later sweep into this folder must share
+            state = update_run_file(directory, name=run.name, labels=run.labels, seed=run.seed,
+                                    settings=settings[run.name]).get("state")
             if state in final_states(sweep):
                 _say(names, run.name, f"{state} before: skipped")
             else:

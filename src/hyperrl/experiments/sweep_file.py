@@ -145,7 +145,7 @@ def _scheduler(path: str, spec) -> Scheduler | None:
         _fail(path, f"unknown scheduler key {unknown[0]!r}; allowed keys: {', '.join(names)}")
     missing = [n for n in ("type", "max_t", "grace_period") if n not in spec]
     if missing:
-        _fail(path, f"scheduler needs {missing[0]} (in environment frames for max_t and grace_period)")
+        _fail(path, f"scheduler needs {missing[0]}" + (" (environment frames)" if missing[0] != "type" else ""))
     try:
         check_arguments(Scheduler, spec)
     except ConfigurationError as exc:
@@ -269,6 +269,24 @@ def _check_scheduler(scheduler: Scheduler, configs: list[tuple[Run, dict]]) -> N
                 f"a scheduler would rank runs {a} ({first}) and {b} ({second}) against each other: give the "
                 "environment a grid axis of its own (model.init_args.env: [...]) so that each environment gets its "
                 "own scheduler")
+
+
+def run_settings(sweep: Sweep, run: Run) -> dict:
+    """What makes a run: its base configs and its settings from the sweep file (not the ``-- FIT OPTIONS``, which
+    may change between sweeps: a larger ``max_steps`` extends the runs left), as plain JSON data."""
+    return json.loads(json.dumps({"configs": sweep.configs, "settings": run.settings}, default=str))
+
+
+def check_same_settings(directory: str, settings: dict) -> None:
+    """Refuse a run folder that holds a run of other settings (a changed sweep file into the same ``--out``)."""
+    recorded = read_run_file(directory).get("settings")
+    if recorded is None or recorded == settings:
+        return
+    old, new = dict(map(tuple, recorded["settings"])), dict(map(tuple, settings["settings"]))
+    differing = next((k for k in [*new, *old] if old.get(k) != new.get(k)), "the base configs")
+    raise ConfigurationError(
+        f"{directory} holds a run of other settings ({differing}: {old.get(differing)!r} there, "
+        f"{new.get(differing)!r} now): give another --out, or remove that folder to run it anew")
 
 
 def read_run_file(directory: str) -> dict:
