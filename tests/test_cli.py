@@ -130,6 +130,8 @@ def bad_checkpoints(tmp_path_factory):
         trainer.save_checkpoint(root / f"{name}.ckpt")
     (root / "truncated.ckpt").write_bytes((root / "td3.ckpt").read_bytes()[:1000])
     (root / "garbage.ckpt").write_bytes(b"not a checkpoint\n")
+    (root / "text.ckpt").write_bytes(b"hello\n")  # the legacy reader: a bare KeyError
+    (root / "short.ckpt").write_bytes(b"abc")  # a bare IndexError
     (root / "empty.ckpt").write_bytes(b"")
     return root
 
@@ -140,6 +142,9 @@ def bad_checkpoints(tmp_path_factory):
     [
         ("truncated", "cannot be read as a checkpoint (truncated or corrupt?): it is an incomplete zip archive"),
         ("garbage", "neither a zip archive nor a pickle, as torch.save writes (byte 'n' where a pickle"),
+        ("text", "neither a zip archive nor a pickle, as torch.save writes (the legacy reader stopped with KeyError)"),
+        ("short", "neither a zip archive nor a pickle, as torch.save writes (the legacy reader stopped with "
+                  "IndexError)"),
         ("empty", "empty"),
         ("td3", "another algorithm than SAC"),
         ("sac_mlp", "critic=MLPCritic there, SAHyperCritic here"),
@@ -347,6 +352,22 @@ def test_a_typed_error_says_or_null_only_for_a_setting_that_takes_null(capsys):
         code, _, err = run_cli([*quick, option, "0"], capsys)
         [line] = error_lines(err)
         assert code == 2 and line.endswith(expected), line
+
+
+@pytest.mark.parametrize("config", ["quickstart.yaml", "meta/maml_quickstart.yaml", "meta/quickstart.yaml"])
+@pytest.mark.parametrize("seed", ["-3", "4294967296", "99999999999999999999999"])
+def test_a_seed_outside_numpys_range_is_one_line_for_every_algorithm(config, seed, capsys):
+    code, _, err = run_cli(["fit", "--config", str(CONF / config), "--model.seed", seed, "--print_config"], capsys)
+    [line] = error_lines(err)
+    assert code == 2 and line.endswith(f"seed={seed} is not allowed: expected Seed (v>=0 and v<=4294967295)"), line
+
+
+def test_a_seed_outside_numpys_range_is_refused_in_python():
+    from hyperrl.algos import SAC
+    from hyperrl.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"^seed=-1 is not allowed: expected an integer in \[0, 4294967295\]$"):
+        SAC(env="Pendulum-v1", critic="mlp", seed=-1)
 
 
 @pytest.mark.parametrize("args", [["--model.critic", "mlp"], ["--model.critic.help", "SAHyperCritic"]])

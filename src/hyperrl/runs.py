@@ -107,6 +107,9 @@ def _load_failure(exc: BaseException) -> str:
     if "WeightsUnpickler error:" in reason:  # skip torch's paragraph on weights_only
         reason = reason.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip()
         reason = f"unpickling failed: {reason}"
+    if isinstance(exc, (KeyError, IndexError, EOFError)) or not reason.strip():  # the legacy reader's bare errors
+        return (f"its bytes are neither a zip archive nor a pickle, as torch.save writes (the legacy reader stopped "
+                f"with {type(exc).__name__})")
     return reason.split(". ")[0][:200] or type(exc).__name__
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 
-from hyperrl.algos.arguments import check_arguments
+from hyperrl.algos.arguments import Seed, check_arguments
 from hyperrl.algos.base import Algorithm, detached
 from hyperrl.data import OffPolicyData
 from hyperrl.envs import check_env_id, make_env
@@ -81,7 +81,7 @@ class OffPolicyAlgorithm(Algorithm):
         frames_per_batch: PositiveInt = 1,
         updates_per_batch: PositiveInt = 1,
         eval_episodes: PositiveInt = 10,
-        seed: int = 0,
+        seed: Seed = 0,
         fused_adam: bool | None = None,
         env_kwargs: dict[str, Any] | None = None,
         compile: bool = False,

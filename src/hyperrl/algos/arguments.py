@@ -21,6 +21,9 @@ from jsonargparse.typing import restricted_number_type
 
 from hyperrl.errors import ConfigurationError
 
+#: a seed numpy and gymnasium accept: ``0 <= v <= 2**32 - 1``
+Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", 2**32 - 1)])
+
 #: ``0 < v <= 1`` (a Polyak coefficient)
 LeftOpenUnitInterval = restricted_number_type("LeftOpenUnitInterval", float, [(">", 0), ("<=", 1)])
 

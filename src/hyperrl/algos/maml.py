@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from hyperrl.algos.arguments import Seed, check_arguments
 from hyperrl.algos.base import Algorithm
 from hyperrl.algos.returns import advantages, masked_mean
 from hyperrl.algos.trpo import flat, natural_gradient_step, trpo_step
@@ -151,7 +152,7 @@ class MAML(Algorithm):
         self,
         env: str = "hyperrl/Navigation2D-v0",
         split: str = "default",
-        task_seed: int = 0,
+        task_seed: Seed = 0,
         n_train_tasks: int | None = None,
         n_test_tasks: int | None = None,
         n_ood_tasks: int | None = None,
@@ -176,11 +177,12 @@ class MAML(Algorithm):
         cpu_threads: int | None = 1,
         compile: bool = False,
         cudagraphs: bool = False,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.hparams_networks_as_data()
+        check_arguments(MAML.__init__, {"seed": seed, "task_seed": task_seed})
         self._check_settings()
         self.env_spec = check_task_env_id(env)
         self.pools = make_task_pools(env, task_seed, split, **maml_pool_sizes(env, split, n_train_tasks, n_test_tasks,

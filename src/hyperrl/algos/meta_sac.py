@@ -52,7 +52,7 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativ
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from hyperrl.algos.arguments import LeftOpenUnitInterval, check_arguments
+from hyperrl.algos.arguments import LeftOpenUnitInterval, Seed, check_arguments
 from hyperrl.algos.base import (
     Algorithm,
     check_lr_decay,
@@ -148,7 +148,7 @@ class ContextSAC(Algorithm):
         n_train_tasks: int | None = None,
         n_test_tasks: int | None = None,
         n_ood_tasks: int | None = None,
-        task_seed: NonNegativeInt = 0,
+        task_seed: Seed = 0,
         policy: PolicyChoice = "hyper",
         tanh_log_prob: Literal["exact", "pearl"] = "exact",
         critic: MetaCriticChoice = "hyper",
@@ -167,7 +167,7 @@ class ContextSAC(Algorithm):
         tasks_per_iteration: PositiveInt = 5,
         updates_per_iteration: PositiveInt = 2000,
         eval_train_tasks: PositiveInt | None = None,
-        seed: NonNegativeInt = 0,
+        seed: Seed = 0,
         fused_adam: bool | None = None,
         lr_decay_updates: tuple[int, int] | None = None,
         lr_decay_final: ClosedUnitInterval = 0.0,
