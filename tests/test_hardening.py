@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_cli import TINY, error_lines, run_cli
+from test_cli import CONF, TINY, error_lines, run_cli
 
 from hyperrl.callbacks import RunProgressBar
 
@@ -451,6 +451,18 @@ def test_precision_16_is_refused_not_remapped(tmp_path, capsys, monkeypatch):
     assert code == 2, err
     lines = error_lines(err)
     assert len(lines) == 1 and "--trainer.precision 16-mixed is not allowed" in lines[0], err
+
+
+@pytest.mark.parametrize("args", [["--trainer.precision", "bf16"],  # the alias docs/cli.md accepts
+                                  ["--config", str(CONF / "meta" / "maml_quickstart.yaml")]])  # vector envs
+def test_fits_print_no_library_warnings(args, tmp_path):
+    """In a fresh process (a warning is shown once per process, TorchRL's once per import)."""
+    base = TINY if args[0] != "--config" else []
+    done = subprocess.run([sys.executable, "-m", "hyperrl.commands", "fit", *base, *args, "--trainer.max_steps", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    shown = done.stdout + done.stderr
+    # a warning's line: "<file>.py:<line>: [Category:] message" (Lightning's drop the category)
+    assert done.returncode == 0 and not re.search(r"\.py:\d+: ", shown), shown[-2000:]
 
 
 # ---------------------------------------------------------------------------------------------- logs off a terminal

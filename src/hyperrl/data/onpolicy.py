@@ -111,8 +111,10 @@ class OnPolicyData:
 
             vec = gym.vector.SyncVectorEnv([make for _ in range(rows)],
                                            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+            # GymWrapper of a vector env is itself a TransformedEnv (its autoreset transform): one flat TransformedEnv,
+            # as TorchRL's default makes it, asked for explicitly (the default warns)
             env = TransformedEnv(GymWrapper(vec, device="cpu"),
-                                 Compose(DoubleToFloat(), self._action_clip(vec.envs[0].action_space)))
+                                 Compose(DoubleToFloat(), self._action_clip(vec.envs[0].action_space)), auto_unwrap=True)
             env.set_seed(self.seed * 1000 + 17 * (1 + STREAMS.index(stream)) + rows)
             saved = self._env_states.pop(f"{stream}:{rows}", None)
             if saved is not None:
