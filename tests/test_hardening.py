@@ -548,3 +548,20 @@ def test_a_signal_after_the_last_training_step_stops_nothing(capsys):
     with pytest.raises(SystemExit) as exc:
         report_signal_stop(stopped, ["fit"])
     assert exc.value.code == 143 and "stopped by SIGTERM after step 7" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["building the model", "setting up the fit"])
+def test_ctrl_c_before_training_is_one_line_exit_130(where, tmp_path, capsys, monkeypatch):
+    """Ctrl-C before the training loop (where the clean stop is installed): outside Lightning it is a bare
+    KeyboardInterrupt, inside Lightning's fit an exit(1) after Lightning caught it; both end in one line and 130."""
+    from hyperrl.algos import Algorithm, SAC
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(SAC if where == "building the model" else Algorithm,
+                        "__init__" if where == "building the model" else "setup", interrupt)
+    code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2"], capsys)
+    assert code == 130 and "Traceback" not in err, err
+    assert error_lines(err) == ["hyperrl: interrupted: stopped at once, nothing saved since the last checkpoint"], err

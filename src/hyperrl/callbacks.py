@@ -38,6 +38,7 @@ class StopOnSignal(Callback):
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.interrupted = False  # a KeyboardInterrupt reached Lightning (Ctrl-C before training, or a second one)
         self.step: int | None = None
         self.checkpoint: str | None = None
         self._previous: dict[int, Any] = {}
@@ -74,6 +75,7 @@ class StopOnSignal(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore()
+        self.interrupted = self.interrupted or isinstance(exception, KeyboardInterrupt)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._restore()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from typing import Optional
 
@@ -345,6 +346,14 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"hyperrl: {failure[0]}", file=sys.stderr)
         sys.exit(failure[1])
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Ctrl-C before training started (the clean stop needs the training loop), or a second Ctrl-C: Lightning
+        # turns one it catches into exit(1)
+        stop = getattr(_cli_class.last, "stop_on_signal", None)
+        if isinstance(exc, SystemExit) and not (exc.code == 1 and stop is not None and stop.interrupted):
+            raise
+        print("hyperrl: interrupted: stopped at once, nothing saved since the last checkpoint", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     finally:
         if getattr(_cli_class.last, "lock", None) is not None:
             _cli_class.last.lock.close()
