@@ -22,7 +22,7 @@ from hyperrl.commands import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "sweep", "report", "analyze")
+SUBCOMMANDS = ("fit", "validate", "sweep", "report", "analyze")
 #: a placeholder or a shortened command: ``<file>``, ``...``, ``[--out DIR]``, ``SWEEP_FILE``, ``conf/X.yaml``, ``a|b``
 PLACEHOLDER = re.compile(r"\.\.\.|…|<|\[-|/[A-Z]\b|\b[A-Z][A-Z_]{2,}\b|\|")
 

@@ -270,11 +270,10 @@ def test_top_level_help_imports_nothing_heavy():
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
-    from lightning.pytorch.cli import LightningCLI
-
+    from hyperrl.cli import _cli_class
     from hyperrl.help_cache import SUBCOMMANDS
 
-    assert set(SUBCOMMANDS) == set(LightningCLI.subcommands())
+    assert set(SUBCOMMANDS) == set(_cli_class().subcommands()) == {"fit", "validate"}  # no test/predict steps
     assert all(f"  {name} " in proc.stdout for name in SUBCOMMANDS)
 
 
@@ -548,6 +547,12 @@ def test_a_signal_after_the_last_training_step_stops_nothing(capsys):
     with pytest.raises(SystemExit) as exc:
         report_signal_stop(stopped, ["fit"])
     assert exc.value.code == 143 and "stopped by SIGTERM after step 7" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_test_and_predict_are_not_offered(subcommand, capsys):
+    code, _, err = run_cli([subcommand, *TINY], capsys)
+    assert code == 2 and "Traceback" not in err and f"'{subcommand}'" in err, err
 
 
 @pytest.mark.parametrize("where", ["building the model", "setting up the fit"])

@@ -118,9 +118,10 @@ def _cli_class():
 
         @staticmethod
         def subcommands() -> dict[str, set[str]]:
-            # every subcommand's --verbose is this CLI's (log levels, model summary): validate/test print their
-            # results as Lightning does by default
-            return {name: {*skip, "verbose"} for name, skip in LightningCLI.subcommands().items()}
+            # fit and validate: the algorithms define no test or predict step. Every subcommand's --verbose is this
+            # CLI's (log levels, model summary): validate prints its results as Lightning does by default
+            return {name: {*skip, "verbose"} for name, skip in LightningCLI.subcommands().items()
+                    if name in ("fit", "validate")}
 
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument(
@@ -234,7 +235,7 @@ def _cli_class():
                 self.lock = lock_run_folder(self.run_folder)  # main() closes it
 
         # before Lightning loads the checkpoint: weights that do not fit get one line naming the file
-        before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+        before_fit = before_validate = _check_ckpt_path
 
     _cli_class.parser = Parser
     return HyperRLCLI
@@ -295,7 +296,7 @@ def _failure(exc: BaseException, misconfiguration: type) -> tuple[str, int] | No
 
 
 def main(args: list[str] | None = None) -> None:
-    """The ``hyperrl`` command (``fit``, ``validate``, ``test``, ``predict``); ``args`` default to ``sys.argv[1:]``."""
+    """The ``hyperrl`` command (``fit``, ``validate``); ``args`` default to ``sys.argv[1:]``."""
     from_argv = args is None or [str(a) for a in args] == sys.argv[1:]  # the console script, or one passing argv on
     args = [str(a) for a in (sys.argv[1:] if from_argv else args)]
     if help_cache.answer(args):  # "hyperrl", "hyperrl --help", a cached "hyperrl fit --help": nothing heavy imported

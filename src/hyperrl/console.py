@@ -33,8 +33,8 @@ def quiet_known_warnings() -> None:
         ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run continues in its own folder
         ".*LightningCLI's args parameter is intended to run from within Python.*",  # main(args) is that use
         ".*precision=bf16. is supported for historical reasons.*",  # docs/cli.md accepts bf16 for bf16-mixed
-        # validate/test/predict of a checkpoint write beside its run and save no checkpoints: nothing to reload
-        ".*The dirpath has changed from .* to '.*[/\\\\](validate|test|predict)-[^/\\\\]*[/\\\\]checkpoints'.*",
+        # validate of a checkpoint writes beside its run and saves no checkpoints: nothing to reload
+        ".*The dirpath has changed from .* to '.*[/\\\\]validate-[^/\\\\]*[/\\\\]checkpoints'.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 

@@ -1,5 +1,5 @@
 """The ``hyperrl`` command's help without importing torch or Lightning: ``hyperrl --help`` from a static text, and
-``hyperrl fit --help`` (and ``validate``, ``test``, ``predict``) from a cache: the text needs Lightning's Trainer
+``hyperrl fit --help`` (and ``validate``) from a cache: the text needs Lightning's Trainer
 and every algorithm class, so building it imports torch, Lightning and TorchRL (seconds, tens of seconds on a loaded
 machine). The first call builds it as usual and stores it; later calls print the stored text without importing
 anything heavy. The cache key covers what the text depends on: the Python, the terminal width argparse wraps to, and
@@ -22,8 +22,6 @@ HELP_FLAGS = ("-h", "--help")
 SUBCOMMANDS = {
     "fit": "Train a model: hyperrl fit --config conf/quickstart.yaml",
     "validate": "Evaluate a checkpoint: hyperrl validate --config <config> --ckpt_path <file>",
-    "test": "Run the test loop of a model",
-    "predict": "Run the predict loop of a model",
 }
 
 HELP = """usage: hyperrl [-h] {%(names)s} ...

@@ -220,7 +220,7 @@ def resolve_run_folder(config, subcommand: str | None) -> str | None:
       ``runs/<config name>``;
     - ``fit --ckpt_path <run>/checkpoints/x.ckpt`` continues in ``<run>`` (same metrics.csv, TensorBoard run and
       checkpoints folder); a ``--trainer.default_root_dir`` elsewhere is refused;
-    - ``validate`` (``test``, ``predict``) of such a checkpoint writes to ``<run>/validate-<checkpoint name>``.
+    - ``validate`` of such a checkpoint writes to ``<run>/validate-<checkpoint name>``.
 
     Paths are made absolute, so a run resumed from another working directory keeps its checkpoint folder. Applying it
     twice changes nothing (``config.yaml`` and ``--print_config`` show the result).
