@@ -354,6 +354,21 @@ def test_a_typed_error_says_or_null_only_for_a_setting_that_takes_null(capsys):
         assert code == 2 and line.endswith(expected), line
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["--model.gamma", "abc"], "gamma=abc is not allowed: expected a float"),
+    (["--model.env_kwargs", "abc"], "env_kwargs=abc is not allowed: expected a mapping or null"),
+    (["--model.actor_hidden", "256"], "actor_hidden=256 is not allowed: expected a list"),
+    (["--trainer.max_steps", "abc"], "trainer.max_steps=abc is not allowed: expected an int"),
+    (["--config", "BAD_YAML"], "batch_size=sixty is not allowed: expected PositiveInt"),
+])
+def test_a_value_of_the_wrong_type_is_named_with_the_type_expected(args, expected, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("model:\n  init_args:\n    batch_size: sixty\n")
+    args = [str(tmp_path / "bad.yaml") if a == "BAD_YAML" else a for a in args]
+    code, _, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), *args, "--print_config"], capsys)
+    [line] = error_lines(err)
+    assert code == 2 and line.endswith(expected), line
+
+
 @pytest.mark.parametrize("config", ["quickstart.yaml", "meta/maml_quickstart.yaml", "meta/quickstart.yaml"])
 @pytest.mark.parametrize("seed", ["-3", "4294967296", "99999999999999999999999"])
 def test_a_seed_outside_numpys_range_is_one_line_for_every_algorithm(config, seed, capsys):

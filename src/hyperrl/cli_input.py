@@ -35,16 +35,16 @@ def one_line(message: str) -> str:
     for line in lines:
         if any(marker in line for marker in ours):
             return line[2:] if line.startswith("- ") else line
-    typed = _typed_setting(str(message), lines)
+    typed = _typed_setting(str(message), lines) or _expected_type(lines)
     if typed:
         return typed
-    keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "')]
-    given = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")]
-    subtypes = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Subtypes:")]
-    if keys and given and subtypes:  # a value none of an optional/union setting's types accepts
-        names = re.findall(r"<class '(?:\w+\.)*(\w+)'>", subtypes[0])
-        allowed = " or ".join("null" if n == "NoneType" else f"an {n}" if n[0] in "aeiou" else f"a {n}" for n in names)
-        return f"{keys[-1]}={given[0]} is not allowed: expected {allowed}"
+    keys = [(i, line.split('"')[1]) for i, line in enumerate(lines) if line.startswith('Parser key "')]
+    if keys:  # a value none of a union setting's types accepts: the innermost such setting's types and value
+        start, key = keys[-1]
+        given = next((m.split(":", 1)[1].strip() for m in lines[start:] if m.startswith("Given value:")), None)
+        subtypes = next((m.split(":", 1)[1].strip() for m in lines[start:] if m.startswith("Subtypes:")), None)
+        if given is not None and subtypes is not None:
+            return f"{key}={given} is not allowed: expected {_type_words(subtypes)}"
     for i, line in enumerate(lines):
         if line.startswith("Expected a <class") and "NoneType" not in line:
             keys = [m for m in lines[:i] if m.startswith('Parser key "')]
@@ -110,6 +110,34 @@ def _preset_class(base: str, name: str) -> str | None:
     return None
 
 
+def _type_words(subtypes: str) -> str:
+    """``[dict[str, typing.Any], <class 'NoneType'>]`` -> ``a mapping or null``."""
+    words = {"dict": "a mapping", "list": "a list", "tuple": "a list", "NoneType": "null"}
+    out = []
+    for plain, generic in re.findall(r"<class '(?:[\w.]+\.)?(\w+)'>|(?:^|[\[ ,])(\w+)\[", subtypes):
+        name = plain or generic
+        word = words.get(name, f"{'an' if name[0] in 'aeiou' else 'a'} {name}")
+        out += [word] if word not in out else []
+    return " or ".join(out) or subtypes
+
+
+def _expected_type(lines: list[str]) -> str | None:
+    """``KEY=VALUE is not allowed: expected a float`` from the innermost ``Expected a <class 'float'>. Got value:
+    VALUE`` of jsonargparse's report (a plain type's refusal, under the model's or an optional setting's union)."""
+    for i, line in enumerate(lines):
+        found = re.match(r"(?:- )?Expected a <class '(?:[\w.]+\.)?(\w+)'>\. Got value: (.*)$", line)
+        if not found or found.group(1) == "NoneType":
+            continue
+        keys = [m.split('"')[1] for m in lines[:i] if m.startswith('Parser key "')]
+        key = keys[-1] if keys else "value"
+        own = max((j for j in range(i) if lines[j].startswith(f'Parser key "{key}"')), default=0)
+        nullable = any(m.startswith("Subtypes:") and "NoneType" in m for m in lines[own:i])
+        name = found.group(1)
+        return (f"{key}={found.group(2)} is not allowed: expected {'an' if name[0] in 'aeiou' else 'a'} {name}"
+                + (" or null" if nullable else ""))
+    return None
+
+
 def _typed_setting(message: str, lines: list[str]) -> str | None:
     """``KEY=VALUE is not allowed: expected TYPE (RULE)`` for a value that a typed setting refuses (a restricted type
     of ``jsonargparse.typing`` such as ``PositiveInt``, or a ``Literal``), else ``None``."""
@@ -126,7 +154,9 @@ def _typed_setting(message: str, lines: list[str]) -> str | None:
         given = re.search(rf"NestedArg\(key='{re.escape(key)}', val='(.*?)'\)", message)
         inline = re.match(r"(.+?) (?:does not conform|not an? )", typed.group(2))
         later = [m.split(":", 1)[1].strip() for m in lines[i:] if m.startswith("Given value:")]
-        value = given.group(1) if given else inline.group(1) if inline else later[0] if later else "?"
+        bad_literal = re.search(r"invalid literal for \w+\(\)(?: with base \d+)?: '(.*)'$", typed.group(2))
+        value = (given.group(1) if given else inline.group(1) if inline else bad_literal.group(1) if bad_literal
+                 else later[0] if later else "?")
         rule = re.search(r"does not conform to restriction (.+)$", typed.group(2))
         own = max((j for j in range(i) if lines[j].startswith(f'Parser key "{key}"')), default=0)
         nullable = any(m.startswith("Subtypes:") and "NoneType" in m for m in lines[own:i])  # an Optional setting
