@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -39,6 +38,7 @@ from hyperrl.experiments.sweep_file import (
     update_run_file,
     validate,
 )
+from hyperrl.experiments.ray_cluster import check_reachable, connect_ray
 from hyperrl.runs import take_lock
 
 LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "fit.log", ".run.lock", ".sweep.lock", ".tune"
@@ -192,46 +192,6 @@ def _say(names: list[str], name: str, text: str) -> None:
     print(f"[{names.index(name) + 1:>{len(str(len(names)))}}/{len(names)}] {name}: {text}", flush=True)
 
 
-def _check_reachable(given: str | None) -> None:
-    match = re.match(r"^(?:ray://)?(\[[^\]]+\]|[^:/\s\[\]]+):(\d+)$", given.strip()) if given else None
-    if match:  # a bounded TCP connect first: Ray retries an unreachable address for minutes
-        try:
-            socket.create_connection((match.group(1).strip("[]"), int(match.group(2))), timeout=10).close()
-        except OSError as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
-            raise ConfigurationError(f"cannot reach the Ray cluster at {given!r} ({reason} within 10 s): is the "
-                                     "head node up (ray start --head) and its port open?") from None
-
-
-def _connect_ray(address: str | None, resources: dict, report=print) -> None:
-    """``ray.init`` (a local instance without ``address`` or ``RAY_ADDRESS``), then check that some node can ever run
-    a trial of ``resources``: Tune would otherwise wait for one forever."""
-    import logging
-
-    import ray
-
-    given = address or os.environ.get("RAY_ADDRESS") or None
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # Ray's and Tune's notes: the sweep prints its own lines
-    os.environ.update(RAY_AIR_NEW_OUTPUT="0", TUNE_PRINT_ALL_TRIAL_ERRORS="0")  # (Tune's tables ignore verbose=0)
-    try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, include_dashboard=False)
-    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ...: the address is the problem
-        text = " ".join(str(exc).split("Traceback")[0].split()) or type(exc).__name__
-        raise ConfigurationError(f"cannot connect to Ray {given or 'local instance'}: {text[:300]}") from None
-    nodes, total = [n for n in ray.nodes() if n.get("Alive")], ray.cluster_resources()
-    report(f"Ray at {given or 'a local instance'}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, "
-           f"{total.get('GPU', 0):g} GPUs")
-    cpus, gpus = float(resources.get("cpus", 1)), float(resources.get("gpus", 0))
-    if not any(n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus for n in nodes):
-        request = f"resources {{cpus: {cpus:g}, gpus: {gpus:g}}}"
-        if given is None:  # the instance this sweep started: it will never grow
-            ray.shutdown()
-            raise ConfigurationError(f"no node of the local Ray instance can run a trial of {request}: lower the "
-                                     "sweep file's resources or give --address of a cluster that has them")
-        report(f"Ray: no node has {request} yet; the runs wait until one joins the cluster")
-
-
 def run_sweep(path: str, out: str | None = None, address: str | None = None, max_parallel: int | None = None,
               fit_options: list[str] | None = None, progress_every: float = 30.0, retries: int = 0,
               check: bool = True) -> dict[str, str]:
@@ -250,7 +210,7 @@ def run_sweep(path: str, out: str | None = None, address: str | None = None, max
     except ImportError:
         raise ConfigurationError(INSTALL) from None
     out = os.path.abspath(out or os.path.join("runs", "sweeps", sweep.name))
-    _check_reachable(address or os.environ.get("RAY_ADDRESS"))  # before the check: a wrong address fails at once
+    check_reachable(address or os.environ.get("RAY_ADDRESS"))  # before the check: a wrong address fails at once
     if check:
         validate(sweep, out, fit_options)
     os.makedirs(out, exist_ok=True)
@@ -290,7 +250,7 @@ def _tune(tune, sweep: Sweep, todo: list[str], out: str, address: str | None, ma
     from hyperrl.experiments.asha import per_environment_asha
 
     before = signal.getsignal(signal.SIGTERM)
-    _connect_ray(address, sweep.resources)
+    connect_ray(address, sweep.resources)
     _stop_on_sigterm()
     try:
         cpus = float(sweep.resources.get("cpus", 1))
