@@ -159,7 +159,8 @@ def test_a_signal_stops_the_sweep_its_fits_checkpoint_and_queued_runs_never_star
         return
     # the same command continues: seed0 from its checkpoint in its own folder, seed1 from the start
     step = int(stopped.group(1))
-    proc, log = start_sweep(path, out, "--max-parallel", "1", "--", "--trainer.max_steps", str(step + 30))
+    target = (step // 30 + 2) * 30  # at least one evaluation (every 30 steps) after the stop, wherever it fell
+    proc, log = start_sweep(path, out, "--max-parallel", "1", "--", "--trainer.max_steps", str(target))
     assert proc.wait(timeout=180) == 0, open(log).read()[-2000:]
     assert "2 done, 0 skipped (done before), 0 failed, 2 runs" in open(log).read()
     assert read_run_file(str(out / "seed0"))["resumed"]
