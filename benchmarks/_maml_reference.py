@@ -304,13 +304,13 @@ def reference_meta_batch(maml, sampler: ReferenceSampler, tasks: list[dict], gen
 
     from hyperrl.algos.returns import advantages
 
-    hp = maml.hparams
-    e = hp.fast_batch_size
+    optim = maml.optim
+    e = maml.sampling.fast_batch_size
     meta = maml._detached(maml.meta_params())
 
     def adv(batch):
-        return advantages(batch["observation"], batch["reward"], batch["mask"], hp.gamma, hp.gae_lambda,
-                          hp.baseline_reg)
+        return advantages(batch["observation"], batch["reward"], batch["mask"], optim.gamma, optim.gae_lambda,
+                          optim.baseline_reg)
 
     out = []
     for task in tasks:
@@ -319,7 +319,7 @@ def reference_meta_batch(maml, sampler: ReferenceSampler, tasks: list[dict], gen
         train = sampler.sample(policy_actor(maml, meta, context, generator), e).tensors(context)
         with torch.no_grad():
             train_adv = adv(train)
-        if hp.adaptation_steps == 0:
+        if maml.adaptation.adaptation_steps == 0:
             out.append((train, train_adv, train, train_adv))
             continue
         adapted = maml._detached(maml.adapt(maml.meta_params(), train, train_adv, create_graph=False))

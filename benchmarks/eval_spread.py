@@ -57,7 +57,7 @@ def spread(path: str, algo: str, repeats: int, test_task_seed: int | None = None
     return {
         "checkpoint": path,
         "step": step,
-        "test_task_seed": test_task_seed if test_task_seed is not None else module.hparams.task_seed,
+        "test_task_seed": test_task_seed if test_task_seed is not None else module.tasks.task_seed,
         "test_returns": [round(r, 3) for r in returns],
         "mean": round(statistics.fmean(returns), 3),
         "sd": round(statistics.stdev(returns), 3) if repeats > 1 else None,

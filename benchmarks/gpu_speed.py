@@ -66,7 +66,7 @@ VARIANTS = (
 _GRAPHS = ["--model.init_args.cudagraphs", "true"]
 _COMPILE = ["--model.init_args.compile", "true"]
 _BF16 = ["--trainer.precision", "bf16-mixed"]
-_BATCH10 = ["--model.init_args.frames_per_batch", "10", "--model.init_args.updates_per_batch", "10"]
+_BATCH10 = ["--model.init_args.replay.frames_per_batch", "10", "--model.init_args.replay.updates_per_batch", "10"]
 #: (name, config, extra fit options, environment frames): the fits of part 2, most informative first
 FITS = (
     ("sac_hyper_cudagraphs_fp32", "conf/sac_hyper.yaml", _GRAPHS, 3000),
@@ -133,7 +133,7 @@ def time_updates(args, device) -> dict:
     from hyperrl.algos import SAC
 
     torch.manual_seed(0)
-    base = SAC(env="HalfCheetah-v5", critic="sa_hyper", batch_size=args.batch_size).to(device)
+    base = SAC(env="HalfCheetah-v5", critic="sa_hyper", replay={"batch_size": args.batch_size}).to(device)
     batch = make_batch(args.batch_size).to(device)
     result = {}
     if device.type == "cpu" and (not args.only or "compiled_fp32" in args.only):
@@ -192,14 +192,14 @@ def fit_fps(name: str, config: str, extra: list[str], steps: int, args, device) 
     """Median ``train/fps`` of the second half of a short ``hyperrl fit`` (a subprocess, as a user runs it)."""
     root = tempfile.mkdtemp(prefix=f"gpu_speed_{name}_")
     frames = int(steps * args.fit_scale)  # environment frames; a training step collects frames_per_batch of them
-    per_batch = int(extra[extra.index("--model.init_args.frames_per_batch") + 1]) \
-        if "--model.init_args.frames_per_batch" in extra else 1
+    per_batch = int(extra[extra.index("--model.init_args.replay.frames_per_batch") + 1]) \
+        if "--model.init_args.replay.frames_per_batch" in extra else 1
     steps = frames // per_batch
     cmd = [sys.executable, "-c", "import sys; from hyperrl.commands import main; sys.exit(main())", "fit",
            "--config", config, "--trainer.accelerator", "gpu" if device.type == "cuda" else "cpu",
            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(10 * steps),
-           "--trainer.default_root_dir", root, "--model.init_args.warmup_frames", str(min(1000, frames // 4)),
-           *extra]
+           "--trainer.default_root_dir", root,
+           "--model.init_args.replay.warmup_frames", str(min(1000, frames // 4)), *extra]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.fit_timeout)

@@ -86,8 +86,8 @@ def main() -> None:
     from hyperrl.algos import MAML
     from hyperrl.algos.trpo import trpo_step
 
-    m = MAML(env=a.env, policy=a.policy, meta_batch_size=a.tasks, fast_batch_size=a.episodes,
-             first_order=a.first_order)
+    m = MAML(env=a.env, policy=a.policy, sampling={"meta_batch_size": a.tasks, "fast_batch_size": a.episodes},
+             adaptation={"first_order": a.first_order})
     m.data = m.make_data()
     e = a.episodes
     sample_s, trpo_s, eps = [], [], []
@@ -191,8 +191,8 @@ def compare_compile(a) -> None:
     from _common import run_info
     from hyperrl.algos import MAML
 
-    kwargs = dict(env=a.env, policy=a.policy, meta_batch_size=a.tasks, fast_batch_size=a.episodes,
-                  first_order=a.first_order)
+    kwargs = dict(env=a.env, policy=a.policy, sampling={"meta_batch_size": a.tasks, "fast_batch_size": a.episodes},
+                  adaptation={"first_order": a.first_order})
     eager, fast = MAML(**kwargs), MAML(**kwargs, compile=True)
     fast.load_state_dict(eager.state_dict())
     eager.data = eager.make_data()

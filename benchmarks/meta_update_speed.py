@@ -119,7 +119,7 @@ class Reference:
 def make_ours():
     from hyperrl.algos import MetaSAC
 
-    module = MetaSAC(env="hyperrl/HalfCheetahVel-v0", n_train_tasks=16, n_test_tasks=2)
+    module = MetaSAC(env="hyperrl/HalfCheetahVel-v0", tasks={"n_train_tasks": 16, "n_test_tasks": 2})
     optimizer = torch.optim.Adam(module.param_groups(), fused=True)
 
     def update(batch):

@@ -74,7 +74,8 @@ def evaluate_runs_in_turn(module, env) -> dict:
             final = []
             for start in range(0, len(tasks), rows):
                 chunk = tasks[start : start + rows]
-                runs = [module.adapt_on_tasks(env, policy, chunk, generator) for _ in range(module.hparams.num_evals)]
+                runs = [module.adapt_on_tasks(env, policy, chunk, generator)
+                        for _ in range(module.evaluation.num_evals)]
                 final += [sum(run[i][-1] for run in runs) / len(runs) for i in range(len(chunk))]
             results[pool] = final
     return results

@@ -4,8 +4,9 @@ What is compared
 ----------------
 * **hyperrl**: ``lightning.Trainer(max_steps=W+N+1, logger=False, enable_checkpointing=False,
   enable_progress_bar=False, val_check_interval=10**9, check_val_every_n_epoch=None, num_sanity_val_steps=0)``
-  fitting ``SAC(env="HalfCheetah-v5", critic="mlp", warmup_frames=W, learning_starts=W)``: TorchRL collector
-  (one frame per training step), TorchRL replay buffer, one SAC update per step (one fused Adam with param groups).
+  fitting ``SAC(env="HalfCheetah-v5", critic="mlp", replay={"warmup_frames": W, "learning_starts": W})``: TorchRL
+  collector (one frame per training step), TorchRL replay buffer, one SAC update per step (one fused Adam with param
+  groups).
 * **plain**: a CleanRL-style loop written here with the same networks (``hyperrl.nn.TanhGaussianPolicy``, twin
   ``make_critic("mlp", ...)`` + target copies): raw gymnasium ``HalfCheetah-v5``, uniformly random actions for the
   first W steps, then policy samples; a numpy replay buffer; once the buffer holds W transitions, every step does
@@ -203,7 +204,8 @@ def hyperrl_run(warmup: int, steps: int, seed: int = 0, defaults: bool = False, 
                     profiler.enable() if step == warmup else profiler.disable()
 
     clock = StepClock()
-    module = SAC(env=ENV_ID, critic="mlp", warmup_frames=warmup, learning_starts=warmup, batch_size=BATCH, seed=seed)
+    replay = {"warmup_frames": warmup, "learning_starts": warmup, "batch_size": BATCH}
+    module = SAC(env=ENV_ID, critic="mlp", replay=replay, seed=seed)
     if not log:
         module.log = module.log_dict = lambda *a, **k: None
     with tempfile.TemporaryDirectory() as logdir:
@@ -266,7 +268,7 @@ def hyperrl_phases(warmup: int, steps: int, seed: int = 0) -> dict[str, list[flo
     from hyperrl.data.offpolicy import TRANSITION_KEYS
     from hyperrl.envs import make_env
 
-    module = SAC(env=ENV_ID, critic="mlp", warmup_frames=warmup, learning_starts=warmup, seed=seed)
+    module = SAC(env=ENV_ID, critic="mlp", replay={"warmup_frames": warmup, "learning_starts": warmup}, seed=seed)
     data = OffPolicyData(lambda: make_env(ENV_ID, seed=seed), module.acting_policy(), 1_000_000, BATCH, 1, warmup)
     batches = iter(data.collector)  # what OffPolicyData.collect() does, split in two
     optimizer = module.configure_optimizers()

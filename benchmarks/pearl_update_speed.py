@@ -155,8 +155,8 @@ class Ours:
         from hyperrl.algos.pearl import PEARL
 
         self.module = PEARL(env="hyperrl/HalfCheetahVel-v0", policy="hyper", critic="hyper", value="hyper",
-                            meta_batch_size=16, batch_size=256, embedding_batch_size=100,
-                            embedding_mini_batch_size=100).to(device)
+                            replay={"meta_batch_size": 16, "batch_size": 256, "embedding_batch_size": 100,
+                                    "embedding_mini_batch_size": 100}).to(device)
         self.optimizer = self.module.configure_optimizers()
 
     def update(self, batch) -> None:

@@ -220,7 +220,7 @@ class Ours:
     def __init__(self, batch_size: int) -> None:
         from hyperrl.algos import SAC
 
-        self.module = SAC(env="HalfCheetah-v5", critic="sa_hyper", batch_size=batch_size)
+        self.module = SAC(env="HalfCheetah-v5", critic="sa_hyper", replay={"batch_size": batch_size})
         self.optimizer = self.module.configure_optimizers()
         self.k = 0
 

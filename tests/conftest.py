@@ -13,18 +13,24 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 TINY_HYPER = {"primary_widths": [16, 16, 32], "blocks_per_stage": 1, "dynamic_hidden": [16]}
 
 
+#: the settings groups of SAC/TD3 (``replay={...}``): a group in tiny_kwargs' overrides is merged onto its tiny one
+GROUPS = ("replay", "optim", "evaluation")
+
+
 def tiny_kwargs(**overrides):
+    """A tiny SAC/TD3's settings; a group given in OVERRIDES (``replay={"batch_size": 8}``) changes only the fields it
+    names, the other tiny ones stay."""
     kwargs = dict(
         env="InvertedPendulum-v5",
         critic=CRITIC.with_settings("sa_hyper", dict(TINY_HYPER)),
         actor_hidden=[32, 32],
-        batch_size=32,
-        buffer_size=10_000,
-        warmup_frames=40,
-        learning_starts=40,
-        eval_episodes=2,
+        replay={"batch_size": 32, "buffer_size": 10_000, "warmup_frames": 40, "learning_starts": 40},
+        evaluation={"eval_episodes": 2},
     )
-    kwargs.update(overrides)
+    for key, value in overrides.items():
+        if key in GROUPS and isinstance(value, dict):
+            value = {**kwargs.get(key, {}), **value}
+        kwargs[key] = value
     return kwargs
 
 

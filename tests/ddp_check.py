@@ -55,10 +55,11 @@ if __name__ == "__main__":
 
         from hyperrl.algos import MetaSAC
 
-        module = MetaSAC(**meta_kwargs(n_train_tasks=6, tasks_per_iteration=2, updates_per_iteration=10))
+        module = MetaSAC(**meta_kwargs(tasks={"n_train_tasks": 6},
+                                     replay={"tasks_per_iteration": 2, "updates_per_iteration": 10}))
     else:
         algo = {"sac": SAC, "td3": TD3, "sac_nan_on_rank_1": nan_on_rank_1(SAC)}[sys.argv[1]]
-        module = algo(**tiny_kwargs(warmup_frames=20, learning_starts=20))
+        module = algo(**tiny_kwargs(replay={"warmup_frames": 20, "learning_starts": 20}))
     if sys.argv[1].endswith("nan_on_rank_1"):
         from hyperrl.errors import NonFiniteLossError
 

@@ -22,10 +22,10 @@ TINY = [
     "--model.critic.blocks_per_stage", "1",
     "--model.critic.dynamic_hidden", "[16]",
     "--model.actor_hidden", "[32, 32]",
-    "--model.batch_size", "32",
-    "--model.warmup_frames", "30",
-    "--model.learning_starts", "30",
-    "--model.eval_episodes", "1",
+    "--model.replay.batch_size", "32",
+    "--model.replay.warmup_frames", "30",
+    "--model.replay.learning_starts", "30",
+    "--model.evaluation.eval_episodes", "1",
     "--trainer.enable_progress_bar", "false",
     "--trainer.enable_model_summary", "false",
     "--trainer.val_check_interval", "40",
@@ -53,16 +53,16 @@ def error_lines(err: str) -> list[str]:
         (["--model.critic", "nope"], "'nope'"),
         (["--model.env", "Nope-v0"], "'Nope-v0'"),
         (["--model.env", "CartPole-v1"], "Discrete"),
-        (["--model.batch_size", "0"], "batch_size=0"),
-        (["--model.actor_lr", "-1"], "actor_lr=-1"),
-        (["--model.critic_lr", "0"], "critic_lr=0"),
+        (["--model.replay.batch_size", "0"], "replay.batch_size=0"),
+        (["--model.optim.actor_lr", "-1"], "optim.actor_lr=-1"),
+        (["--model.optim.critic_lr", "0"], "optim.critic_lr=0"),
         (["--model.critic.dynamic_hidden", "[0]"], "dynamic_hidden"),
         (["--model.critic.depth", "3"], "depth"),
         (["--model.critic", "builtins.dict"], "builtins.dict"),
         (["--model.critic_kwargs", '{"depth": 3}'], "critic_kwargs is no longer a setting"),
-        (["--model.tau", "2"], "tau=2"),
-        (["--model.learning_starts", "200000"], "learning_starts=200000"),
-        (["--model.batch_size", "abc"], "abc"),
+        (["--model.optim.tau", "2"], "optim.tau=2"),
+        (["--model.replay.learning_starts", "200000"], "replay.learning_starts=200000"),
+        (["--model.replay.batch_size", "abc"], "abc"),
         (["--model.bogus", "1"], "bogus"),
         (["--trainer.bogus", "1"], "bogus"),
         (["--ckpt_path", "/nonexistent/file.ckpt"], "/nonexistent/file.ckpt"),
@@ -168,7 +168,7 @@ def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
     --trainer.callbacks.save_top_k -1 keeps them all; a resumed run leaves the old run's checkpoints alone."""
     monkeypatch.chdir(tmp_path)
     paper = ["--config", str(CONF / "sac_hyper.yaml"), *TINY[2:], "--model.env", "InvertedPendulum-v5",
-             "--model.buffer_size", "1000", "--trainer.val_check_interval", "1000",
+             "--model.replay.buffer_size", "1000", "--trainer.val_check_interval", "1000",
              "--trainer.callbacks.every_n_train_steps", "20"]
     runs = tmp_path / "runs" / "sac_hyper"
 
@@ -215,18 +215,18 @@ def test_resume_refuses_model_options_it_would_ignore(capsys, tmp_path, monkeypa
     line (it would be silently ignored), while repeating the run's own settings is fine."""
     monkeypatch.chdir(tmp_path)
     base = ["--config", str(CONF / "sac_hyper.yaml"), *TINY[2:], "--model.env", "InvertedPendulum-v5",
-            "--model.buffer_size", "1000", "--trainer.val_check_interval", "1000"]
+            "--model.replay.buffer_size", "1000", "--trainer.val_check_interval", "1000"]
     code, _, err = run_cli(["fit", *base, "--trainer.max_steps", "20"], capsys)
     assert code == 0, err
     last = tmp_path / "runs" / "sac_hyper" / "version_0" / "checkpoints" / "last.ckpt"
     other_gamma = tmp_path / "other_gamma.yaml"
-    other_gamma.write_text("model:\n  init_args:\n    gamma: 0.9\n")
+    other_gamma.write_text("model:\n  init_args:\n    optim:\n      gamma: 0.9\n")
     for option, needle in [
         # a config FILE whose model settings differ is refused like the command line (every init arg compared)
-        (["--config", str(other_gamma)], f"model settings gamma=0.9 from the config file {other_gamma} are not "
+        (["--config", str(other_gamma)], f"model settings optim.gamma=0.9 from the config file {other_gamma} are not "
                                          "allowed with --ckpt_path"),
         (["--config", str(CONF / "td3_mlp.yaml"), *TINY[2:]], "class_path='hyperrl.algos.TD3'"),
-        (["--model.batch_size", "64"], "--model.batch_size=64 is not allowed with --ckpt_path"),
+        (["--model.replay.batch_size", "64"], "--model.replay.batch_size=64 is not allowed with --ckpt_path"),
         (["--model.init_args.critic=mlp"], "--model.critic='mlp' is not allowed with --ckpt_path"),
         (["--model", "hyperrl.algos.TD3"], "--model.class_path='hyperrl.algos.TD3' is not allowed"),
     ]:
@@ -253,7 +253,7 @@ def test_help_and_print_config(capsys):
     config = yaml.safe_load(out)
     init = config["model"]["init_args"]
     assert config["model"]["class_path"] == "hyperrl.algos.SAC"
-    assert init["critic"] == "sa_hyper" and init["env"] == "HalfCheetah-v5" and init["batch_size"] == 256
+    assert init["critic"] == "sa_hyper" and init["env"] == "HalfCheetah-v5" and init["replay"]["batch_size"] == 256
     assert config["trainer"]["max_steps"] == 1_000_000 and config["trainer"]["val_check_interval"] == 5000
     # checkpoints go through the atomic writer (tests/test_training.py kills it midway)
     assert [p["class_path"] for p in config["trainer"]["plugins"]] == ["hyperrl.checkpoint_io.AtomicCheckpointIO"]
@@ -275,13 +275,14 @@ def test_paper_configs_hold_the_paper_settings(name, algo, critic, critic_lr, ba
     config = yaml.safe_load(out)
     assert config["model"]["class_path"] == f"hyperrl.algos.{algo}"
     init = config["model"]["init_args"]
-    assert (init["critic"], init["batch_size"], init["env"], init["warmup_frames"]) == (critic, batch, "HalfCheetah-v5", 1000)
+    replay = init["replay"]
+    assert (init["critic"], replay["batch_size"], init["env"], replay["warmup_frames"]) == (critic, batch, "HalfCheetah-v5", 1000)
     from hyperrl import algos
 
     small = CRITIC.with_settings("sa_hyper", primary_widths=[8], blocks_per_stage=0)
     module = getattr(algos, algo)(**{**init, "critic": small} if critic == "sa_hyper" else init)
-    assert module.critic_lr == critic_lr and module.hparams.actor_lr == 3e-4
-    assert module.hparams.gamma == 0.99 and module.hparams.tau == 0.005
+    assert module.critic_lr == critic_lr and module.optim.actor_lr == 3e-4
+    assert module.optim.gamma == 0.99 and module.optim.tau == 0.005
 
 
 def test_critic_is_one_override_away(capsys):
@@ -347,22 +348,23 @@ def test_switching_the_environment_drops_the_config_files_env_kwargs(capsys, tmp
 
 def test_a_typed_error_says_or_null_only_for_a_setting_that_takes_null(capsys):
     quick = ["fit", "--config", str(CONF / "quickstart.yaml"), "--print_config"]
-    for option, expected in [("--model.batch_size", "batch_size=0 is not allowed: expected PositiveInt (v>0)"),
-                             ("--model.critic_lr", "critic_lr=0 is not allowed: expected PositiveFloat (v>0) or null")]:
+    for option, expected in [("--model.replay.batch_size", "replay.batch_size=0 is not allowed: expected PositiveInt (v>0)"),
+                             ("--model.optim.critic_lr",
+                              "optim.critic_lr=0 is not allowed: expected PositiveFloat (v>0) or null")]:
         code, _, err = run_cli([*quick, option, "0"], capsys)
         [line] = error_lines(err)
         assert code == 2 and line.endswith(expected), line
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--model.gamma", "abc"], "gamma=abc is not allowed: expected a float"),
+    (["--model.optim.gamma", "abc"], "optim.gamma=abc is not allowed: expected a float"),
     (["--model.env_kwargs", "abc"], "env_kwargs=abc is not allowed: expected a mapping or null"),
     (["--model.actor_hidden", "256"], "actor_hidden=256 is not allowed: expected a list"),
     (["--trainer.max_steps", "abc"], "trainer.max_steps=abc is not allowed: expected an int"),
-    (["--config", "BAD_YAML"], "batch_size=sixty is not allowed: expected PositiveInt"),
+    (["--config", "BAD_YAML"], "replay.batch_size=sixty is not allowed: expected PositiveInt"),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_the_type_expected(args, expected, tmp_path, capsys):
-    (tmp_path / "bad.yaml").write_text("model:\n  init_args:\n    batch_size: sixty\n")
+    (tmp_path / "bad.yaml").write_text("model:\n  init_args:\n    replay:\n      batch_size: sixty\n")
     args = [str(tmp_path / "bad.yaml") if a == "BAD_YAML" else a for a in args]
     code, _, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), *args, "--print_config"], capsys)
     [line] = error_lines(err)
@@ -406,16 +408,17 @@ def test_an_interpolated_config_resolves_and_resumes(capsys, tmp_path, monkeypat
     config = tmp_path / "interpolated.yaml"
     config.write_text(
         "model:\n  class_path: hyperrl.algos.SAC\n  init_args:\n    env: InvertedPendulum-v5\n    seed: 3\n"
-        "    critic: {class_path: hyperrl.nn.MLPCritic, init_args: {hidden: [16]}}\n    actor_hidden: [16]\n    batch_size: 16\n"
-        "    buffer_size: 1000\n    warmup_frames: 20\n    learning_starts: ${model.init_args.warmup_frames}\n"
-        "    eval_episodes: 1\n"
+        "    critic: {class_path: hyperrl.nn.MLPCritic, init_args: {hidden: [16]}}\n    actor_hidden: [16]\n"
+        "    replay:\n      batch_size: 16\n      buffer_size: 1000\n      warmup_frames: 20\n"
+        "      learning_starts: ${model.init_args.replay.warmup_frames}\n"
+        "    evaluation:\n      eval_episodes: 1\n"
         "trainer:\n  max_steps: 30\n  val_check_interval: 30\n  enable_progress_bar: false\n"
         "  default_root_dir: runs/seed${model.init_args.seed}\n"
     )
     code, out, err = run_cli(["fit", "--config", str(config), "--print_config"], capsys)
     assert code == 0, err
     printed = yaml.safe_load(out)
-    assert printed["model"]["init_args"]["learning_starts"] == 20
+    assert printed["model"]["init_args"]["replay"]["learning_starts"] == 20
     assert printed["trainer"]["default_root_dir"] == str(tmp_path / "runs" / "seed3")
     code, _, err = run_cli(["fit", "--config", str(config)], capsys)
     assert code == 0, err

@@ -11,11 +11,12 @@ from hyperrl.algos import SAC, TD3
 from hyperrl.errors import ConfigurationError
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+SMALL_REPLAY = {"warmup_frames": 10, "learning_starts": 10, "batch_size": 8}
 
 
 def recorded_fit(tmp_path, algo, steps=16, **overrides):
     """Fit ``algo`` for ``steps`` steps; return the module and the loss terms of every update."""
-    module = algo(**tiny_kwargs(warmup_frames=10, learning_starts=10, batch_size=8, seed=0, **overrides))
+    module = algo(**tiny_kwargs(replay=SMALL_REPLAY, seed=0, **overrides))
     seen = []
     run_update = module.run_update
 
@@ -36,7 +37,7 @@ def test_update_returns_detached_losses_and_steps_every_network(algo):
     update; TD3: on actor updates) and the targets, and returns detached scalars."""
     from test_losses import make_batch
 
-    module = algo(**tiny_kwargs(batch_size=8))
+    module = algo(**tiny_kwargs(replay={"batch_size": 8}))
     batch = make_batch(module)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     target_before = [p.detach().clone() for p in module.target_critics.parameters()]
@@ -118,7 +119,7 @@ def test_replay_buffer_lives_on_the_training_device(tmp_path):
 def test_cuda_fit_trains_with_fast_updates(tmp_path, algo, options, precision):
     """On a GPU, a CUDA-graphed update replays real updates: every update returns finite losses, the weights move
     after capture, and the buffer samples on the GPU."""
-    module = algo(**tiny_kwargs(warmup_frames=10, learning_starts=10, batch_size=8, seed=0, **options))
+    module = algo(**tiny_kwargs(replay=SMALL_REPLAY, seed=0, **options))
     seen = []
     run_update = module.run_update
 

@@ -189,7 +189,8 @@ def sac_run(tmp_path_factory):
     from hyperrl.analysis import AnalysisSnapshots
 
     folder = tmp_path_factory.mktemp("sac")
-    model = SAC(**tiny_kwargs(env="InvertedDoublePendulum-v5", warmup_frames=20, learning_starts=20, batch_size=16))
+    model = SAC(**tiny_kwargs(env="InvertedDoublePendulum-v5",
+                              replay={"warmup_frames": 20, "learning_starts": 20, "batch_size": 16}))
     callback = AnalysisSnapshots(every_n_steps=20)
     make_trainer(folder, max_steps=50, callbacks=[callback]).fit(model)
     return folder / "run" / "v", model

@@ -19,7 +19,7 @@ from test_cli import CONF, TINY, error_lines, run_cli
 
 from hyperrl.callbacks import RunProgressBar
 
-SIGNAL_RUN = [*TINY, "--model.buffer_size", "1000", "--trainer.callbacks.every_n_train_steps", "20"]
+SIGNAL_RUN = [*TINY, "--model.replay.buffer_size", "1000", "--trainer.callbacks.every_n_train_steps", "20"]
 
 
 @pytest.fixture(autouse=True)
@@ -202,15 +202,15 @@ def test_bad_config_file_one_line_naming_it(content, needle, tmp_path, capsys, m
                                             "integer 0 <= seed <= 4294967295"),
         (["--seed_everything", "-1"], "0 <= seed <= 4294967295"),
         # nan / inf on the command line and in a config file: the module's own message, not jsonargparse's
-        (["--model.gamma", "nan"], "gamma=nan is not allowed: expected 0 <= gamma <= 1"),
-        (["--model.gamma", "NaN"], "gamma=nan is not allowed: expected 0 <= gamma <= 1"),
-        (["--model.gamma=-inf"], "gamma=-inf is not allowed: expected 0 <= gamma <= 1"),
-        (["--config", "GAMMA_NAN_FILE"], "gamma=nan is not allowed: expected 0 <= gamma <= 1"),
+        (["--model.optim.gamma", "nan"], "optim.gamma=nan is not allowed: expected 0 <= gamma <= 1"),
+        (["--model.optim.gamma", "NaN"], "optim.gamma=nan is not allowed: expected 0 <= gamma <= 1"),
+        (["--model.optim.gamma=-inf"], "optim.gamma=-inf is not allowed: expected 0 <= gamma <= 1"),
+        (["--config", "GAMMA_NAN_FILE"], "optim.gamma=nan is not allowed: expected 0 <= gamma <= 1"),
     ],
 )
 def test_numbers_out_of_range_one_line(args, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "GAMMA_NAN_FILE").write_text("model:\n  init_args:\n    gamma: nan\n")
+    (tmp_path / "GAMMA_NAN_FILE").write_text("model:\n  init_args:\n    optim:\n      gamma: nan\n")
     code, _, err = run_cli(["fit", *TINY, "--trainer.max_steps", "2", *args], capsys)
     assert code == 2 and "Traceback" not in err, err
     lines = error_lines(err)

@@ -44,8 +44,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:No target network updater:UserWa
 
 def make_sac(critic: str, env: str = "HalfCheetah-v5", **kwargs) -> SAC:
     module = SAC(
-        env=env, critic=CRITIC.with_settings(critic, CRITICS[critic]), actor_hidden=[32, 32], batch_size=B, gamma=GAMMA,
-        **kwargs,
+        env=env, critic=CRITIC.with_settings(critic, CRITICS[critic]), actor_hidden=[32, 32], replay={"batch_size": B},
+        optim={"gamma": GAMMA}, **kwargs,
     )  # fmt: skip
     perturb_targets(module)
     return module
@@ -53,8 +53,8 @@ def make_sac(critic: str, env: str = "HalfCheetah-v5", **kwargs) -> SAC:
 
 def make_td3(critic: str) -> TD3:
     module = TD3(
-        env="HalfCheetah-v5", critic=CRITIC.with_settings(critic, CRITICS[critic]), actor_hidden=[32, 32], batch_size=B,
-        gamma=GAMMA,
+        env="HalfCheetah-v5", critic=CRITIC.with_settings(critic, CRITICS[critic]), actor_hidden=[32, 32],
+        replay={"batch_size": B}, optim={"gamma": GAMMA},
     )  # fmt: skip
     perturb_targets(module)
     with torch.no_grad():

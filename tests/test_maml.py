@@ -3,6 +3,8 @@ steps, evaluation metrics, seeded determinism, exact resume and one-line configu
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -12,13 +14,23 @@ from hyperrl.data.onpolicy import episode_mask
 from hyperrl.errors import ConfigurationError
 from hyperrl.nn import POLICY
 
-TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}), meta_batch_size=2,
-            fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
+TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}),
+            sampling={"meta_batch_size": 2, "fast_batch_size": 2}, tasks={"n_train_tasks": 6, "n_test_tasks": 2},
+            evaluation={"eval_episodes": 2})
 TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
+GROUPS = ("tasks", "adaptation", "sampling", "optim", "evaluation")
+
+
+def tiny(**overrides) -> dict:
+    """TINY with OVERRIDES; a group given as a mapping (``tasks={...}``) is merged onto TINY's."""
+    kwargs = dict(TINY)
+    for key, value in overrides.items():
+        kwargs[key] = {**kwargs.get(key, {}), **value} if key in GROUPS and isinstance(value, dict) else value
+    return kwargs
 
 
 def _module(**overrides) -> MAML:
-    m = MAML(**{**TINY, **overrides})
+    m = MAML(**tiny(**overrides))
     m.data = m.make_data()
     return m
 
@@ -81,7 +93,7 @@ def test_rollout_shapes_contexts_and_per_task_actor_equals_shared_actor():
 def test_a_rollout_after_one_that_ended_mid_episode_starts_every_episode_afresh_in_the_new_task():
     # the vector env's plain reset is partial after its autoreset: rows whose episode ended early (and restarted)
     # must not begin the next rollout from their old state, with the old task's context
-    m = ContextMAML(**{**TINY, "policy": "context_mlp"})
+    m = ContextMAML(**tiny(policy="context_mlp"))
     data = m.make_data()
     contexts_seen = []
 
@@ -107,7 +119,7 @@ def test_mujoco_actions_are_clipped_before_the_env_and_stored_unclipped():
     """pytorch-maml-rl's NormalizedActionWrapper: the env is stepped with the action clipped to [-1, 1], so a
     constant action of 3 costs (control cost included) exactly what a constant 1 costs; the episode keeps the
     sampled 3, whose log-probability the losses use. Observations reach the actor as float32."""
-    m = MAML(**{**TINY, "env": "hyperrl/HalfCheetahVel-v0", "n_test_tasks": 1})
+    m = MAML(**tiny(env="hyperrl/HalfCheetahVel-v0", tasks={"n_test_tasks": 1}))
     task = [m.pools.train[0]]
     seen = []
 
@@ -128,7 +140,7 @@ def test_mujoco_actions_are_clipped_before_the_env_and_stored_unclipped():
 
 # ---------------------------------------------------------------------------------------------- meta-gradient
 def _outer_setup(first_order: bool):
-    m = _module(first_order=first_order, fast_lr=0.5)
+    m = _module(adaptation={"first_order": first_order, "fast_lr": 0.5})
     # ReLU makes ∇L, hence φ(θ) = θ − α∇L(θ), jump where a unit switches: finite differences need a smooth net
     for i, layer in enumerate(m.policy.trunk):
         if isinstance(layer, torch.nn.ReLU):
@@ -171,7 +183,7 @@ def test_meta_gradient_is_exact_and_differs_from_the_first_order_one():
         assert grad @ v == pytest.approx(fd, rel=1e-5, abs=1e-9)
     assert (grad - grad_fo).norm() > 1e-2 * grad.norm()
     # first_order=True: the module's own gradient is the first-order one
-    m.hparams.first_order = True
+    m.adaptation = dataclasses.replace(m.adaptation, first_order=True)
     loss1, _, _ = m.outer_terms(*batch)
     grad1 = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss1, list(m.policy.parameters()))])
     assert torch.allclose(grad1, grad_fo, atol=1e-12)
@@ -208,9 +220,9 @@ def test_post_adaptation_advantages_use_the_pre_adaptation_baseline_as_the_autho
     fitted on the same task's pre-adaptation episodes; ``refit`` fits one on the validation episodes."""
     from hyperrl.algos.returns import advantages
 
-    m = _module(post_adaptation_baseline=choice) if choice != "pre" else _module()
+    m = _module(optim={"post_adaptation_baseline": choice}) if choice != "pre" else _module()
     train, train_adv, valid, valid_adv = m.sample_meta_batch(m.data.collect())
-    hp = m.hparams
+    hp = m.optim
     for i in range(valid.shape[0]):
         episodes = (valid[i]["observation"], valid[i]["reward"], valid[i]["mask"])
         pre = advantages(*episodes, hp.gamma, hp.gae_lambda, hp.baseline_reg,
@@ -224,16 +236,16 @@ def test_post_adaptation_advantages_use_the_pre_adaptation_baseline_as_the_autho
 
 
 def test_task_pools_default_to_the_authors_100_train_and_20_test_tasks():
-    pools = MAML(**{**TINY, "n_train_tasks": None, "n_test_tasks": None}).pools
+    pools = MAML(**tiny(tasks={"n_train_tasks": None, "n_test_tasks": None})).pools
     assert (len(pools.train), len(pools.test), len(pools.ood)) == (100, 20, 0)
-    medium = MAML(**{**TINY, "env": "hyperrl/HalfCheetahVel-v0", "split": "medium", "n_train_tasks": None,
-                     "n_test_tasks": None}).pools
+    medium = MAML(**tiny(env="hyperrl/HalfCheetahVel-v0",
+                         tasks={"split": "medium", "n_train_tasks": None, "n_test_tasks": None})).pools
     assert (len(medium.train), len(medium.test), len(medium.ood)) == (100, 20, 20)
     assert all(2.5 <= t["velocity"] <= 3.0 for t in medium.ood)
-    direction = MAML(**{**TINY, "env": "hyperrl/HalfCheetahDir-v0", "n_train_tasks": None,
-                        "n_test_tasks": None}).pools
+    direction = MAML(**tiny(env="hyperrl/HalfCheetahDir-v0",
+                            tasks={"n_train_tasks": None, "n_test_tasks": None})).pools
     assert [t["direction"] for t in direction.train] == [-1.0, 1.0]  # the fixed pool
-    assert len(MAML(**{**TINY, "n_train_tasks": 7, "n_test_tasks": 3}).pools.train) == 7
+    assert len(MAML(**tiny(tasks={"n_train_tasks": 7, "n_test_tasks": 3})).pools.train) == 7
 
 
 def test_adapted_parameters_are_tensors_of_the_meta_parameters():
@@ -250,7 +262,7 @@ def test_adapted_parameters_are_tensors_of_the_meta_parameters():
 def _fit(tmp_path, steps, module=None, ckpt_path=None, callbacks=(), **overrides):
     from conftest import make_trainer
 
-    m = module or MAML(**{**TINY, **overrides})
+    m = module or MAML(**tiny(**overrides))
     trainer = make_trainer(tmp_path, steps, callbacks=callbacks)
     trainer.fit(m, ckpt_path=ckpt_path)
     return m, trainer
@@ -269,7 +281,7 @@ def test_one_meta_update_per_training_step_logs_and_evaluates(tmp_path):
 
 
 def test_ood_split_is_evaluated():
-    m = MAML(**{**TINY, "env": "hyperrl/HalfCheetahVel-v0", "split": "medium", "n_test_tasks": 1})
+    m = MAML(**tiny(env="hyperrl/HalfCheetahVel-v0", tasks={"split": "medium", "n_test_tasks": 1}))
     assert set(m.eval_pools()) == {"train", "test", "ood"} and m.pools.ood
 
 
@@ -290,63 +302,130 @@ def test_seeded_runs_are_identical_and_resume_is_exact(tmp_path):
 
 
 def test_context_maml_has_no_inner_step(tmp_path):
-    m, trainer = _fit(tmp_path, 1, module=ContextMAML(**{**TINY, "policy": "context_mlp"}))
-    assert m.hparams.adaptation_steps == 0 and m.eval_adaptation_steps == 1
+    m, trainer = _fit(tmp_path, 1, module=ContextMAML(**tiny(policy="context_mlp")))
+    assert m.adaptation.adaptation_steps == 0 and m.eval_adaptation_steps == 1
     assert m.frames == 2 * 2 * 100  # train episodes only: no validation rollout
     assert trainer.global_step == 1
 
 
 def test_inner_learning_rate_defaults_per_policy():
     assert MAML(**TINY).fast_lr == 0.1
-    assert MAML(**{**TINY, "policy": POLICY.with_settings("hyper", TINY_HYPER)}).fast_lr == 5e-5
-    assert MAML(**{**TINY, "fast_lr": 0.3}).fast_lr == 0.3
+    assert MAML(**tiny(policy=POLICY.with_settings("hyper", TINY_HYPER))).fast_lr == 5e-5
+    assert MAML(**tiny(adaptation={"fast_lr": 0.3})).fast_lr == 0.3
 
 
 @pytest.mark.parametrize(
     "overrides, words",
     [
         ({"policy": "resnet"}, "unknown policy 'resnet'"),
-        ({"adaptation_steps": -1}, "adaptation_steps=-1"),
-        ({"gamma": 1.5}, "gamma=1.5"),
-        ({"ls_ratio": 1.0}, "ls_ratio=1.0"),
-        ({"max_kl": 0}, "max_kl=0"),
-        ({"meta_batch_size": 0}, "meta_batch_size=0"),
-        ({"cg_damping": -1.0}, "cg_damping=-1.0"),
+        ({"adaptation": {"adaptation_steps": -1}}, "adaptation.adaptation_steps=-1"),
+        ({"optim": {"gamma": 1.5}}, "optim.gamma=1.5"),
+        ({"optim": {"ls_ratio": 1.0}}, "optim.ls_ratio=1.0"),
+        ({"optim": {"max_kl": 0}}, "optim.max_kl=0"),
+        ({"sampling": {"meta_batch_size": 0}}, "sampling.meta_batch_size=0"),
+        ({"optim": {"cg_damping": -1.0}}, "optim.cg_damping=-1.0"),
         ({"policy": {"class_path": "MLPPolicy", "init_args": {"distribution": "tanh_normal"}}},
          "unknown option 'distribution' for policy 'MLPPolicy'"),
         ({"env": "Pendulum-v1"}, "Pendulum-v1"),
-        ({"fast_lr": -0.1}, "fast_lr=-0.1"),
-        ({"post_adaptation_baseline": "post"}, "post_adaptation_baseline='post' is not allowed: expected one of pre"),
-        ({"max_kl": float("inf")}, "max_kl=inf is not allowed: expected a finite positive number"),
-        ({"max_kl": float("nan")}, "max_kl=nan is not allowed"),
-        ({"max_kl": -0.01}, "max_kl=-0.01 is not allowed"),
-        ({"baseline_reg": float("inf")}, "baseline_reg=inf is not allowed"),
-        ({"fast_lr": float("inf")}, "fast_lr=inf is not allowed"),
-        ({"cg_damping": float("inf")}, "cg_damping=inf is not allowed: expected a finite number >= 0"),
-        ({"cg_damping": float("nan")}, "cg_damping=nan is not allowed"),
-        ({"ls_ratio": float("nan")}, "ls_ratio=nan is not allowed"),
-        ({"cg_iterations": 0}, "cg_iterations=0 is not allowed"),
-        ({"ls_max_steps": 2.5}, "ls_max_steps=2.5 is not allowed"),
+        ({"adaptation": {"fast_lr": -0.1}}, "adaptation.fast_lr=-0.1"),
+        ({"optim": {"post_adaptation_baseline": "post"}},
+         "optim.post_adaptation_baseline='post' is not allowed: expected one of pre"),
+        ({"optim": {"max_kl": float("inf")}}, "optim.max_kl=inf is not allowed: expected a finite positive number"),
+        ({"optim": {"max_kl": float("nan")}}, "optim.max_kl=nan is not allowed"),
+        ({"optim": {"max_kl": -0.01}}, "optim.max_kl=-0.01 is not allowed"),
+        ({"optim": {"baseline_reg": float("inf")}}, "optim.baseline_reg=inf is not allowed"),
+        ({"adaptation": {"fast_lr": float("inf")}}, "adaptation.fast_lr=inf is not allowed"),
+        ({"optim": {"cg_damping": float("inf")}}, "optim.cg_damping=inf is not allowed: expected a finite number >= 0"),
+        ({"optim": {"cg_damping": float("nan")}}, "optim.cg_damping=nan is not allowed"),
+        ({"optim": {"ls_ratio": float("nan")}}, "optim.ls_ratio=nan is not allowed"),
+        ({"optim": {"cg_iterations": 0}}, "optim.cg_iterations=0 is not allowed"),
+        ({"optim": {"ls_max_steps": 2.5}}, "optim.ls_max_steps=2.5 is not allowed"),
         ({"compile": "yes"}, "compile='yes' is not allowed: expected true or false"),
         # the pool sizes are named as the user sets them
-        ({"n_train_tasks": 0}, "n_train_tasks=0 is not allowed"),
-        ({"n_test_tasks": -3}, "n_test_tasks=-3 is not allowed"),
-        ({"n_test_tasks": 2.5}, "n_test_tasks=2.5 is not allowed"),
-        ({"n_ood_tasks": 5}, "n_ood_tasks=5 is not allowed"),
-        ({"env": "hyperrl/HalfCheetahVel-v0", "n_train_tasks": 1}, "n_train_tasks >= 2"),
-        ({"env": "hyperrl/HalfCheetahDir-v0", "n_train_tasks": 3}, "n_train_tasks=3 is not allowed"),
-        ({"task_seed": -1}, "task_seed=-1 is not allowed"),
+        ({"tasks": {"n_train_tasks": 0}}, "n_train_tasks=0 is not allowed"),
+        ({"tasks": {"n_test_tasks": -3}}, "n_test_tasks=-3 is not allowed"),
+        ({"tasks": {"n_test_tasks": 2.5}}, "n_test_tasks=2.5 is not allowed"),
+        ({"tasks": {"n_ood_tasks": 5}}, "n_ood_tasks=5 is not allowed"),
+        ({"env": "hyperrl/HalfCheetahVel-v0", "tasks": {"n_train_tasks": 1}}, "n_train_tasks >= 2"),
+        ({"env": "hyperrl/HalfCheetahDir-v0", "tasks": {"n_train_tasks": 3}}, "n_train_tasks=3 is not allowed"),
+        ({"tasks": {"task_seed": -1}}, "tasks.task_seed=-1 is not allowed"),
     ],
 )
 def test_bad_settings_raise_one_line_configuration_errors(overrides, words):
     with pytest.raises(ConfigurationError) as info:
-        MAML(**{**TINY, **overrides})
+        MAML(**tiny(**overrides))
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
 def test_context_maml_refuses_an_inner_step():
-    with pytest.raises(ConfigurationError, match="adaptation_steps=1 is not allowed for ContextMAML"):
-        ContextMAML(**{**TINY, "adaptation_steps": 1})
+    with pytest.raises(ConfigurationError, match="adaptation.adaptation_steps=1 is not allowed for ContextMAML"):
+        ContextMAML(**tiny(adaptation={"adaptation_steps": 1}))
+
+
+# ---------------------------------------------------------------------------------------------- settings groups
+def test_a_group_given_as_a_mapping_keeps_the_algorithm_s_other_defaults():
+    """``adaptation={"fast_lr": 0.1}`` changes that field only: ContextMAML keeps its own adaptation_steps 0, MAML
+    its 1; a group left out is the algorithm's default group; the dataclass itself is taken as it is."""
+    from hyperrl.algos import Adaptation, Sampling
+
+    context = ContextMAML(**tiny(policy="context_mlp", adaptation={"fast_lr": 0.1}))
+    assert context.adaptation == Adaptation(adaptation_steps=0, fast_lr=0.1, first_order=False)
+    assert context.adaptation == dataclasses.replace(ContextMAML(**tiny(policy="context_mlp")).adaptation, fast_lr=0.1)
+    assert context.hparams["adaptation"] == {"adaptation_steps": 0, "fast_lr": 0.1, "first_order": False}
+    maml = MAML(**tiny(adaptation={"fast_lr": 0.3}))
+    assert maml.adaptation == dataclasses.replace(MAML(**TINY).adaptation, fast_lr=0.3)
+    assert maml.adaptation.adaptation_steps == 1 and maml.fast_lr == 0.3
+    defaults = {k: v for k, v in TINY.items() if k not in GROUPS}
+    sampled = MAML(**defaults, tasks={"n_train_tasks": 6, "n_test_tasks": 2}, sampling={"meta_batch_size": 3})
+    assert sampled.sampling == Sampling(meta_batch_size=3, fast_batch_size=Sampling().fast_batch_size)
+    assert sampled.optim == MAML(**defaults, tasks={"n_train_tasks": 6, "n_test_tasks": 2}).optim
+    assert sampled.hparams["sampling"] == dataclasses.asdict(sampled.sampling)
+    given = Adaptation(adaptation_steps=2, fast_lr=0.05, first_order=True)
+    assert MAML(**tiny(adaptation=given)).adaptation == given
+
+
+@pytest.mark.parametrize(
+    "cls, group, key",
+    [(MAML, "sampling", "batch_size"), (MAML, "adaptation", "steps"), (MAML, "optim", "meta_batch_size"),
+     (MAML, "tasks", "n_tasks"), (MAML, "evaluation", "eval_train_tasks"), (ContextMAML, "adaptation", "lr")],
+)
+def test_an_unknown_key_in_a_group_mapping_is_refused_in_one_line_naming_the_group_and_its_fields(cls, group, key):
+    with pytest.raises(ConfigurationError) as info:
+        cls(**tiny(**{group: {key: 1}}))
+    message = str(info.value)
+    assert "\n" not in message and f"{group}.{key}" in message, message
+    allowed = [f.name for f in dataclasses.fields(cls.GROUPS[group])]
+    assert key not in allowed and all(name in message for name in allowed), message
+
+
+@pytest.mark.parametrize("cls, policy", [(MAML, None), (ContextMAML, "context_mlp")])
+def test_flat_hparams_of_an_older_checkpoint_rebuild_the_same_model(cls, policy, tmp_path):
+    """Hyperparameters saved before the settings were grouped (every setting top-level) are read by
+    ``current_hparams`` into the groups: the rebuilt model has the original's groups and takes its weights; the
+    policy-gradient analysis loads such a checkpoint too."""
+    from hyperrl.analysis.pg_variance import load_module
+
+    overrides = {"policy": policy} if policy else {"adaptation": {"first_order": True, "fast_lr": 0.2}}
+    module = cls(**tiny(**overrides, tasks={"task_seed": 2}, optim={"gamma": 0.9, "max_kl": 0.02}, seed=3))
+    saved = dict(module.hparams)
+    flat = {k: v for k, v in saved.items() if k not in cls.GROUPS}
+    for group in cls.GROUPS:
+        flat.update(saved[group])
+    assert not set(cls.GROUPS) & set(flat) and flat["adaptation_steps"] == module.adaptation.adaptation_steps
+    current = cls.current_hparams(flat)
+    assert current == saved
+    rebuilt = cls(**current)
+    for group in cls.GROUPS:
+        assert getattr(rebuilt, group) == getattr(module, group), group
+    assert rebuilt.fast_lr == module.fast_lr and rebuilt.optim.gamma == 0.9 and rebuilt.tasks.task_seed == 2
+    rebuilt.load_state_dict(module.state_dict())
+
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": flat, "state_dict": module.state_dict(), "global_step": 5}, path)
+    loaded = load_module(str(path))
+    for group in cls.GROUPS:
+        assert getattr(loaded, group) == getattr(module, group), group
+    assert loaded.step == 5 and all(torch.equal(p, q) for p, q in zip(loaded.parameters(), module.parameters()))
 
 
 def test_paper_maml_configs_take_the_authors_pools_and_baseline_and_the_cpu_demos_keep_theirs():
@@ -360,18 +439,20 @@ def test_paper_maml_configs_take_the_authors_pools_and_baseline_and_the_cpu_demo
     for path in paper:
         model = yaml.safe_load(path.read_text())["model"]["init_args"]
         assert not {"n_train_tasks", "n_test_tasks", "post_adaptation_baseline"} & set(model), path.name
+        assert not {"n_train_tasks", "n_test_tasks"} & set(model.get("tasks") or {}), path.name
+        assert "post_adaptation_baseline" not in (model.get("optim") or {}), path.name
     for name in ("maml_quickstart", "pg_variance_navigation_hyper", "pg_variance_navigation_context_mlp"):
         model = yaml.safe_load((conf / f"{name}.yaml").read_text())["model"]["init_args"]
-        assert (model["n_train_tasks"], model["n_test_tasks"]) == (80, 20), name
-    assert yaml.safe_load((conf / "maml_quickstart.yaml").read_text())["model"]["init_args"][
+        assert (model["tasks"]["n_train_tasks"], model["tasks"]["n_test_tasks"]) == (80, 20), name
+    assert yaml.safe_load((conf / "maml_quickstart.yaml").read_text())["model"]["init_args"]["optim"][
         "post_adaptation_baseline"] == "refit"
 
 
 @pytest.mark.parametrize(
     "option, value, words",
     [
-        ("max_kl", "inf", "max_kl=inf is not allowed: expected a finite positive number"),
-        ("n_test_tasks", "0", "n_test_tasks=0 is not allowed"),
+        ("optim.max_kl", "inf", "max_kl=inf is not allowed: expected a finite positive number"),
+        ("tasks.n_test_tasks", "0", "n_test_tasks=0 is not allowed"),
         ("cudagraphs", "true", "cudagraphs=True is not allowed for MAML"),
     ],
 )

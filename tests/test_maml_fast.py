@@ -10,8 +10,9 @@ from hyperrl.algos import MAML, ContextMAML
 from hyperrl.errors import ConfigurationError
 from hyperrl.nn import POLICY
 
-TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}), meta_batch_size=2,
-            fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
+TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}),
+            sampling={"meta_batch_size": 2, "fast_batch_size": 2}, tasks={"n_train_tasks": 6, "n_test_tasks": 2},
+            evaluation={"eval_episodes": 2})  # the groups the tests below change (adaptation, optim) are not set here
 TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
 
@@ -46,21 +47,23 @@ def _assert_same_step(eager, fast, batch, rtol, atol):
     assert moved
 
 
-@pytest.mark.parametrize("cls, overrides", [(MAML, {}), (MAML, {"first_order": True}),
-                                            (MAML, {"adaptation_steps": 2}),
-                                            (MAML, {"policy": POLICY.with_settings("hyper", TINY_HYPER), "fast_lr": 0.1}),
+@pytest.mark.parametrize("cls, overrides", [(MAML, {}), (MAML, {"adaptation": {"first_order": True}}),
+                                            (MAML, {"adaptation": {"adaptation_steps": 2}}),
+                                            (MAML, {"policy": POLICY.with_settings("hyper", TINY_HYPER),
+                                                    "adaptation": {"fast_lr": 0.1}}),
                                             (ContextMAML, {"policy": "context_mlp"})],
                          ids=["second_order", "first_order", "two_inner_steps", "hyper", "context_maml"])
 def test_the_functional_outer_step_gives_the_eager_autograd_step(cls, overrides, monkeypatch):
     """``compile=True`` with the compiler replaced by the identity: the torch.func gradient, Fisher-vector product
     and line-search evaluation take the same TRPO step as autograd on :meth:`MAML.outer_terms`."""
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
-    eager, fast, batch = _pair(cls, torch.float64, cg_damping=0.1, **overrides)
+    eager, fast, batch = _pair(cls, torch.float64, optim={"cg_damping": 0.1}, **overrides)
     _assert_same_step(eager, fast, batch, rtol=1e-7, atol=1e-10)
     assert set(fast._fast_updates) == {"gradient", "fvp", "evaluate"} and not eager._fast_updates
 
 
-@pytest.mark.parametrize("overrides", [{}, {"policy": POLICY.with_settings("hyper", TINY_HYPER), "fast_lr": 0.1}],
+@pytest.mark.parametrize("overrides", [{}, {"policy": POLICY.with_settings("hyper", TINY_HYPER),
+                                          "adaptation": {"fast_lr": 0.1}}],
                          ids=["mlp", "hyper"])
 def test_the_functional_pieces_equal_autograd_at_the_default_damping(overrides):
     """Uncompiled :meth:`MAML.outer_functions` (torch.func, vmapped over tasks) against autograd on
@@ -75,7 +78,7 @@ def test_the_functional_pieces_equal_autograd_at_the_default_damping(overrides):
     with torch.enable_grad():
         loss, kl, old = m.outer_terms(*batch)
         grad = flat(torch.autograd.grad(loss, params, retain_graph=True))
-        fvp = fisher_vector_product(kl, params, m.hparams.cg_damping)
+        fvp = fisher_vector_product(kl, params, m.optim.cg_damping)
     f_grad, f_loss, f_kl, f_old = fns["gradient"](theta, data)
     torch.testing.assert_close(f_grad, grad, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close((f_loss, f_kl), (loss.detach(), kl.detach()), rtol=1e-9, atol=1e-12)
@@ -98,8 +101,8 @@ def test_the_compiled_meta_update_gives_the_eager_result():
     import torch._inductor.config as inductor_config
 
     with inductor_config.patch(fallback_random=True):
-        _assert_same_step(*_pair(dtype=torch.float64, cg_damping=0.1), rtol=1e-7, atol=1e-10)
-        _assert_same_step(*_pair(dtype=torch.float32, cg_damping=0.1), rtol=1e-3, atol=1e-5)
+        _assert_same_step(*_pair(dtype=torch.float64, optim={"cg_damping": 0.1}), rtol=1e-7, atol=1e-10)
+        _assert_same_step(*_pair(dtype=torch.float32, optim={"cg_damping": 0.1}), rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [MAML, ContextMAML])

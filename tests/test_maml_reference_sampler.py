@@ -48,7 +48,7 @@ def test_heading_to_the_goal_ends_episodes_early_and_reuses_workers(sampler):
 def test_meta_batch_with_the_maml_policy(sampler):
     from hyperrl.algos import MAML
 
-    m = MAML(env=ENV, meta_batch_size=2, fast_batch_size=3)
+    m = MAML(env=ENV, sampling={"meta_batch_size": 2, "fast_batch_size": 3})
     m.data = m.make_data()
     tasks = m.data.collect()
     g = torch.Generator().manual_seed(0)

@@ -15,15 +15,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "conf", "meta", "*.yaml")))
 TINY_META = [
     "--config", os.path.join(ROOT, "conf", "meta", "quickstart.yaml"),
-    "--model.init_args.n_train_tasks", "3",
-    "--model.init_args.n_test_tasks", "2",
+    "--model.init_args.tasks.n_train_tasks", "3",
+    "--model.init_args.tasks.n_test_tasks", "2",
     *[f"--model.init_args.{net}.{name}={size}" for net in ("policy", "critic", "value")
       for name, size in (("primary_widths", "[8, 8, 16]"), ("dynamic_hidden", "[8]"))],
-    "--model.init_args.meta_batch_size", "2",
-    "--model.init_args.batch_size", "8",
-    "--model.init_args.initial_steps", "10",
-    "--model.init_args.steps_per_task", "10",
-    "--model.init_args.updates_per_iteration", "3",
+    "--model.init_args.replay.meta_batch_size", "2",
+    "--model.init_args.replay.batch_size", "8",
+    "--model.init_args.replay.initial_steps", "10",
+    "--model.init_args.replay.steps_per_task", "10",
+    "--model.init_args.replay.updates_per_iteration", "3",
     "--trainer.max_steps", "6",
     "--trainer.val_check_interval", "6",
     "--trainer.log_every_n_steps", "1",
@@ -64,7 +64,7 @@ def test_meta_quickstart_runs_through_the_cli(capsys, tmp_path, monkeypatch):
     ("args", "needle"),
     [
         (["--model.init_args.env", "HalfCheetah-v5"], "has no task API"),
-        (["--model.init_args.n_train_tasks", "0"], "n_train_tasks=0 is not allowed"),
+        (["--model.init_args.tasks.n_train_tasks", "0"], "tasks.n_train_tasks=0 is not allowed"),
         (["--model.init_args.context", "telepathy"], "unknown context provider 'telepathy'"),
         (["--model.init_args.policy", "nope"], "unknown policy 'nope'"),
         (["--model.init_args.policy", "context_mlp", "--model.init_args.policy.hidden", "[8]"],
@@ -90,7 +90,7 @@ def test_meta_runs_log_frames_per_second(capsys, tmp_path, monkeypatch):
     """MetaSAC collects once per iteration of many updates: its frames/s still reaches the log (and the bar) from
     the first log line, not only after a second collection."""
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(["fit", *TINY_META, "--model.init_args.updates_per_iteration", "6",
+    code, _, err = run_cli(["fit", *TINY_META, "--model.init_args.replay.updates_per_iteration", "6",
                             "--trainer.log_every_n_steps", "2"], capsys)
     assert code == 0, err
     [metrics] = glob.glob(str(tmp_path / "**" / "metrics.csv"), recursive=True)
@@ -101,17 +101,31 @@ def test_meta_runs_log_frames_per_second(capsys, tmp_path, monkeypatch):
     assert rates and float(rates[0]) > 0
 
 
-def _tiny_pearl_checkpoint(tmp_path, capsys, **saved_settings):
-    """A 3-step PEARL run's last.ckpt with ``saved_settings`` added to its hyperparameters; the fit's arguments."""
+GROUPS = ("tasks", "optim", "replay", "evaluation")
+
+
+def _flat(hparams: dict) -> dict:
+    """Hyperparameters as checkpoints held them before the settings were grouped: every group's fields top-level."""
+    flat = {key: value for key, value in hparams.items() if key not in GROUPS}
+    for group in GROUPS:
+        flat.update(hparams.get(group) or {})
+    return flat
+
+
+def _tiny_pearl_checkpoint(tmp_path, capsys, flat=False, **saved_settings):
+    """A 3-step PEARL run's last.ckpt with ``saved_settings`` added to its hyperparameters (with ``flat``, first made
+    flat, as older checkpoints hold them); the fit's arguments."""
     import torch
 
     base = ["fit", "--config", os.path.join(ROOT, "conf", "meta", "pearl_quickstart.yaml"),
-            "--model.init_args.initial_steps", "20", "--model.init_args.batch_size", "8",
+            "--model.init_args.replay.initial_steps", "20", "--model.init_args.replay.batch_size", "8",
             "--trainer.default_root_dir", str(tmp_path)]
     code, _, err = run_cli([*base, "--trainer.max_steps", "3"], capsys)
     assert code == 0, err
     path = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=False)
+    if flat:
+        checkpoint["hyper_parameters"] = _flat(checkpoint["hyper_parameters"])
     checkpoint["hyper_parameters"].update(saved_settings)
     torch.save(checkpoint, path)
     return base, path
@@ -119,15 +133,16 @@ def _tiny_pearl_checkpoint(tmp_path, capsys, **saved_settings):
 
 def test_a_pearl_checkpoint_with_retired_or_renamed_settings_still_resumes(tmp_path, capsys):
     """Checkpoints written before PEARL was composed of parts carry settings PEARL now derives (``context``,
-    ``steps_per_task``, ...), and older ones ``meta_batch`` (now ``meta_batch_size``, MAML's name): resuming drops the
-    first, renames the second with its value, and continues, instead of failing to rebuild the model."""
+    ``steps_per_task``, ...), and older ones ``meta_batch`` (now ``meta_batch_size``, MAML's name), all flat (before
+    the settings were grouped): resuming drops the first, renames the second with its value, and continues, instead
+    of failing to rebuild the model."""
     import yaml
 
     from hyperrl.algos import PEARL
 
     legacy = {"context": "pearl", "context_kwargs": None, "context_dim": 8, "steps_per_task": 500, "eval_episodes": 1}
     assert set(legacy) == PEARL.RETIRED_HPARAMS and PEARL.RENAMED_HPARAMS == {"meta_batch": "meta_batch_size"}
-    base, path = _tiny_pearl_checkpoint(tmp_path, capsys, **legacy)
+    base, path = _tiny_pearl_checkpoint(tmp_path, capsys, flat=True, **legacy)
     import torch
 
     checkpoint = torch.load(path, weights_only=False)
@@ -137,19 +152,20 @@ def test_a_pearl_checkpoint_with_retired_or_renamed_settings_still_resumes(tmp_p
     assert code == 0, err
     with open(tmp_path / "version_0" / "config.yaml") as f:
         resumed = yaml.safe_load(f)["model"]["init_args"]
-    assert resumed["meta_batch_size"] == 16 and "meta_batch" not in resumed
+    assert resumed["replay"]["meta_batch_size"] == 16 and "meta_batch" not in resumed | resumed["replay"]
+    assert not set(legacy) & set(resumed) and set(GROUPS) <= set(resumed), resumed
 
 
 def test_a_checkpoint_with_network_kwargs_resumes_with_the_networks_as_class_path_settings(tmp_path, capsys):
     """Checkpoints written before networks took ``class_path``/``init_args`` name a preset and give its settings in
-    ``<network>_kwargs``: resuming reads them as the preset's class with those settings, builds the same networks
-    (the weights load) and continues."""
+    ``<network>_kwargs`` (and hold the settings flat, ungrouped): resuming reads them as the preset's class with those
+    settings, builds the same networks (the weights load) and continues."""
     import yaml
 
     legacy = {"policy": "hyper", "policy_kwargs": {"primary_widths": [32, 32, 64], "blocks_per_stage": 1,
                                                    "dynamic_hidden": [64]},
               "critic": "mlp", "critic_kwargs": {"hidden": [64, 64]}, "value": "mlp", "value_kwargs": {"hidden": [64, 64]}}
-    base, path = _tiny_pearl_checkpoint(tmp_path, capsys, **legacy)
+    base, path = _tiny_pearl_checkpoint(tmp_path, capsys, flat=True, **legacy)
     code, _, err = run_cli([*base, "--trainer.max_steps", "5", "--ckpt_path", str(path)], capsys)
     assert code == 0, err
     with open(tmp_path / "version_0" / "config.yaml") as f:

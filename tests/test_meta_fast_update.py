@@ -16,7 +16,7 @@ from hyperrl.nn import META_CRITIC, META_VALUE, POLICY
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 MLP = dict(policy=POLICY.with_settings("context_mlp", hidden=[8]), critic=META_CRITIC.with_settings("mlp", hidden=[8]),
            value=META_VALUE.with_settings("mlp", hidden=[8]))  # fmt: skip
-DECAY = dict(lr_decay_updates=[2, 8], lr_decay_final=0.1)
+DECAY = dict(optim={"lr_decay_updates": [2, 8], "lr_decay_final": 0.1})
 
 
 def build(algo, **overrides):
@@ -117,7 +117,7 @@ def test_cuda_graphed_updates_train(tmp_path, algo, precision):
     finite losses at every update, the critics keep changing after capture, and the decaying rates reach the
     replayed optimizer step."""
     module, seen = recorded_fit(tmp_path, algo, steps=16, accelerator="gpu", precision=precision, cudagraphs=True,
-                                lr_decay_updates=[4, 12], lr_decay_final=0.1)  # fmt: skip
+                                optim={"lr_decay_updates": [4, 12], "lr_decay_final": 0.1})  # fmt: skip
     assert len(seen) == 16
     assert all(torch.isfinite(torch.tensor(list(losses.values()))).all() for losses, _ in seen)
     norms = [n for _, n in seen[6:]]  # after warm-up and capture

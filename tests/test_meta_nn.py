@@ -247,7 +247,7 @@ def test_the_tanh_log_prob_option_is_checked_and_reaches_metasac_s_policy():
         small_policy("mlp", "normal", tanh_log_prob="pearl")
     from hyperrl.algos import MetaSAC
 
-    kwargs = dict(env="hyperrl/Navigation2D-v0", n_train_tasks=2, n_test_tasks=1, policy=POLICY.with_settings("mlp", {"hidden": [4]}), critic=META_CRITIC.with_settings("mlp", {"hidden": [4]}), value=META_VALUE.with_settings("mlp", {"hidden": [4]}), batch_size=4, buffer_size=10)
+    kwargs = dict(env="hyperrl/Navigation2D-v0", tasks={"n_train_tasks": 2, "n_test_tasks": 1}, policy=POLICY.with_settings("mlp", {"hidden": [4]}), critic=META_CRITIC.with_settings("mlp", {"hidden": [4]}), value=META_VALUE.with_settings("mlp", {"hidden": [4]}), replay={"batch_size": 4, "buffer_size": 10})
     assert MetaSAC(**kwargs).policy.tanh_log_prob == "exact"
     assert MetaSAC(**kwargs, tanh_log_prob="pearl").policy.tanh_log_prob == "pearl"
     with pytest.raises(ConfigurationError, match="tanh_log_prob='x' is not allowed"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -11,31 +12,37 @@ import torch
 from conftest import make_trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from hyperrl.algos import SAC, MetaSAC
+from hyperrl.algos import PEARL, SAC, TD3, MetaSAC, MetaSACEvaluation, MetaSACReplay
 from hyperrl.errors import ConfigurationError, NonFiniteLossError
 from hyperrl.nn import META_CRITIC, META_VALUE, POLICY
 
 TINY = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
+#: the settings groups the helper below merges onto its own
+GROUPS = ("tasks", "replay", "optim", "evaluation")
+
 
 def meta_kwargs(**overrides):
+    """The tiny MetaSAC's settings; a group given in OVERRIDES (``replay={...}``) is merged onto this one's."""
     kwargs = dict(
         env="hyperrl/Navigation2D-v0",
-        n_train_tasks=4,
-        n_test_tasks=2,
+        tasks={"n_train_tasks": 4, "n_test_tasks": 2},
         policy=POLICY.with_settings("hyper", TINY),
         critic=META_CRITIC.with_settings("hyper", TINY),
         value=META_VALUE.with_settings("hyper", TINY),
-        meta_batch_size=3,
-        batch_size=8,
-        buffer_size=500,
-        initial_steps=15,
-        tasks_per_iteration=2,
-        steps_per_task=10,
-        updates_per_iteration=4,
-        reward_scale=100.0,
+        replay={
+            "meta_batch_size": 3,
+            "batch_size": 8,
+            "buffer_size": 500,
+            "initial_steps": 15,
+            "tasks_per_iteration": 2,
+            "steps_per_task": 10,
+            "updates_per_iteration": 4,
+        },
+        optim={"reward_scale": 100.0},
     )
-    kwargs.update(overrides)
+    for key, value in overrides.items():
+        kwargs[key] = {**kwargs.get(key, {}), **value} if key in GROUPS and isinstance(value, dict) else value
     return kwargs
 
 
@@ -77,7 +84,7 @@ def test_collection_schedule_per_task_buffers_and_evaluation_metrics(tmp_path):
 def test_evaluation_side_by_side_equals_one_task_at_a_time():
     """Deterministic actions with the oracle context: the evaluated tasks stepped in the rows of one env give the
     returns each gets in an env of its own."""
-    module = MetaSAC(**meta_kwargs(eval_episodes=2))
+    module = MetaSAC(**meta_kwargs(evaluation={"eval_episodes": 2}))
     together = module.evaluate_pools()
     assert module._eval_env().batch_size == (2,)  # the larger pool's size
     module._envs["eval"] = module._task_env(None, 1)
@@ -196,7 +203,7 @@ def test_learning_rates_decay_with_the_update_count_and_resume_exactly(tmp_path)
     decay window and resumed ends bit-identical to an uninterrupted one, on the same rates."""
     from hyperrl.algos.base import cosine_decay
 
-    decay = {"lr_decay_updates": [3, 11], "lr_decay_final": 0.2}
+    decay = {"optim": {"lr_decay_updates": [3, 11], "lr_decay_final": 0.2}}
     seen = []
 
     class Rates(Callback):
@@ -260,20 +267,21 @@ def test_mlp_networks_and_the_learning_rate_rule():
     [
         ({"env": "HalfCheetah-v5"}, "has no task API"),
         ({"env": "hyperrl/NoSuchTask-v0"}, "unknown environment id 'hyperrl/NoSuchTask-v0'"),
-        ({"n_train_tasks": 0}, "n_train_tasks=0 is not allowed"),
-        ({"n_test_tasks": -3}, "n_test_tasks=-3 is not allowed"),
+        ({"tasks": {"n_train_tasks": 0}}, "n_train_tasks=0 is not allowed"),
+        ({"tasks": {"n_test_tasks": -3}}, "n_test_tasks=-3 is not allowed"),
         ({"context_dim": 1}, "context_dim"),
         ({"context": "telepathy"}, "unknown context provider 'telepathy'; allowed: oracle"),
         ({"policy": "transformer"}, "unknown policy 'transformer'"),
         ({"critic": "nope"}, "unknown meta-critic 'nope'"),
-        ({"meta_batch_size": 0}, "meta_batch_size=0 is not allowed"),
-        ({"initial_steps": 0}, "initial_steps=0 is not allowed"),
-        ({"split": "medium"}, "split='medium' is not allowed"),
-        ({"batch_size": 1000}, "batch_size=1000 is not allowed: it must not exceed buffer_size=500"),
-        ({"lr_decay_updates": [5, 5]}, "lr_decay_updates=[5, 5] is not allowed: expected null or [start, end]"),
-        ({"lr_decay_updates": [-1, 5]}, "lr_decay_updates=[-1, 5] is not allowed"),
-        ({"lr_decay_updates": 100}, "lr_decay_updates=100 is not allowed"),
-        ({"lr_decay_final": 1.5}, "lr_decay_final=1.5 is not allowed: expected a number in [0, 1]"),
+        ({"replay": {"meta_batch_size": 0}}, "replay.meta_batch_size=0 is not allowed"),
+        ({"replay": {"initial_steps": 0}}, "replay.initial_steps=0 is not allowed"),
+        ({"tasks": {"split": "medium"}}, "split='medium' is not allowed"),
+        ({"replay": {"batch_size": 1000}}, "replay.batch_size=1000 is not allowed: it must not exceed buffer_size=500"),
+        ({"optim": {"lr_decay_updates": [5, 5]}},
+         "optim.lr_decay_updates=[5, 5] is not allowed: expected null or [start, end]"),
+        ({"optim": {"lr_decay_updates": [-1, 5]}}, "optim.lr_decay_updates=[-1, 5] is not allowed"),
+        ({"optim": {"lr_decay_updates": 100}}, "optim.lr_decay_updates=100 is not allowed"),
+        ({"optim": {"lr_decay_final": 1.5}}, "optim.lr_decay_final=1.5 is not allowed: expected a number in [0, 1]"),
     ],
 )
 def test_bad_meta_settings_are_one_line_errors(overrides, message):
@@ -288,9 +296,9 @@ def test_plain_sac_refuses_a_task_family():
 
 
 @pytest.mark.parametrize(("option", "value", "needle"), [
-    ("meta_batch_size", "0", "meta_batch_size=0 is not allowed: expected PositiveInt"),
-    ("critic_lr", "0", "critic_lr=0 is not allowed: expected PositiveFloat"),
-    ("tau", "0", "tau=0 is not allowed: expected LeftOpenUnitInterval"),
+    ("replay.meta_batch_size", "0", "meta_batch_size=0 is not allowed: expected PositiveInt"),
+    ("optim.critic_lr", "0", "critic_lr=0 is not allowed: expected PositiveFloat"),
+    ("optim.tau", "0", "tau=0 is not allowed: expected LeftOpenUnitInterval"),
 ])
 def test_typed_settings_refused_by_the_cli_in_one_line_naming_the_value(option, value, needle, capsys, tmp_path):
     """Typed settings (jsonargparse's ``PositiveInt``, ``PositiveFloat | None``, ...) are checked by the CLI's parser:
@@ -307,12 +315,13 @@ def test_typed_settings_refused_by_the_cli_in_one_line_naming_the_value(option, 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"meta_batch_size": 1.5}, "meta_batch_size=1.5 is not allowed: expected a positive integer"),
-        ({"tau": 0.0}, "tau=0.0 is not allowed: expected a number in (0, 1]"),
-        ({"gamma": float("nan")}, "gamma=nan is not allowed: expected a number in [0, 1]"),
-        ({"critic_lr": 0}, "critic_lr=0 is not allowed: expected a positive number or null"),
-        ({"policy_std_reg": -1e-3}, "policy_std_reg=-0.001 is not allowed: expected a number >= 0"),
-        ({"steps_per_task": True}, "steps_per_task=True is not allowed: expected an integer >= 0"),
+        ({"replay": {"meta_batch_size": 1.5}},
+         "replay.meta_batch_size=1.5 is not allowed: expected a positive integer"),
+        ({"optim": {"tau": 0.0}}, "optim.tau=0.0 is not allowed: expected a number in (0, 1]"),
+        ({"optim": {"gamma": float("nan")}}, "optim.gamma=nan is not allowed: expected a number in [0, 1]"),
+        ({"optim": {"critic_lr": 0}}, "optim.critic_lr=0 is not allowed: expected a positive number or null"),
+        ({"optim": {"policy_std_reg": -1e-3}}, "optim.policy_std_reg=-0.001 is not allowed: expected a number >= 0"),
+        ({"replay": {"steps_per_task": True}}, "replay.steps_per_task=True is not allowed: expected an integer >= 0"),
         ({"compile": "yes"}, "compile='yes' is not allowed: expected true or false"),
     ],
 )
@@ -321,3 +330,91 @@ def test_typed_settings_refused_in_python_as_the_cli_refuses_them(overrides, mes
     with pytest.raises(ConfigurationError, match=re.escape(message)) as info:
         MetaSAC(**meta_kwargs(**overrides))
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- settings groups
+def test_a_group_given_as_a_mapping_keeps_the_algorithm_s_other_defaults():
+    """``replay={"batch_size": 8}`` changes that field only: the group's other fields keep the algorithm's defaults
+    (TD3's own replay defaults, not SAC's); the dataclass itself is taken as it is; hparams hold the whole group."""
+    plain = {k: v for k, v in meta_kwargs().items() if k not in GROUPS}
+    default = MetaSAC(**plain, tasks={"n_train_tasks": 4, "n_test_tasks": 2})
+    module = MetaSAC(**plain, tasks={"n_train_tasks": 4, "n_test_tasks": 2}, replay={"batch_size": 8})
+    assert isinstance(module.replay, MetaSACReplay) and module.replay.batch_size == 8
+    assert module.replay == dataclasses.replace(default.replay, batch_size=8)
+    assert module.replay.buffer_size == default.replay.buffer_size == 1_000_000
+    assert module.optim == default.optim and module.evaluation == default.evaluation
+    assert module.tasks == dataclasses.replace(default.tasks, n_train_tasks=4, n_test_tasks=2)
+    assert module.hparams["replay"] == dataclasses.asdict(module.replay)  # every field, as plain data
+    given = MetaSACReplay(batch_size=4, buffer_size=100, steps_per_task=3)
+    assert MetaSAC(**meta_kwargs(replay=given)).replay == given
+    assert MetaSAC(**meta_kwargs(evaluation=MetaSACEvaluation(eval_episodes=3))).evaluation.eval_episodes == 3
+
+    td3 = TD3(env="Pendulum-v1", critic="mlp", replay={"buffer_size": 5000}, optim={"gamma": 0.9})
+    assert (td3.replay.batch_size, td3.replay.learning_starts, td3.replay.buffer_size) == (100, 1000, 5000)
+    assert td3.optim.gamma == 0.9 and td3.optim.tau == TD3(env="Pendulum-v1", critic="mlp").optim.tau
+    sac = SAC(env="Pendulum-v1", critic="mlp", replay={"buffer_size": 5000})
+    assert (sac.replay.batch_size, sac.replay.learning_starts) == (256, 256)
+
+
+@pytest.mark.parametrize(
+    "cls, group, key",
+    [
+        (MetaSAC, "replay", "bogus"),
+        (MetaSAC, "replay", "gamma"),  # an optim setting in the wrong group
+        (MetaSAC, "optim", "batch_size"),
+        (MetaSAC, "tasks", "n_tasks"),
+        (MetaSAC, "evaluation", "num_evals"),  # PEARL's, not MetaSAC's
+        (PEARL, "replay", "steps_per_task"),  # MetaSAC's, not PEARL's
+        (PEARL, "evaluation", "eval_episodes"),
+    ],
+)
+def test_an_unknown_key_in_a_group_mapping_is_refused_in_one_line_naming_the_group_and_its_fields(cls, group, key):
+    from test_pearl import pearl_kwargs
+
+    kwargs = meta_kwargs if cls is MetaSAC else pearl_kwargs
+    with pytest.raises(ConfigurationError) as info:
+        cls(**kwargs(**{group: {key: 1}}))
+    message = str(info.value)
+    assert "\n" not in message and f"{group}.{key}" in message, message
+    allowed = [f.name for f in dataclasses.fields(cls.GROUPS[group])]
+    assert all(name in message for name in allowed), message
+    assert key not in allowed
+
+
+def _flat(hparams, groups):
+    """HPARAMS in the layout of files written before the settings were grouped: every group's fields top-level."""
+    flat = {k: v for k, v in hparams.items() if k not in groups}
+    for group in groups:
+        flat.update(hparams[group])
+    return flat
+
+
+@pytest.mark.parametrize("cls", [MetaSAC, PEARL])
+def test_flat_hparams_of_an_older_checkpoint_rebuild_the_same_model(cls, tmp_path):
+    """Hyperparameters saved before the settings were grouped (every setting top-level) are read by
+    ``current_hparams`` into the groups: the model rebuilt from them has the original's groups and loads its
+    weights; a checkpoint file with them goes through the same reading."""
+    from test_pearl import pearl_kwargs
+
+    from hyperrl.runs import hyperparameters
+
+    kwargs = meta_kwargs if cls is MetaSAC else pearl_kwargs
+    module = cls(**kwargs(tasks={"task_seed": 3}, optim={"gamma": 0.9, "lr_decay_updates": [3, 11]}, seed=4,
+                          replay={"buffer_size": 400}))
+    saved = dict(module.hparams)
+    flat = _flat(saved, tuple(cls.GROUPS))
+    assert not set(cls.GROUPS) & set(flat) and flat["buffer_size"] == 400 and flat["gamma"] == 0.9
+    current = cls.current_hparams(flat)
+    assert current == saved
+    rebuilt = cls(**current)
+    for group in cls.GROUPS:
+        assert getattr(rebuilt, group) == getattr(module, group), group
+        assert type(getattr(rebuilt, group)) is type(getattr(module, group)), group
+    assert rebuilt.optim.lr_decay == (3, 11) and rebuilt.tasks.task_seed == 3
+    rebuilt.load_state_dict(module.state_dict())
+    assert torch.equal(flat_params(rebuilt), flat_params(module))
+
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": flat, "state_dict": module.state_dict()}, path)
+    checkpoint = torch.load(path, weights_only=False)
+    assert cls(**hyperparameters(checkpoint, cls)).replay == module.replay

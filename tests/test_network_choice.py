@@ -23,6 +23,7 @@ from hyperrl.runs import hyperparameters
 
 SMALL = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 SMALL_SPEC = {"class_path": "hyperrl.nn.SAHyperCritic", "init_args": SMALL}
+TINY_REPLAY = {"batch_size": 8, "buffer_size": 100, "warmup_frames": 10, "learning_starts": 10}
 
 
 def n_params(module) -> int:
@@ -85,7 +86,7 @@ def test_an_algorithm_stores_its_networks_as_plain_data():
     """Given a class or a partial in Python, the hyperparameters (and so checkpoints and hparams.yaml) hold the
     class_path/init_args form, which rebuilds the same network."""
     module = SAC(env="InvertedPendulum-v5", critic=functools.partial(SAHyperCritic, **SMALL), actor_hidden=[8],
-                 batch_size=8, buffer_size=100, warmup_frames=10, learning_starts=10)
+                 replay=TINY_REPLAY)
     assert module.hparams.critic == SMALL_SPEC and module.hparams_initial.critic == SMALL_SPEC
     again = SAC(**{k: v for k, v in module.hparams.items()})
     assert n_params(again.critics) == n_params(module.critics)
@@ -94,11 +95,12 @@ def test_an_algorithm_stores_its_networks_as_plain_data():
 def test_an_algorithm_owns_the_policys_distribution_and_metasacs_tanh_term():
     """MAML always builds a Normal policy, MetaSAC a tanh-Normal one in [-1, 1] with its own ``tanh_log_prob``: a
     policy's own value for those must be left null or agree, else one line names both."""
-    maml = MAML(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", hidden=[8]), meta_batch_size=2,
-                fast_batch_size=1, n_train_tasks=2, n_test_tasks=1)
+    maml = MAML(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", hidden=[8]),
+                sampling={"meta_batch_size": 2, "fast_batch_size": 1}, tasks={"n_train_tasks": 2, "n_test_tasks": 1})
     assert maml.policy.distribution == "normal"
-    meta = dict(env="hyperrl/Navigation2D-v0", n_train_tasks=2, n_test_tasks=1, batch_size=4, buffer_size=10,
-                critic=META_CRITIC.with_settings("mlp", hidden=[8]), value="mlp")
+    meta = dict(env="hyperrl/Navigation2D-v0", tasks={"n_train_tasks": 2, "n_test_tasks": 1},
+                replay={"batch_size": 4, "buffer_size": 10}, critic=META_CRITIC.with_settings("mlp", hidden=[8]),
+                value="mlp")
     hyper = {"class_path": "HyperPolicy", "init_args": SMALL}
     assert MetaSAC(policy=hyper, tanh_log_prob="pearl", **meta).policy.tanh_log_prob == "pearl"
     agreeing = {"class_path": "HyperPolicy", "init_args": {**SMALL, "tanh_log_prob": "pearl", "low": -1.0}}
@@ -151,14 +153,14 @@ def test_an_older_analysis_snapshot_with_critic_kwargs_still_loads(tmp_path):
     from hyperrl.analysis import load_snapshot
     from hyperrl.analysis.snapshots import SNAPSHOT_FORMAT
 
-    settings = dict(env="InvertedPendulum-v5", actor_hidden=[8], batch_size=8, buffer_size=100, warmup_frames=10,
-                    learning_starts=10)
-    module = SAC(critic=CRITIC.with_settings("sa_hyper", SMALL), **settings)
+    settings = dict(env="InvertedPendulum-v5", actor_hidden=[8])
+    module = SAC(critic=CRITIC.with_settings("sa_hyper", SMALL), replay=TINY_REPLAY, **settings)
     path = tmp_path / "snapshot.pt"
+    # written before the settings were grouped, too: the replay settings flat
     torch.save({"format": SNAPSHOT_FORMAT, "class_path": "hyperrl.algos.SAC", "state_dict": module.state_dict(),
-                "hparams": {**settings, "critic": "sa_hyper", "critic_kwargs": SMALL}}, path)
+                "hparams": {**settings, **TINY_REPLAY, "critic": "sa_hyper", "critic_kwargs": SMALL}}, path)
     loaded, _ = load_snapshot(str(path))
-    assert loaded.hparams.critic == SMALL_SPEC
+    assert loaded.hparams.critic == SMALL_SPEC and loaded.replay.buffer_size == 100
     assert all(torch.equal(a, b) for a, b in zip(loaded.critics.parameters(), module.critics.parameters()))
 
 
@@ -170,8 +172,7 @@ def test_settings_include_the_class_defaults_so_equal_networks_compare_equal():
 def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_settings_that_differ():
     from hyperrl.runs import check_checkpoint_fits
 
-    settings = dict(env="InvertedPendulum-v5", actor_hidden=[8], batch_size=8, buffer_size=100, warmup_frames=10,
-                    learning_starts=10)
+    settings = dict(env="InvertedPendulum-v5", actor_hidden=[8], replay=TINY_REPLAY)
     saved = SAC(critic=CRITIC.with_settings("sa_hyper", SMALL), **settings)
     other = SAC(critic=CRITIC.with_settings("sa_hyper", {**SMALL, "dynamic_hidden": [16]}), **settings)
     checkpoint = {"state_dict": saved.state_dict(), "hyper_parameters": {"_class_path": "hyperrl.algos.SAC",
@@ -179,8 +180,10 @@ def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_settings_that
     with pytest.raises(ConfigurationError, match=r"critic dynamic_hidden=\[8\] there, \[16\] here"):
         check_checkpoint_fits("x.ckpt", checkpoint, other)
     check_checkpoint_fits("x.ckpt", checkpoint, SAC(critic=dict(SMALL_SPEC), **settings))  # the same network
-    # saved outside the CLI (no class path) in the older form: read as the model's algorithm reads it
-    older = {"state_dict": saved.state_dict(), "hyper_parameters": {**settings, "critic": "sa_hyper", "critic_kwargs": SMALL}}
+    # saved outside the CLI (no class path) in the older form (flat settings too): read as the model's algorithm
+    # reads it
+    flat = {"env": "InvertedPendulum-v5", "actor_hidden": [8], **TINY_REPLAY}
+    older = {"state_dict": saved.state_dict(), "hyper_parameters": {**flat, "critic": "sa_hyper", "critic_kwargs": SMALL}}
     with pytest.raises(ConfigurationError) as info:
         check_checkpoint_fits("x.ckpt", older, other)
     assert "critic dynamic_hidden=[8] there, [16] here" in str(info.value) and "another algorithm" not in str(info.value)

@@ -3,6 +3,8 @@ PEARL's buffers and schedule, adaptation at evaluation, exact resume, errors."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import make_trainer
@@ -18,18 +20,25 @@ TINY = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [
 OBS, ACT, LATENT = 2, 2, 3
 FEATURES = OBS + ACT + 1
 
+#: the settings groups the helper below merges onto its own
+GROUPS = ("tasks", "replay", "optim", "evaluation")
+
 
 def pearl_kwargs(**overrides):
+    """The tiny PEARL's settings; a group given in OVERRIDES (``replay={...}``) is merged onto this one's."""
     kwargs = dict(
-        env="hyperrl/Navigation2D-v0", n_train_tasks=4, n_test_tasks=2,
+        env="hyperrl/Navigation2D-v0", tasks={"n_train_tasks": 4, "n_test_tasks": 2},
         policy=POLICY.with_settings("hyper", TINY), critic=META_CRITIC.with_settings("hyper", TINY),
         value=META_VALUE.with_settings("hyper", TINY),
-        meta_batch_size=3, batch_size=8, buffer_size=500, initial_steps=15, tasks_per_iteration=2,
-        num_steps_prior=6, num_steps_posterior=4, num_extra_rl_steps_posterior=10, updates_per_iteration=4,
-        reward_scale=100.0, latent_dim=LATENT, encoder_hidden=[8], embedding_batch_size=6,
-        embedding_mini_batch_size=3, num_steps_per_eval=30, num_exp_traj_eval=1,
+        replay={"meta_batch_size": 3, "batch_size": 8, "buffer_size": 500, "initial_steps": 15,
+                "tasks_per_iteration": 2,
+                "num_steps_prior": 6, "num_steps_posterior": 4, "num_extra_rl_steps_posterior": 10,
+                "updates_per_iteration": 4, "embedding_batch_size": 6, "embedding_mini_batch_size": 3},
+        optim={"reward_scale": 100.0}, latent_dim=LATENT, encoder_hidden=[8],
+        evaluation={"num_steps_per_eval": 30, "num_exp_traj_eval": 1},
     )  # fmt: skip
-    kwargs.update(overrides)
+    for key, value in overrides.items():
+        kwargs[key] = {**kwargs.get(key, {}), **value} if key in GROUPS and isinstance(value, dict) else value
     return kwargs
 
 
@@ -226,7 +235,8 @@ def test_a_posterior_phase_too_short_to_reach_the_posterior_warns(steps, warns):
     acts with prior draws throughout, which is said at setup."""
     import warnings
 
-    module = PEARL(**pearl_kwargs(num_steps_posterior=0, num_extra_rl_steps_posterior=steps, update_post_train=1))
+    module = PEARL(**pearl_kwargs(replay={"num_steps_posterior": 0, "num_extra_rl_steps_posterior": steps,
+                                                 "update_post_train": 1}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         module.make_data().shutdown()
@@ -242,7 +252,7 @@ def test_a_posterior_phase_too_short_to_reach_the_posterior_warns(steps, warns):
 
 
 def test_evaluation_explores_with_the_prior_then_adapts():
-    module = PEARL(**pearl_kwargs(num_steps_per_eval=250, num_exp_traj_eval=2))
+    module = PEARL(**pearl_kwargs(evaluation={"num_steps_per_eval": 250, "num_exp_traj_eval": 2}))
     calls = []
     encoder = module.context_provider
     real = encoder.infer_posterior
@@ -271,7 +281,8 @@ def test_sampled_exploration_samples_the_exploration_episodes_only_and_keeps_the
 
     types = {}
     for sample in (False, True):
-        module = PEARL(**pearl_kwargs(num_steps_per_eval=300, num_exp_traj_eval=2, eval_sample_exploration=sample))
+        module = PEARL(**pearl_kwargs(evaluation={"num_steps_per_eval": 300, "num_exp_traj_eval": 2,
+                                                  "eval_sample_exploration": sample}))
         policy, seen = module.acting_policy(), []
 
         def recording(td, policy=policy, seen=seen):
@@ -299,7 +310,8 @@ def test_tasks_side_by_side_adapt_as_they_do_one_at_a_time():
     of one env gives each the episodes it gets alone (its own context, its own posterior)."""
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    module = PEARL(**pearl_kwargs(use_information_bottleneck=False, num_steps_per_eval=300, num_exp_traj_eval=1))
+    module = PEARL(**pearl_kwargs(use_information_bottleneck=False,
+                                  evaluation={"num_steps_per_eval": 300, "num_exp_traj_eval": 1}))
     env = module._eval_env()
     assert env.batch_size == (4,)  # 2 train + 2 test tasks, one run each
     policy, tasks = module.acting_policy(), module.pools.test[:2]
@@ -314,9 +326,10 @@ def test_tasks_side_by_side_adapt_as_they_do_one_at_a_time():
 def test_evaluation_runs_side_by_side_equal_runs_one_at_a_time():
     """The ``num_evals`` runs of every evaluated task share one env (one row each); with the deterministic encoder
     and deterministic actions every run is the same, so the per-task means equal a single run's, task by task."""
-    one = PEARL(**pearl_kwargs(use_information_bottleneck=False, num_steps_per_eval=200, num_exp_traj_eval=1))
-    three = PEARL(**pearl_kwargs(use_information_bottleneck=False, num_steps_per_eval=200, num_exp_traj_eval=1,
-                                 num_evals=3))
+    one = PEARL(**pearl_kwargs(use_information_bottleneck=False,
+                               evaluation={"num_steps_per_eval": 200, "num_exp_traj_eval": 1}))
+    three = PEARL(**pearl_kwargs(use_information_bottleneck=False,
+                                 evaluation={"num_steps_per_eval": 200, "num_exp_traj_eval": 1, "num_evals": 3}))
     three.load_state_dict(one.state_dict())
     assert one._eval_env().batch_size == (4,)  # 2 train + 2 test tasks
     assert three._eval_env().batch_size == (12,)  # 3 runs of each
@@ -326,7 +339,8 @@ def test_evaluation_runs_side_by_side_equal_runs_one_at_a_time():
 
 
 def test_evaluation_runs_are_cut_into_equal_chunks():
-    module = PEARL(**pearl_kwargs(n_test_tasks=30, eval_train_tasks=3, num_evals=5))  # 165 runs
+    # 165 runs
+    module = PEARL(**pearl_kwargs(tasks={"n_test_tasks": 30}, evaluation={"eval_train_tasks": 3, "num_evals": 5}))
     assert module.evaluator.rows(module.evaluation_pools()) == 83  # two chunks of at most 128
 
 # ---------------------------------------------------------------------------------------------- resume and errors
@@ -361,18 +375,25 @@ def test_meta_sac_refuses_the_pearl_provider():
 
 
 @pytest.mark.parametrize("name, value", [("context", "oracle"), ("context_kwargs", {"latent_dim": 2}),
-                                         ("steps_per_task", 3), ("eval_episodes", 2)])
+                                         ("replay.steps_per_task", 3), ("evaluation.eval_episodes", 2)])
 def test_pearl_takes_none_of_metasac_s_own_options(name, value):
     """PEARL composes the shared algorithm with its own encoder, data and evaluation: MetaSAC's context, collection
     and evaluation options are not PEARL's (the CLI lists only PEARL's and the shared ones)."""
     from jsonargparse import ArgumentParser
 
-    with pytest.raises(TypeError, match=name):
-        PEARL(**pearl_kwargs(**{name: value}))
+    group, _, field = name.rpartition(".")
+    if group:  # a MetaSAC field in PEARL's group: refused by the group, in one line
+        with pytest.raises(ConfigurationError, match=re.escape(name)) as info:
+            PEARL(**pearl_kwargs(**{group: {field: value}}))
+        assert "\n" not in str(info.value)
+    else:
+        with pytest.raises(TypeError, match=name):
+            PEARL(**pearl_kwargs(**{name: value}))
     parser = ArgumentParser()
     parser.add_class_arguments(PEARL, "model")
     options = set(parser.get_defaults().keys())
-    assert f"model.{name}" not in options and "model.latent_dim" in options and "model.meta_batch_size" in options
+    assert f"model.{name}" not in options and "model.latent_dim" in options
+    assert "model.replay.meta_batch_size" in options and "model.evaluation.num_evals" in options
 
 
 @pytest.mark.parametrize(
@@ -380,15 +401,17 @@ def test_pearl_takes_none_of_metasac_s_own_options(name, value):
     [
         ({"latent_dim": 0}, "latent_dim=0 is not allowed"),
         ({"kl_lambda": -1.0}, "kl_lambda=-1.0 is not allowed"),
-        ({"embedding_batch_size": 0}, "embedding_batch_size=0 is not allowed"),
-        ({"embedding_mini_batch_size": 4}, "embedding_mini_batch_size=4 is not allowed: it must divide"),
-        ({"num_steps_prior": -1}, "num_steps_prior=-1 is not allowed"),
-        ({"update_post_train": 0}, "update_post_train=0 is not allowed"),
-        ({"num_steps_per_eval": 0}, "num_steps_per_eval=0 is not allowed"),
+        ({"replay": {"embedding_batch_size": 0}}, "replay.embedding_batch_size=0 is not allowed"),
+        ({"replay": {"embedding_mini_batch_size": 4}},
+         "replay.embedding_mini_batch_size=4 is not allowed: it must divide"),
+        ({"replay": {"num_steps_prior": -1}}, "replay.num_steps_prior=-1 is not allowed"),
+        ({"replay": {"update_post_train": 0}}, "replay.update_post_train=0 is not allowed"),
+        ({"evaluation": {"num_steps_per_eval": 0}}, "evaluation.num_steps_per_eval=0 is not allowed"),
         ({"use_information_bottleneck": "yes"}, "use_information_bottleneck='yes' is not allowed"),
         ({"critic": "nope"}, "unknown meta-critic 'nope'"),
         ({"context_lr": 0.0}, "context_lr=0.0 is not allowed"),
-        ({"eval_sample_exploration": "yes"}, "eval_sample_exploration='yes' is not allowed: expected true or false"),
+        ({"evaluation": {"eval_sample_exploration": "yes"}},
+         "evaluation.eval_sample_exploration='yes' is not allowed: expected true or false"),
     ],
 )
 def test_bad_pearl_settings_are_one_line_errors(overrides, message):
@@ -422,21 +445,24 @@ def test_paper_configs_hold_the_authors_settings():
                            (f"oracle_{family}_hyper", "hyper"), (f"oracle_{family}_context_mlp", "mlp")):
             config = yaml.safe_load((CONF / f"{name}.yaml").read_text())
             model = config["model"]["init_args"]
-            assert (model["meta_batch_size"], model["initial_steps"], model["updates_per_iteration"], model["reward_scale"],
-                    model["batch_size"], model["tasks_per_iteration"]) == (meta_batch_size, initial, updates, scale, 256, 5)
+            replay, tasks = model["replay"], model["tasks"]
+            assert (replay["meta_batch_size"], replay["initial_steps"], replay["updates_per_iteration"],
+                    model["optim"]["reward_scale"], replay["batch_size"], replay["tasks_per_iteration"]) == (
+                meta_batch_size, initial, updates, scale, 256, 5)
             assert config["trainer"]["max_steps"] == 400 * updates
-            assert (model.get("n_train_tasks"), model.get("n_test_tasks")) == (n_train, n_test), name
+            assert (tasks.get("n_train_tasks"), tasks.get("n_test_tasks")) == (n_train, n_test), name
             assert (model["policy"], model["critic"], model["value"]) == nets[kind], name
-            assert model["split"] == ("medium" if family == "cheetah_vel_medium" else "default")
+            assert tasks["split"] == ("medium" if family == "cheetah_vel_medium" else "default")
             if name.startswith("pearl"):
                 assert config["model"]["class_path"] == "hyperrl.algos.pearl.PEARL"
                 assert model["tanh_log_prob"] == "pearl", name  # PEARL's log(1 - tanh^2 + 1e-6)
-                assert (model["num_steps_prior"], model["num_steps_posterior"], model["num_extra_rl_steps_posterior"],
-                        model["embedding_batch_size"], model["embedding_mini_batch_size"], model["kl_lambda"],
+                assert (replay["num_steps_prior"], replay["num_steps_posterior"],
+                        replay["num_extra_rl_steps_posterior"],
+                        replay["embedding_batch_size"], replay["embedding_mini_batch_size"], model["kl_lambda"],
                         model["latent_dim"], model["encoder_hidden"]) == (prior, 0, extra, emb, emb, kl, 5, [200] * 3)
             else:
                 assert config["model"]["class_path"] == "hyperrl.algos.MetaSAC" and model["context"] == "oracle"
-                assert model["steps_per_task"] == prior + extra
+                assert replay["steps_per_task"] == prior + extra
 
 
 @pytest.mark.parametrize("name", ["pearl_cheetah_vel_medium_hyper", "pearl_quickstart"])
@@ -451,7 +477,8 @@ def test_pearl_configs_load_through_the_cli(name, capsys):
         assert not exc.code
     model = yaml.safe_load(capsys.readouterr().out)["model"]
     assert model["class_path"] == "hyperrl.algos.pearl.PEARL" and model["init_args"]["policy"] == "mlp"
-    assert "steps_per_task" not in model["init_args"] and "context" not in model["init_args"]
+    assert "steps_per_task" not in model["init_args"]["replay"] and "context" not in model["init_args"]
+    assert "eval_episodes" not in model["init_args"]["evaluation"]
 
 
 def test_the_cpu_demo_keeps_the_exact_tanh_log_prob_and_the_option_reaches_pearl_through_the_cli(capsys):
@@ -479,7 +506,8 @@ def test_the_demo_train_goals_leave_no_gap_wider_than_10_degrees_and_keep_the_te
     from hyperrl.envs import make_task_pools
 
     args = yaml.safe_load((CONF / "pearl_quickstart.yaml").read_text())["model"]["init_args"]
-    key = (args["env"], args["task_seed"], args["split"])
+    tasks = args["tasks"]
+    key = (args["env"], tasks["task_seed"], tasks["split"])
 
     def angles(tasks):
         return sorted(math.degrees(math.atan2(t["goal"][1], t["goal"][0])) for t in tasks)
@@ -488,8 +516,8 @@ def test_the_demo_train_goals_leave_no_gap_wider_than_10_degrees_and_keep_the_te
         a = angles(tasks)
         return max(y - x for x, y in zip(a, a[1:]))
 
-    demo = make_task_pools(*key, args["n_train_tasks"], args["n_test_tasks"])
-    twenty = make_task_pools(*key, 20, args["n_test_tasks"])
+    demo = make_task_pools(*key, tasks["n_train_tasks"], tasks["n_test_tasks"])
+    twenty = make_task_pools(*key, 20, tasks["n_test_tasks"])
     assert len(demo.train) == 40 and len(demo.test) == 20
     assert widest_gap(demo.train) <= 10.0 and widest_gap(twenty.train) > 25.0
     assert set(angles(twenty.train)) <= set(angles(demo.train)) and angles(twenty.test) == angles(demo.test)
@@ -539,7 +567,7 @@ def test_the_eval_spread_script_repeats_the_logged_evaluation_then_draws_new_one
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
     from eval_spread import spread
 
-    module = PEARL(**pearl_kwargs(num_steps_per_eval=200, num_exp_traj_eval=1))
+    module = PEARL(**pearl_kwargs(evaluation={"num_steps_per_eval": 200, "num_exp_traj_eval": 1}))
     path = tmp_path / "m.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 7,
                 "pytorch-lightning_version": lightning.__version__}, path)

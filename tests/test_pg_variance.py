@@ -13,8 +13,9 @@ from hyperrl.analysis.pg_variance import analyse, gram_statistics, main, summari
 from hyperrl.errors import ConfigurationError
 from hyperrl.nn import POLICY
 
-TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}), meta_batch_size=2,
-            fast_batch_size=2, n_train_tasks=6, n_test_tasks=2, eval_episodes=2)
+TINY = dict(env="hyperrl/Navigation2D-v0", policy=POLICY.with_settings("mlp", {"hidden": [8]}),
+            sampling={"meta_batch_size": 2, "fast_batch_size": 2}, tasks={"n_train_tasks": 6, "n_test_tasks": 2},
+            evaluation={"eval_episodes": 2})
 
 
 def test_gram_statistics_equal_the_direct_computation():
@@ -138,7 +139,7 @@ def test_a_lightning_cli_context_maml_checkpoint_loads_and_its_evaluation_skips_
     path = tmp_path / "context.ckpt"
     torch.save({"hyper_parameters": hparams, "state_dict": m.state_dict(), "global_step": 3}, path)
     module = load_module(str(path))
-    assert module.hparams.adaptation_steps == 0 and module.step == 3 and module.eval_adaptation_steps == 1
+    assert module.adaptation.adaptation_steps == 0 and module.step == 3 and module.eval_adaptation_steps == 1
     r = analyse(module, 2, episodes=2, eval_episodes=2, resamples=10, seed=0)
     assert module.eval_adaptation_steps == 1
     before, after = module.evaluate_tasks(module.pools.test, 2, reseed=100)

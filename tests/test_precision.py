@@ -16,20 +16,36 @@ from hyperrl.nn import META_CRITIC, META_VALUE, POLICY
 TINY_HYPER = {"primary_widths": [8, 8, 16], "blocks_per_stage": 1, "dynamic_hidden": [8]}
 
 META = dict(
-    n_train_tasks=3, n_test_tasks=1, policy=POLICY.with_settings("hyper", TINY_HYPER),
+    tasks={"n_train_tasks": 3, "n_test_tasks": 1}, policy=POLICY.with_settings("hyper", TINY_HYPER),
     critic=META_CRITIC.with_settings("hyper", TINY_HYPER), value=META_VALUE.with_settings("hyper", TINY_HYPER),
-    meta_batch_size=2, batch_size=8, buffer_size=200, initial_steps=10,
-    tasks_per_iteration=1, updates_per_iteration=2, reward_scale=1.0,
+    replay={"meta_batch_size": 2, "batch_size": 8, "buffer_size": 200, "initial_steps": 10,
+            "tasks_per_iteration": 1, "updates_per_iteration": 2},
+    optim={"reward_scale": 1.0},
 )  # fmt: skip
-PEARL_SCHEDULE = dict(num_steps_prior=6, num_steps_posterior=0, num_extra_rl_steps_posterior=6, latent_dim=2,
-                      encoder_hidden=[8], embedding_batch_size=6, embedding_mini_batch_size=3, num_steps_per_eval=20,
-                      num_exp_traj_eval=1, eval_train_tasks=1, num_evals=1)
-ON_POLICY = dict(policy=POLICY.with_settings("hyper", dict(TINY_HYPER)), meta_batch_size=2, fast_batch_size=1,
-                 n_train_tasks=3, n_test_tasks=1, eval_episodes=1, eval_tasks=1, cg_iterations=2)
+META_SAC = dict(replay={"steps_per_task": 10}, evaluation={"eval_train_tasks": 1})
+PEARL_SCHEDULE = dict(latent_dim=2, encoder_hidden=[8],
+                      replay={"num_steps_prior": 6, "num_steps_posterior": 0, "num_extra_rl_steps_posterior": 6,
+                              "embedding_batch_size": 6, "embedding_mini_batch_size": 3},
+                      evaluation={"num_steps_per_eval": 20, "num_exp_traj_eval": 1, "eval_train_tasks": 1,
+                                  "num_evals": 1})  # fmt: skip
+ON_POLICY = dict(policy=POLICY.with_settings("hyper", dict(TINY_HYPER)),
+                 sampling={"meta_batch_size": 2, "fast_batch_size": 1}, tasks={"n_train_tasks": 3, "n_test_tasks": 1},
+                 evaluation={"eval_episodes": 1, "eval_tasks": 1}, optim={"cg_iterations": 2})  # fmt: skip
 # an update at each of the two training steps (4 frames per step, updates from 4 frames on)
-OFF_POLICY = dict(frames_per_batch=4, warmup_frames=4, learning_starts=4, batch_size=8, eval_episodes=1)
+OFF_POLICY = dict(replay={"frames_per_batch": 4, "warmup_frames": 4, "learning_starts": 4, "batch_size": 8},
+                  evaluation={"eval_episodes": 1})
 # MuJoCo task families: their simulator state is float64, the case where a float64 observation could reach a network
 MUJOCO = "hyperrl/HalfCheetahVel-v0"
+
+
+def merged(*settings: dict) -> dict:
+    """The keyword arguments of SETTINGS together, a settings group given in several merged into one."""
+    out: dict = {}
+    for kwargs in settings:
+        for key, value in kwargs.items():
+            group = key in ("tasks", "optim", "replay", "evaluation", "sampling", "adaptation")
+            out[key] = {**out[key], **value} if group and key in out else value
+    return out
 
 
 def build(name: str):
@@ -39,9 +55,9 @@ def build(name: str):
     if name == "TD3":
         return TD3(**tiny_kwargs(**OFF_POLICY))
     if name == "MetaSAC":
-        return MetaSAC(env=MUJOCO, steps_per_task=10, eval_train_tasks=1, **META)
+        return MetaSAC(env=MUJOCO, **merged(META, META_SAC))
     if name == "PEARL":
-        return PEARL(env=MUJOCO, **META, **PEARL_SCHEDULE)
+        return PEARL(env=MUJOCO, **merged(META, PEARL_SCHEDULE))
     if name == "MAML":
         return MAML(env=MUJOCO, **ON_POLICY)
     if name == "ContextMAML":

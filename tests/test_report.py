@@ -25,7 +25,7 @@ def write_run(folder, name, variant, seed, evals, env="Reacher-v5", frames_per_b
                                                         "seed": seed, "state": state}))
     (fit / "config.yaml").write_text(
         f"model:\n  class_path: hyperrl.algos.SAC\n  init_args:\n    env: {env}\n    critic: {variant}\n"
-        f"    seed: {seed}\n    frames_per_batch: {frames_per_batch}\n")
+        f"    seed: {seed}\n    replay:\n      frames_per_batch: {frames_per_batch}\n")
     with open(fit / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HEADER)
         writer.writeheader()
@@ -223,7 +223,7 @@ def test_two_runs_of_one_config_and_seed_are_refused_or_the_newest_kept(tmp_path
     assert result["final"][0]["runs"] == 2
     assert "duplicate of" in (tmp_path / "r" / "skipped.txt").read_text()
     # same variant label and seed but other model settings: a label clash, refused even with --duplicates newest
-    (twin / "config.yaml").write_text((twin / "config.yaml").read_text() + "    critic_lr: 0.001\n")
+    (twin / "config.yaml").write_text((twin / "config.yaml").read_text() + "    optim:\n      critic_lr: 0.001\n")
     with pytest.raises(ConfigurationError, match="differ in their model settings"):
         report(str(tmp_path), str(tmp_path / "r"), duplicates="newest")
 

@@ -17,10 +17,10 @@ TINY = """
 configs: [{quickstart}]
 overrides:
   trainer.val_check_interval: 30
-  model.init_args.warmup_frames: 20
-  model.init_args.learning_starts: 20
-  model.init_args.batch_size: 16
-  model.init_args.eval_episodes: 1
+  model.init_args.replay.warmup_frames: 20
+  model.init_args.replay.learning_starts: 20
+  model.init_args.replay.batch_size: 16
+  model.init_args.evaluation.eval_episodes: 1
   model.init_args.actor_hidden: [16, 16]
   model.init_args.critic: mlp
 {extra}
@@ -95,14 +95,14 @@ def test_a_scheduler_makes_pruned_runs_final(tmp_path):
 @pytest.mark.parametrize("extra, fit_options, message", [
     ("", [], r"^run seed0: scheduler.grace_period=20 is not allowed: expected > the run's learning_starts \(20\), "
              r"or its first rung ranks policies never updated$"),
-    ("", ["--model.init_args.learning_starts", "19", "--trainer.max_steps", "19"],
+    ("", ["--model.init_args.replay.learning_starts", "19", "--trainer.max_steps", "19"],
      r"^run seed0: scheduler.grace_period=20 is not allowed: expected <= the run's 19 frames "
      r"\(trainer.max_steps x frames_per_batch\), or the scheduler never acts$"),
     ("grid: {algo: {sac: {}, td3: {model.class_path: hyperrl.algos.TD3}}}",
-     ["--model.init_args.learning_starts", "19"],
+     ["--model.init_args.replay.learning_starts", "19"],
      r"^a scheduler ranks the runs of one algorithm: run sac-seed0 is hyperrl.algos.SAC, run td3-seed0 is "
      r"hyperrl.algos.TD3; sweep each algorithm in its own file$"),
-    ("grid: {task: {reacher: {config: REACHER}, pendulum: {}}}", ["--model.init_args.learning_starts", "19"],
+    ("grid: {task: {reacher: {config: REACHER}, pendulum: {}}}", ["--model.init_args.replay.learning_starts", "19"],
      r"^a scheduler would rank runs reacher-seed0 \(Reacher-v5\) and pendulum-seed0 \(InvertedPendulum-v5\) "
      r"against each other: give the environment a grid axis of its own"),
 ])
@@ -117,7 +117,7 @@ def test_what_ranking_runs_needs_is_checked_before_any_run(tmp_path, extra, fit_
 def test_a_scheduler_over_one_algorithm_and_an_environment_axis_passes(tmp_path):
     path = sweep_file(tmp_path, "grid: {model.init_args.env: [InvertedPendulum-v5, Reacher-v5]}\nseeds: [0]\n"
                                 "scheduler: {type: asha, max_t: 400, grace_period: 20}")
-    validate(load_sweep(path), str(tmp_path), ["--model.init_args.learning_starts", "19"], report=lambda line: None)
+    validate(load_sweep(path), str(tmp_path), ["--model.init_args.replay.learning_starts", "19"], report=lambda line: None)
 
 
 def test_a_mistyped_callback_option_points_to_the_callbacks_help(tmp_path):

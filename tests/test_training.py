@@ -50,13 +50,13 @@ def test_metrics_are_logged_with_their_names(tmp_path):
 
 def test_td3_updates_actor_and_targets_every_second_update(tmp_path):
     """With policy_delay=2 the actor changes only on every second update."""
-    module = TD3(**tiny_kwargs(warmup_frames=10, learning_starts=10))
+    module = TD3(**tiny_kwargs(replay={"warmup_frames": 10, "learning_starts": 10}))
     actor_before = flat_params(module.actor).clone()
     make_trainer(tmp_path, max_steps=10).fit(module)  # exactly one update: update index 0 -> no actor step
     assert int(module.update_count) == 1
     assert torch.equal(flat_params(module.actor), actor_before)
     assert torch.equal(flat_params(module.target_actor), actor_before)
-    module2 = TD3(**tiny_kwargs(warmup_frames=10, learning_starts=10))
+    module2 = TD3(**tiny_kwargs(replay={"warmup_frames": 10, "learning_starts": 10}))
     make_trainer(tmp_path, max_steps=11).fit(module2)  # two updates -> one actor step
     assert not torch.equal(flat_params(module2.actor), actor_before)
     assert not torch.equal(flat_params(module2.target_actor), actor_before)
@@ -164,7 +164,7 @@ def test_bf16_mixed_keeps_targets_and_log_probs_in_fp32(tmp_path):
             seen["critic_loss"] = out["critic_loss"].dtype
             return out
 
-    module = Probe(**tiny_kwargs(warmup_frames=10, learning_starts=10, batch_size=8))
+    module = Probe(**tiny_kwargs(replay={"warmup_frames": 10, "learning_starts": 10, "batch_size": 8}))
     make_trainer(tmp_path, max_steps=14, precision="bf16-mixed").fit(module)
     assert seen == {"target": torch.float32, "log_prob": torch.float32, "critic_loss": torch.float32}
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in module.parameters())
@@ -185,7 +185,8 @@ def test_unsupported_precisions_are_rejected(tmp_path, precision):
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(algo, tmp_path):
     """Stop at step 60 (mid-episode), resume from the checkpoint: the final parameters are bit-identical to a run
     that never stopped (networks, optimizer, buffer, RNG and the MuJoCo episode in progress all restored)."""
-    kwargs = tiny_kwargs(env="HalfCheetah-v5", eval_episodes=1)  # 1000-step episodes: step 60 is mid-episode
+    # 1000-step episodes: step 60 is mid-episode
+    kwargs = tiny_kwargs(env="HalfCheetah-v5", evaluation={"eval_episodes": 1})
     straight = algo(**kwargs)
     make_trainer(tmp_path / "straight", max_steps=120, val_check_interval=50).fit(straight)
 
@@ -285,14 +286,16 @@ def test_resume_from_an_end_of_run_checkpoint_keeps_frames_steps_and_the_episode
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"frames_per_batch": 5000, "buffer_size": 1000}, "frames_per_batch=5000 is not allowed: it must not exceed buffer_size=1000"),
-        ({"learning_starts": 2000, "buffer_size": 1000}, "learning_starts=2000 is not allowed: it must not exceed buffer_size=1000"),
-        ({"batch_size": 2000, "buffer_size": 1000}, "batch_size=2000 is not allowed: it must not exceed buffer_size=1000"),
-        ({"warmup_frames": -1}, "warmup_frames=-1 is not allowed: expected an integer >= 0"),
+        ({"frames_per_batch": 5000, "buffer_size": 1000},
+         "replay.frames_per_batch=5000 is not allowed: it must not exceed buffer_size=1000"),
+        ({"learning_starts": 2000, "buffer_size": 1000},
+         "replay.learning_starts=2000 is not allowed: it must not exceed buffer_size=1000"),
+        ({"batch_size": 2000, "buffer_size": 1000}, "replay.batch_size=2000 is not allowed: it must not exceed buffer_size=1000"),
+        ({"warmup_frames": -1}, "replay.warmup_frames=-1 is not allowed: expected an integer >= 0"),
     ],
 )
 def test_replay_settings_that_crawl_or_never_train_are_refused(overrides, message):
     from hyperrl.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")):
-        SAC(**tiny_kwargs(**overrides))
+        SAC(**tiny_kwargs(replay=overrides))

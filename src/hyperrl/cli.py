@@ -339,7 +339,7 @@ def main(args: list[str] | None = None) -> None:
                 trainer_defaults=TRAINER_DEFAULTS,
                 seed_everything_default=False,
                 parser_class=_cli_class.parser,
-                parser_kwargs={"parser_mode": PARSER_MODE},
+                parser_kwargs={"parser_mode": PARSER_MODE, "allow_abbrev": False},
             )
     except (ValueError, UsageError, MisconfigurationException, RuntimeError, FileNotFoundError) as exc:
         failure = _failure(exc, MisconfigurationException)

@@ -22,6 +22,10 @@ def one_line(message: str) -> str:
     if unchosen:  # a model setting, but no algorithm chosen: jsonargparse tried the abstract base class
         return (f"--model.{unchosen.group(1)} needs an algorithm first: give --config FILE or --model CLASS "
                 "(e.g. --model SAC)")
+    required = re.search(r"the following arguments are required: (?:\w+\.)?model\b", str(message))
+    if required:  # e.g. a resume given only --ckpt_path: the checkpoint's run folder holds the config it ran with
+        return ("no model given: give --config FILE (to resume a run, its config.yaml beside the checkpoints folder, "
+                "with --ckpt_path) or --model CLASS (e.g. --model SAC)")
     network = _network_choice(lines)
     if network:
         return network
@@ -32,6 +36,12 @@ def one_line(message: str) -> str:
     classes = [m.group(1) for m in classes if m]
     if unknown and classes:
         return _unknown_option(unknown.group(1), classes[-1])
+    # an unknown setting in a settings group: on the command line, or in a config's mapping
+    in_group = next((re.search(r"unrecognized arguments: --(\w+)\.(\w+)", line)
+                     or re.search(r"Group '(\w+)' does not accept option '(\w+)'", line) for line in lines
+                     if "unrecognized arguments: --" in line or "does not accept option" in line), None)
+    if in_group and classes:
+        return _unknown_option(in_group.group(2), classes[-1], group=in_group.group(1))
     for line in lines:
         if any(marker in line for marker in ours):
             return line[2:] if line.startswith("- ") else line
@@ -165,9 +175,10 @@ def _typed_setting(message: str, lines: list[str]) -> str | None:
     return None
 
 
-def _unknown_option(key: str, class_path: str) -> str:
+def _unknown_option(key: str, class_path: str, group: str | None = None) -> str:
     """``unknown option 'critc' for hyperrl.algos.SAC: closest critic, critic_lr``, from the options
-    jsonargparse reads off the class's signature."""
+    jsonargparse reads off the class's signature; ``group``: the option was given in that settings group. A setting
+    that now lives in a group is named with its new place."""
     import difflib
     import importlib
 
@@ -180,15 +191,26 @@ def _unknown_option(key: str, class_path: str) -> str:
     cls = getattr(importlib.import_module(module), name)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, fail_untyped=False)
-    valid = [k for k in parser.get_defaults().keys() if "." not in k]
+    options = list(parser.get_defaults().keys())
+    groups = dict.fromkeys(k.split(".", 1)[0] for k in options if "." in k)
+    listing = (f"--trainer.callbacks.help {class_path}" if issubclass(cls, Callback) else
+               f"--trainer.logger.help {class_path}" if issubclass(cls, Logger) else f"--model.help {name}")
+    if group is not None:
+        valid = [k.split(".", 1)[1] for k in options if k.startswith(f"{group}.")]
+        close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+        hint = f"closest: {', '.join(close)}" if close else f"expected one of {', '.join(valid)}"
+        return f"unknown option {key!r} in {group} of {class_path}: {hint} (hyperrl fit {listing} lists them)"
+    moved = next((g for g in groups if f"{g}.{key}" in options), None)
+    if moved is not None:  # the flat form before the settings were grouped
+        return (f"{key} is now {moved}.{key} in {class_path}: give --model.init_args.{moved}.{key}, or "
+                f"{moved}: {{{key}: ...}} under init_args in a config (hyperrl fit {listing} lists them)")
+    valid = [k for k in options if "." not in k] + list(groups)
     network = key.removesuffix("_kwargs")
     if key.endswith("_kwargs") and network in valid:  # the form before networks took class_path/init_args
         return (f"{key} is no longer a setting of {class_path}: give the {network}'s settings with its class, "
                 f"{network}: {{class_path: ..., init_args: {{...}}}} (docs/cli.md, 'Choosing a network')")
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     hint = f"closest: {', '.join(close)}" if close else f"expected one of {', '.join(valid)}"
-    listing = (f"--trainer.callbacks.help {class_path}" if issubclass(cls, Callback) else
-               f"--trainer.logger.help {class_path}" if issubclass(cls, Logger) else f"--model.help {name}")
     return f"unknown option {key!r} for {class_path}: {hint} (hyperrl fit {listing} lists them)"
 
 

@@ -32,7 +32,7 @@ def refuse_changed_model_settings(path: str, options: list[str], asked, resumed,
         return
     class_changed = differing[0][0] == "class_path"  # another algorithm: say that first, whatever else differs
     for name, mine, theirs in differing[:1] if class_changed else differing:
-        if name in options:
+        if name.split(".", 1)[0] in options:
             raise ConfigurationError(
                 f"option --model.{name}={mine!r} is not allowed with --ckpt_path {path}: that checkpoint "
                 f"resumes with {name}={theirs!r} (a resumed run keeps its model settings); drop the option "
@@ -56,7 +56,13 @@ def _differing_model_settings(asked, resumed) -> list[tuple[str, object, object]
     mine = _plain(asked.get("init_args")) or {}
     theirs = _plain(resumed.get("init_args")) or {}
     for name in sorted(set(mine) & set(theirs)):
-        if mine[name] != theirs[name]:
+        if mine[name] == theirs[name]:
+            continue
+        group = all(isinstance(v, dict) and "class_path" not in v for v in (mine[name], theirs[name]))
+        if group:  # a settings group: each of its settings that differs (``replay.batch_size``)
+            differing += [(f"{name}.{key}", mine[name][key], theirs[name][key])
+                          for key in sorted(set(mine[name]) & set(theirs[name])) if mine[name][key] != theirs[name][key]]
+        else:
             differing.append((name, mine[name], theirs[name]))
     return differing
 

@@ -16,37 +16,17 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
-
 from hyperrl.algos.arguments import Seed, check_arguments
 from hyperrl.algos.base import Algorithm, detached
+from hyperrl.algos.settings import Evaluation, OffPolicyOptim, Replay
 from hyperrl.data import OffPolicyData
 from hyperrl.envs import check_env_id, make_env
-from hyperrl.errors import ConfigurationError
 from hyperrl.nn import CriticEnsemble, make_critic
 from hyperrl.nn.critics import CRITIC, CriticChoice
 
 #: Critic learning rates of the paper: 5e-5 for hypernetwork critics, 3e-4 for every other critic.
 HYPER_CRITIC_LR = 5e-5
 DEFAULT_CRITIC_LR = 3e-4
-
-
-def check_collection_schedule(buffer_size: int, frames_per_batch: int, warmup_frames: int, learning_starts: int,
-                              batch_size: int) -> None:
-    """Refuse replay settings that crawl or can never train (one :class:`ConfigurationError` naming the values)."""
-    if frames_per_batch > buffer_size:
-        raise ConfigurationError(
-            f"frames_per_batch={frames_per_batch} is not allowed: it must not exceed buffer_size={buffer_size} "
-            "(each collector batch would overwrite the replay buffer)"
-        )
-    if learning_starts > buffer_size:
-        raise ConfigurationError(
-            f"learning_starts={learning_starts} is not allowed: it must not exceed buffer_size={buffer_size}"
-        )
-    if batch_size > buffer_size:
-        raise ConfigurationError(
-            f"batch_size={batch_size} is not allowed: it must not exceed buffer_size={buffer_size}"
-        )
 
 
 class OffPolicyAlgorithm(Algorithm):
@@ -64,39 +44,26 @@ class OffPolicyAlgorithm(Algorithm):
     """
 
     NETWORKS = {"critic": CRITIC}
+    GROUPS = {"replay": Replay, "optim": OffPolicyOptim, "evaluation": Evaluation}
 
     def __init__(
         self,
         env: str = "HalfCheetah-v5",
         critic: CriticChoice = "sa_hyper",
         actor_hidden: list[int] | tuple[int, ...] = (256, 256),
-        critic_lr: PositiveFloat | None = None,
-        actor_lr: PositiveFloat = 3e-4,
-        gamma: float = 0.99,
-        tau: float = 0.005,
-        batch_size: PositiveInt = 256,
-        buffer_size: PositiveInt = 1_000_000,
-        warmup_frames: NonNegativeInt = 1000,
-        learning_starts: NonNegativeInt = 256,
-        frames_per_batch: PositiveInt = 1,
-        updates_per_batch: PositiveInt = 1,
-        eval_episodes: PositiveInt = 10,
+        replay: Replay = Replay(),
+        optim: OffPolicyOptim = OffPolicyOptim(),
+        evaluation: Evaluation = Evaluation(),
         seed: Seed = 0,
-        fused_adam: bool | None = None,
         env_kwargs: dict[str, Any] | None = None,
         compile: bool = False,
         cudagraphs: bool = False,
     ) -> None:
         super().__init__()
+        self.set_groups(replay=replay, optim=optim, evaluation=evaluation)
         self.save_hyperparameters()
-        self.hparams_networks_as_data()
+        self.hparams_as_data()
         check_arguments(OffPolicyAlgorithm.__init__, locals())  # the annotations' rules, for Python callers too
-        # spelled out, not typed: these messages read better than a restricted type's name
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0:
-            raise ConfigurationError(f"tau={tau!r} is not allowed: expected 0 < tau <= 1")
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-            raise ConfigurationError(f"gamma={gamma!r} is not allowed: expected 0 <= gamma <= 1")
-        check_collection_schedule(buffer_size, frames_per_batch, warmup_frames, learning_starts, batch_size)
 
         self.env_spec = check_env_id(env, env_kwargs=env_kwargs)
         torch.manual_seed(seed)
@@ -104,7 +71,7 @@ class OffPolicyAlgorithm(Algorithm):
         # the twin critics as one ensemble (one batched matmul per layer for both; see hyperrl.nn.ensemble)
         self.critics = CriticEnsemble([make_critic(self.hparams.critic, obs_dim, act_dim) for _ in range(2)])
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
-        self.critic_lr = critic_lr if critic_lr is not None else (
+        self.critic_lr = self.optim.critic_lr if self.optim.critic_lr is not None else (
             HYPER_CRITIC_LR if self.critics.is_hypernetwork else DEFAULT_CRITIC_LR
         )
         self.actor = self.build_actor(obs_dim, act_dim, self.env_spec.action_low, self.env_spec.action_high)
@@ -143,22 +110,22 @@ class OffPolicyAlgorithm(Algorithm):
     def param_groups(self) -> list[dict]:
         return [
             {"params": list(self.critics.parameters()), "lr": self.critic_lr, "name": "critic"},
-            {"params": list(self.actor.parameters()), "lr": self.hparams.actor_lr, "name": "actor"},
+            {"params": list(self.actor.parameters()), "lr": self.optim.actor_lr, "name": "actor"},
         ]
 
     # ------------------------------------------------------------------ data
     def make_data(self) -> OffPolicyData:
-        hp = self.hparams
+        hp, replay = self.hparams, self.replay
         rank = self.global_rank
         env_seed = hp.seed + rank
         env_kwargs = hp.get("env_kwargs")
         data = OffPolicyData(
             lambda: make_env(hp.env, seed=env_seed, env_kwargs=env_kwargs),
             self.acting_policy(),
-            buffer_size=hp.buffer_size,
-            batch_size=hp.batch_size,
-            frames_per_batch=hp.frames_per_batch,
-            warmup_frames=hp.warmup_frames,
+            buffer_size=replay.buffer_size,
+            batch_size=replay.batch_size,
+            frames_per_batch=replay.frames_per_batch,
+            warmup_frames=replay.warmup_frames,
             device=self.device,
             compile_policy=bool(hp.get("compile")),
         )
@@ -168,13 +135,12 @@ class OffPolicyAlgorithm(Algorithm):
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, Tensor]:
-        hp = self.hparams
         batch = self.data.collect()
         self.count_frames(batch.numel())
         self.record_episodes(batch)
         losses: dict[str, Tensor] = {}
-        if len(self.data) >= max(hp.learning_starts, 1):
-            for _ in range(hp.updates_per_batch):
+        if len(self.data) >= max(self.replay.learning_starts, 1):
+            for _ in range(self.replay.updates_per_batch):
                 losses = self.run_update(self.data.sample(), self._updates_done)
                 self._updates_done += 1
             self.update_count.fill_(self._updates_done)
@@ -209,7 +175,7 @@ class OffPolicyAlgorithm(Algorithm):
         at every evaluation, ``seed + 100`` as in the authors' code)."""
         from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-        episodes = episodes or self.hparams.eval_episodes
+        episodes = episodes or self.evaluation.eval_episodes
         if "eval" not in self._envs:
             self._envs["eval"] = make_env(self.hparams.env, env_kwargs=self.hparams.get("env_kwargs"))
         env = self._envs["eval"]

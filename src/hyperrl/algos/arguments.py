@@ -98,10 +98,11 @@ def _expected(options: list[Any]) -> str:
     return " or ".join(words)
 
 
-def check_arguments(function: Callable, arguments: Mapping[str, Any]) -> None:
+def check_arguments(function: Callable, arguments: Mapping[str, Any], prefix: str = "") -> None:
     """Raise :class:`ConfigurationError` for the first of ``arguments`` that its annotation in ``function``'s
-    signature refuses (restricted number types, ``Literal``, ``bool``, each optionally with ``None``); other
-    annotations are left to the module's own checks."""
+    signature (or a dataclass's fields) refuses (restricted number types, ``Literal``, ``bool``, each optionally with
+    ``None``); other annotations are left to the module's own checks. ``prefix`` goes before the name in the message
+    (a settings group's ``"replay."``)."""
     hints = typing.get_type_hints(function)
     for name, hint in hints.items():
         if name == "return" or name not in arguments:
@@ -110,4 +111,4 @@ def check_arguments(function: Callable, arguments: Mapping[str, Any]) -> None:
         verdicts = [_accepts(option, arguments[name]) for option in options]
         if any(v is None for v in verdicts) or any(verdicts):
             continue  # an annotation this module does not judge, or a value it accepts
-        raise ConfigurationError(f"{name}={arguments[name]!r} is not allowed: expected {_expected(options)}")
+        raise ConfigurationError(f"{prefix}{name}={arguments[name]!r} is not allowed: expected {_expected(options)}")

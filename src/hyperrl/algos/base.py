@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from hyperrl.data import DataSource, training_steps_loader
 from hyperrl.checkpoint_io import check_training_state, training_state_checksum
 from hyperrl.errors import CheckpointError, ConfigurationError, NonFiniteLossError
+from hyperrl.algos.settings import Settings
 from hyperrl.nn.registry import NetworkKind
 
 #: fp32, or bf16 autocast with fp32 weights, targets, log-probabilities and α. Not "*-true" casts of the whole module
@@ -60,22 +61,6 @@ def detach_condition(condition: Any) -> Any:
     if isinstance(condition, (list, tuple)):
         return type(condition)(detach_condition(c) for c in condition)
     return condition
-
-
-def check_lr_decay(updates: Any, final: Any) -> tuple[int, int] | None:
-    """Validate ``lr_decay_updates`` (``None`` or ``[start, end]`` update counts, ``0 <= start < end``) and
-    ``lr_decay_final`` (a factor in ``[0, 1]``); returns the window as a tuple."""
-    if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0.0 <= final <= 1.0:
-        raise ConfigurationError(f"lr_decay_final={final!r} is not allowed: expected a number in [0, 1]")
-    if updates is None:
-        return None
-    ok = (isinstance(updates, (list, tuple)) and len(updates) == 2
-          and all(isinstance(u, int) and not isinstance(u, bool) for u in updates)
-          and 0 <= updates[0] < updates[1])  # fmt: skip
-    if not ok:
-        raise ConfigurationError(f"lr_decay_updates={updates!r} is not allowed: expected null or [start, end], "
-                                 "update counts with 0 <= start < end")
-    return int(updates[0]), int(updates[1])
 
 
 def cosine_decay(update: int, start: int, end: int, final: float) -> float:
@@ -167,9 +152,14 @@ class Algorithm(L.LightningModule):
     update (losses, backward, optimizer step, target update) as one function of the batch and runs it through
     :meth:`fast_update`, which applies ``torch.compile`` and/or tensordict's ``CudaGraphModule`` as asked.
 
+    Settings: a subclass declares its settings groups in :attr:`GROUPS` (:mod:`hyperrl.algos.settings`), takes each
+    as an ``__init__`` argument, and calls :meth:`set_groups` then :meth:`hparams_as_data` around
+    ``save_hyperparameters()``.
+
     Older checkpoints: :meth:`current_hparams` reads their hyperparameters as the algorithm now names them, with
-    what a subclass declares: :attr:`RETIRED_HPARAMS`, :attr:`RENAMED_HPARAMS` and :attr:`NETWORKS` (each setting
-    that chooses a network, a preset name or ``class_path``/``init_args``, :mod:`hyperrl.nn.registry`).
+    what a subclass declares: :attr:`RETIRED_HPARAMS`, :attr:`RENAMED_HPARAMS`, :attr:`NETWORKS` (each setting
+    that chooses a network, a preset name or ``class_path``/``init_args``, :mod:`hyperrl.nn.registry`) and
+    :attr:`GROUPS` (flat settings of older files move into their groups).
     """
 
     #: setting name -> the kind of network it chooses
@@ -178,6 +168,8 @@ class Algorithm(L.LightningModule):
     RETIRED_HPARAMS: ClassVar[frozenset[str]] = frozenset()
     #: settings older checkpoints carry under another name (old -> new)
     RENAMED_HPARAMS: ClassVar[Mapping[str, str]] = {}
+    #: group name -> its settings dataclass (``replay`` -> :class:`~hyperrl.algos.settings.Replay`)
+    GROUPS: ClassVar[Mapping[str, type[Settings]]] = {}
 
     @classmethod
     def current_hparams(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,6 +177,10 @@ class Algorithm(L.LightningModule):
         an older file still rebuilds its model: less the retired settings, renamed ones under their new names, and
         a network's ``<setting>_kwargs`` folded into the setting as its preset's class with those settings."""
         hparams = {cls.RENAMED_HPARAMS.get(k, k): v for k, v in saved.items() if k not in cls.RETIRED_HPARAMS}
+        for group, settings_class in cls.GROUPS.items():  # files written before the settings were grouped
+            flat = {name: hparams.pop(name) for name in settings_class.names() if name in hparams}
+            if flat:
+                hparams[group] = {**flat, **dict(hparams.get(group) or {})}
         for name, kind in cls.NETWORKS.items():
             if f"{name}_kwargs" in hparams:
                 settings = cls.network_settings_of_old(name, dict(hparams.pop(f"{name}_kwargs") or {}), hparams)
@@ -198,16 +194,22 @@ class Algorithm(L.LightningModule):
         subclass takes out, or moves to its own setting in ``hparams``)."""
         return settings
 
-    def hparams_networks_as_data(self) -> None:
-        """Each network setting of :attr:`NETWORKS` in the hyperparameters as plain data (what checkpoints and the
-        loggers' hparams.yaml hold): a class or ``functools.partial`` given in Python becomes its
-        ``class_path``/``init_args`` form (the CLI saves its config's data already). A subclass calls it right after
-        ``save_hyperparameters()``."""
+    def set_groups(self, **groups: Any) -> None:
+        """Each settings group as its typed object (``self.replay``): a group or a mapping of some of its fields,
+        laid over the group's defaults (:meth:`~hyperrl.algos.settings.Settings.of`; a subclass with other defaults
+        passes its group already built)."""
+        for name, value in groups.items():
+            setattr(self, name, self.GROUPS[name].of(value))
+
+    def hparams_as_data(self) -> None:
+        """The hyperparameters as plain data (what checkpoints and the loggers' hparams.yaml hold): each settings
+        group as the dict of all its fields, and each network setting of :attr:`NETWORKS` given in Python as a class
+        or ``functools.partial`` in its ``class_path``/``init_args`` form (the CLI saves its config's data already).
+        A subclass calls it right after ``save_hyperparameters()``."""
         plain = {name: kind.plain(self.hparams[name]) for name, kind in self.NETWORKS.items() if name in self.hparams}
-        if any(not isinstance(self.hparams[name], (str, Mapping)) for name in plain):
-            self.save_hyperparameters({**self.hparams, **plain})  # the initial copy the loggers write, too
-        else:
-            self.hparams.update(plain)
+        plain.update({name: getattr(self, name).plain() for name in self.GROUPS})
+        # the initial copy the loggers write, too
+        self.save_hyperparameters({**self.hparams, **plain})
 
     def __init__(self) -> None:
         super().__init__()
@@ -237,7 +239,7 @@ class Algorithm(L.LightningModule):
 
     # ------------------------------------------------------------------ Lightning plumbing
     def configure_optimizers(self):
-        fused = self.hparams.get("fused_adam")
+        fused = getattr(getattr(self, "optim", None), "fused_adam", None)
         if fused is None:
             fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in self.parameters())
         # a step replayed from a CUDA graph must keep its step counters on the device

@@ -49,17 +49,19 @@ from functools import partial
 from typing import Any
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from hyperrl.algos.arguments import Seed, check_arguments
 from hyperrl.algos.base import Algorithm
+from hyperrl.algos.settings import Adaptation, MAMLEvaluation, MAMLOptim, Sampling, Tasks
 from hyperrl.algos.returns import advantages, masked_mean
 from hyperrl.algos.trpo import flat, natural_gradient_step, trpo_step
 from hyperrl.data.onpolicy import OnPolicyData
 from hyperrl.envs import check_task_env_id, make_task_pools
 from hyperrl.envs.tasks import task_family
-from hyperrl.errors import ConfigurationError, require_non_negative_int, require_positive
+from hyperrl.errors import ConfigurationError
 from hyperrl.nn import make_policy
 from hyperrl.nn.policies import POLICY, PolicyChoice
 
@@ -69,7 +71,6 @@ HYPER_FAST_LR = 5e-5
 #: the authors' MAML task pools for every family (``--num-of-tasks``, ``--test_tasks``; on HalfCheetah-Vel-Medium
 #: their 20 test tasks are the OOD velocities)
 MAML_TRAIN_TASKS, MAML_TEST_TASKS, MAML_OOD_TASKS = 100, 20, 20
-POST_ADAPTATION_BASELINES = ("pre", "refit")
 
 
 def maml_pool_sizes(env: str, split: str, n_train: int | None, n_test: int | None, n_ood: int | None) -> dict:
@@ -84,8 +85,6 @@ def maml_pool_sizes(env: str, split: str, n_train: int | None, n_test: int | Non
     return {k: defaults[k] if v is None else v for k, v in sizes.items()}
 
 Params = dict[str, Tensor]
-#: settings that must be finite positive numbers (``inf`` would make the trust region or the ridge meaningless)
-FINITE_POSITIVE = ("max_kl", "baseline_reg")
 
 
 class _Dispatch(nn.Module):
@@ -116,24 +115,15 @@ class MAML(Algorithm):
 
     Args:
         env: a task family id (``hyperrl/Navigation2D-v0``, ``hyperrl/HalfCheetahVel-v0``, ...).
-        split: the family's train/test/OOD split (``"medium"`` for HalfCheetah-Vel-Medium's OOD velocities).
-        task_seed: seed of the task pools; ``n_train_tasks``/``n_test_tasks``/``n_ood_tasks``: pool sizes (None:
-            the authors' MAML pools, 100 train / 20 test / 20 OOD where the split has OOD tasks; the direction
-            families have the fixed pool ``[-1, +1]``).
         policy: ``mlp`` (2×100), ``context_mlp`` or ``hyper``, or ``class_path``/``init_args`` of a policy class
             with its settings (``hidden``, ``primary_widths``, ...; :mod:`hyperrl.nn.registry`); built by
             ``make_policy`` with ``distribution="normal"``.
-        adaptation_steps: inner SGD steps (0: context-MAML); ``fast_lr``: inner step size (None: per policy);
-        first_order: first-order MAML (no derivative through the inner step).
-        meta_batch_size: tasks per meta-update; fast_batch_size: episodes per task (before and after adaptation).
-        gamma, gae_lambda, baseline_reg: returns, GAE and the ridge of the linear baseline.
-        post_adaptation_baseline: the baseline that values the post-adaptation episodes: ``pre`` (the one fitted on
-            the task's pre-adaptation episodes, the authors') or ``refit`` (one fitted on the post-adaptation
-            episodes themselves).
-        max_kl, cg_iterations, cg_damping, ls_ratio, ls_max_steps: the TRPO outer step.
-        eval_tasks: tasks per pool to evaluate (None: all test/OOD tasks and as many train tasks as test tasks);
-        eval_episodes: episodes per task in evaluation (None: fast_batch_size);
-        eval_adaptation_steps: inner steps in evaluation (None: ``max(adaptation_steps, 1)``).
+        tasks: the task pools (:class:`~hyperrl.algos.settings.Tasks`; sizes None: the authors' MAML pools, 100 train
+            / 20 test / 20 OOD where the split has OOD tasks; the direction families have the fixed pool ``[-1, +1]``).
+        adaptation: the inner loop (:class:`~hyperrl.algos.settings.Adaptation`: steps, step size, first order).
+        sampling: tasks per meta-update and episodes per task (:class:`~hyperrl.algos.settings.Sampling`).
+        optim: returns, GAE, the linear baseline and the TRPO outer step (:class:`~hyperrl.algos.settings.MAMLOptim`).
+        evaluation: :class:`~hyperrl.algos.settings.MAMLEvaluation`.
         cpu_threads: torch intra-op threads during a meta-update and an evaluation when the module is on the CPU
             (None: leave torch's setting). Default 1: these are many small ops, which extra threads slow down.
         compile: run the outer step's functions of θ through ``torch.compile`` (module docstring).
@@ -142,6 +132,8 @@ class MAML(Algorithm):
     """
 
     NETWORKS = {"policy": POLICY}
+    GROUPS = {"tasks": Tasks, "adaptation": Adaptation, "sampling": Sampling, "optim": MAMLOptim,
+              "evaluation": MAMLEvaluation}
 
     @classmethod
     def network_settings_of_old(cls, name, settings, hparams):
@@ -151,91 +143,43 @@ class MAML(Algorithm):
     def __init__(
         self,
         env: str = "hyperrl/Navigation2D-v0",
-        split: str = "default",
-        task_seed: Seed = 0,
-        n_train_tasks: int | None = None,
-        n_test_tasks: int | None = None,
-        n_ood_tasks: int | None = None,
         policy: PolicyChoice = "mlp",
-        adaptation_steps: int = 1,
-        fast_lr: float | None = None,
-        first_order: bool = False,
-        meta_batch_size: int = 40,
-        fast_batch_size: int = 20,
-        gamma: float = 0.95,
-        gae_lambda: float = 1.0,
-        baseline_reg: float = 1e-5,
-        post_adaptation_baseline: str = "pre",
-        max_kl: float = 1e-2,
-        cg_iterations: int = 10,
-        cg_damping: float = 1e-5,
-        ls_ratio: float = 0.8,
-        ls_max_steps: int = 20,
-        eval_tasks: int | None = None,
-        eval_episodes: int | None = None,
-        eval_adaptation_steps: int | None = None,
-        cpu_threads: int | None = 1,
+        tasks: Tasks = Tasks(),
+        adaptation: Adaptation = Adaptation(),
+        sampling: Sampling = Sampling(),
+        optim: MAMLOptim = MAMLOptim(),
+        evaluation: MAMLEvaluation = MAMLEvaluation(),
+        cpu_threads: PositiveInt | None = 1,
         compile: bool = False,
         cudagraphs: bool = False,
         seed: Seed = 0,
     ) -> None:
         super().__init__()
+        self.set_groups(tasks=tasks, adaptation=adaptation, sampling=sampling, optim=optim, evaluation=evaluation)
         self.save_hyperparameters()
-        self.hparams_networks_as_data()
-        check_arguments(MAML.__init__, {"seed": seed, "task_seed": task_seed})
-        self._check_settings()
-        self.env_spec = check_task_env_id(env)
-        self.pools = make_task_pools(env, task_seed, split, **maml_pool_sizes(env, split, n_train_tasks, n_test_tasks,
-                                                                              n_ood_tasks))
-        torch.manual_seed(seed)
-        spec = self.env_spec
-        self.policy = make_policy(self.hparams.policy, spec.observation_dim, spec.action_dim, spec.context_dim,
-                                  distribution="normal")  # TRPO's Gaussian with a state-independent scale
-        self._call = _Dispatch(self.policy)
-        self.fast_lr = float(fast_lr) if fast_lr is not None else (
-            HYPER_FAST_LR if getattr(self.policy, "is_hypernetwork", False) else MLP_FAST_LR
-        )
-        self.eval_adaptation_steps = (max(adaptation_steps, 1) if eval_adaptation_steps is None
-                                      else int(eval_adaptation_steps))
-
-    def _check_settings(self) -> None:
-        hp = self.hparams
-        for name in ("meta_batch_size", "fast_batch_size", "cg_iterations", "ls_max_steps"):
-            require_positive(name, getattr(hp, name), integer=True)
-        require_non_negative_int("adaptation_steps", hp.adaptation_steps)
-        for name in FINITE_POSITIVE + (("fast_lr",) if hp.fast_lr is not None else ()):
-            value = getattr(hp, name)
-            require_positive(name, value)
-            if not math.isfinite(value):
-                raise ConfigurationError(f"{name}={value!r} is not allowed: expected a finite positive number")
-        for name in ("eval_tasks", "eval_episodes"):
-            if getattr(hp, name) is not None:
-                require_positive(name, getattr(hp, name), integer=True)
-        if hp.cpu_threads is not None:
-            require_positive("cpu_threads", hp.cpu_threads, integer=True)
-        if hp.eval_adaptation_steps is not None:
-            require_non_negative_int("eval_adaptation_steps", hp.eval_adaptation_steps)
-        if (isinstance(hp.cg_damping, bool) or not isinstance(hp.cg_damping, (int, float))
-                or not 0 <= hp.cg_damping < math.inf):
-            raise ConfigurationError(f"cg_damping={hp.cg_damping!r} is not allowed: expected a finite number >= 0")
-        for name in ("gamma", "gae_lambda"):
-            value = getattr(hp, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ConfigurationError(f"{name}={value!r} is not allowed: expected 0 <= {name} <= 1")
-        if isinstance(hp.ls_ratio, bool) or not isinstance(hp.ls_ratio, (int, float)) or not 0 < hp.ls_ratio < 1:
-            raise ConfigurationError(f"ls_ratio={hp.ls_ratio!r} is not allowed: expected 0 < ls_ratio < 1")
-        if hp.post_adaptation_baseline not in POST_ADAPTATION_BASELINES:
-            raise ConfigurationError(f"post_adaptation_baseline={hp.post_adaptation_baseline!r} is not allowed: "
-                                     f"expected one of {', '.join(POST_ADAPTATION_BASELINES)}")
-        for name in ("first_order", "compile", "cudagraphs"):
-            if not isinstance(hp.get(name), bool):
-                raise ConfigurationError(f"{name}={hp.get(name)!r} is not allowed: expected true or false")
-        if hp.cudagraphs:
+        self.hparams_as_data()
+        check_arguments(MAML.__init__, locals())
+        if cudagraphs:
             raise ConfigurationError(
                 f"cudagraphs=True is not allowed for {type(self).__name__}: its TRPO step is no fixed sequence of "
                 "kernels (conjugate gradient and the line search stop on data) and each meta-update steps CPU "
                 "environments; use --model.init_args.compile true"
             )
+        self.env_spec = check_task_env_id(env)
+        t = self.tasks
+        self.pools = make_task_pools(env, t.task_seed, t.split, **maml_pool_sizes(env, t.split, t.n_train_tasks,
+                                                                                  t.n_test_tasks, t.n_ood_tasks))
+        torch.manual_seed(seed)
+        spec = self.env_spec
+        self.policy = make_policy(self.hparams.policy, spec.observation_dim, spec.action_dim, spec.context_dim,
+                                  distribution="normal")  # TRPO's Gaussian with a state-independent scale
+        self._call = _Dispatch(self.policy)
+        fast_lr = self.adaptation.fast_lr
+        self.fast_lr = float(fast_lr) if fast_lr is not None else (
+            HYPER_FAST_LR if getattr(self.policy, "is_hypernetwork", False) else MLP_FAST_LR
+        )
+        steps = self.evaluation.eval_adaptation_steps
+        self.eval_adaptation_steps = max(self.adaptation.adaptation_steps, 1) if steps is None else int(steps)
 
     # ------------------------------------------------------------------ functional policy
     def meta_params(self) -> Params:
@@ -273,9 +217,9 @@ class MAML(Algorithm):
     def _adapt(self, params: Params, observation: Tensor, action: Tensor, mask: Tensor, adv: Tensor,
                context: Tensor, steps: int | None = None, lr: float | None = None,
                create_graph: bool | None = None) -> Params:
-        steps = self.hparams.adaptation_steps if steps is None else steps
+        steps = self.adaptation.adaptation_steps if steps is None else steps
         lr = self.fast_lr if lr is None else lr
-        create_graph = (not self.hparams.first_order) if create_graph is None else create_graph
+        create_graph = (not self.adaptation.first_order) if create_graph is None else create_graph
         for _ in range(steps):
             grads = torch.func.grad(self._inner_loss)(params, observation, action, mask, adv, context)
             params = {k: v - lr * (grads[k] if create_graph else grads[k].detach()) for k, v in params.items()}
@@ -284,7 +228,7 @@ class MAML(Algorithm):
     def task_advantages(self, episodes, fit_on=None) -> Tensor:
         """Normalised GAE advantages ``(M, E, T)``, the baseline fitted per task on its own episodes, or on task
         ``i``'s episodes ``fit_on[i]``."""
-        hp = self.hparams
+        hp = self.optim
 
         def fit(i):
             if fit_on is None:
@@ -341,23 +285,22 @@ class MAML(Algorithm):
 
     # ------------------------------------------------------------------ data
     def make_data(self) -> OnPolicyData:
-        return OnPolicyData(self.hparams.env, self.pools, self.hparams.meta_batch_size,
+        return OnPolicyData(self.hparams.env, self.pools, self.sampling.meta_batch_size,
                             seed=self.hparams.seed + 1000 * self.global_rank, device=self.device)
 
     # ------------------------------------------------------------------ the meta-update
     def sample_meta_batch(self, tasks: list[dict]):
         """Train episodes, their advantages, (detached) adapted params and validation episodes with advantages."""
-        hp = self.hparams
         meta = self.meta_params()
-        e = hp.fast_batch_size
+        e = self.sampling.fast_batch_size
         train = self.data.rollout(tasks, e, self.actor_factory([self._detached(meta)] * len(tasks), e))
         train_adv = self.task_advantages(train)
-        if hp.adaptation_steps == 0:
+        if self.adaptation.adaptation_steps == 0:
             return train, train_adv, train, train_adv
         adapted = [self._detached(self.adapt(meta, train[i], train_adv[i], create_graph=False))
                    for i in range(len(tasks))]
         valid = self.data.rollout(tasks, e, self.actor_factory(adapted, e))
-        fit_on = train if hp.post_adaptation_baseline == "pre" else None
+        fit_on = train if self.optim.post_adaptation_baseline == "pre" else None
         return train, train_adv, valid, self.task_advantages(valid, fit_on=fit_on)
 
     @staticmethod
@@ -372,7 +315,7 @@ class MAML(Algorithm):
                          create_graph: bool = True) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
         """One task's surrogate and KL at ``params`` (module docstring), through the inner step; ``old``: the
         task's ``(loc, scale, log_prob)`` at θ₀ (None: ``params`` is θ₀, and they are returned detached)."""
-        if self.hparams.adaptation_steps:
+        if self.adaptation.adaptation_steps:
             params = self._adapt(params, train_obs, train_action, train_mask, train_adv, context,
                                  create_graph=create_graph)
         loc, scale = self.distribution(params, valid_obs, context)
@@ -397,7 +340,7 @@ class MAML(Algorithm):
         """Surrogate ``S(θ)`` and mean KL at the current θ, with autograd graphs to the module's parameters through
         the inner step (module docstring); ``old``: the stacked ``(loc, scale, log_prob)`` of every task at θ₀
         (None: this call is at θ₀ and returns them)."""
-        create_graph = (not self.hparams.first_order) if create_graph is None else create_graph
+        create_graph = (not self.adaptation.first_order) if create_graph is None else create_graph
         data, meta = self.task_tensors(train, train_adv, valid, valid_adv), self.meta_params()
         # task by task: under autograd on the CPU this is a little faster than the vmapped terms
         terms = [self.task_outer_terms(meta, *(x[i] for x in data), None if old is None else tuple(o[i] for o in old),
@@ -414,8 +357,8 @@ class MAML(Algorithm):
         * ``fvp(θ, data, old, v) -> F v + damping·v`` (flat ``v``), ``F`` the Hessian of the mean KL at θ₀;
         * ``evaluate(θ, data, old) -> (S, KL)`` at a line-search candidate (first order in the inner step).
         """
-        hp = self.hparams
-        second = not hp.first_order
+        hp = self.optim
+        second = not self.adaptation.first_order
 
         def gradient(params, data):
             def surrogate(p):
@@ -458,12 +401,12 @@ class MAML(Algorithm):
             return self._meta_update()
 
     def _meta_update(self) -> dict[str, Tensor]:
-        hp = self.hparams
+        adapts = bool(self.adaptation.adaptation_steps)
         start = time.perf_counter()
         tasks = self.data.collect()
         train, train_adv, valid, valid_adv = self.sample_meta_batch(tasks)
         sample_time = time.perf_counter() - start
-        steps = int(train["mask"].sum()) + (int(valid["mask"].sum()) if hp.adaptation_steps else 0)
+        steps = int(train["mask"].sum()) + (int(valid["mask"].sum()) if adapts else 0)
         self.count_frames(steps)
         returns = valid["return"].reshape(-1).tolist()
         self._episode_returns = (self._episode_returns + returns)[-100:]
@@ -481,7 +424,7 @@ class MAML(Algorithm):
             "before_return": train["return"].mean(),
             "after_return": valid["return"].mean(),
             "episodes_per_s": torch.tensor(
-                (train.shape[0] * train.shape[1] * (2 if hp.adaptation_steps else 1)) / max(sample_time, 1e-9)),
+                (train.shape[0] * train.shape[1] * (2 if adapts else 1)) / max(sample_time, 1e-9)),
             "update_s": torch.tensor(elapsed),
         }
 
@@ -489,7 +432,7 @@ class MAML(Algorithm):
         """The TRPO step on θ (in place) for one meta-batch; returns the line search's result and ``S(θ₀)``.
         Eagerly: autograd graphs of :meth:`outer_terms` (built once at θ₀; the Fisher-vector products reuse it);
         with ``compile``: the compiled :meth:`outer_functions`. A non-finite surrogate stops the run first."""
-        hp = self.hparams
+        hp = self.optim
         params = list(self.meta_params().values())
         trpo = dict(max_kl=hp.max_kl, cg_iterations=hp.cg_iterations, ratio=hp.ls_ratio, max_steps=hp.ls_max_steps)
         if self.is_fast:
@@ -519,7 +462,7 @@ class MAML(Algorithm):
     def eval_pools(self) -> dict[str, list[dict]]:
         """The tasks evaluated per pool: test and OOD (if any) in full, as many train tasks as test tasks (each
         capped at ``eval_tasks``)."""
-        cap = self.hparams.eval_tasks
+        cap = self.evaluation.eval_tasks
         pools = {"train": self.pools.train[:len(self.pools.test)], "test": self.pools.test}
         if self.pools.ood:
             pools["ood"] = self.pools.ood
@@ -528,7 +471,7 @@ class MAML(Algorithm):
     def evaluate_tasks(self, tasks: list[dict], episodes: int | None = None, stream: str = "eval",
                        reseed: int | None = None) -> tuple[float, float]:
         """Mean episode return on ``tasks`` before and after ``eval_adaptation_steps`` inner steps."""
-        e = episodes or self.hparams.eval_episodes or self.hparams.fast_batch_size
+        e = episodes or self.evaluation.eval_episodes or self.sampling.fast_batch_size
         if reseed is not None:
             self.data.reseed(stream, reseed)
         with torch.inference_mode(False):
@@ -565,19 +508,24 @@ class MAML(Algorithm):
         return metrics
 
 
+#: context-MAML's inner loop: none in training
+CONTEXT_MAML_ADAPTATION = Adaptation(adaptation_steps=0)
+
+
 class ContextMAML(MAML):
     """Context-MAML: multi-task TRPO with the oracle context and no inner step (``adaptation_steps`` 0; §5.5).
 
     The policy defaults to ``hyper``; evaluation still reports returns before and after one adaptation step."""
 
-    def __init__(self, env: str = "hyperrl/Navigation2D-v0", policy: PolicyChoice = "hyper", adaptation_steps: int = 0,
-                 **kwargs: Any) -> None:
-        if adaptation_steps != 0:
+    def __init__(self, env: str = "hyperrl/Navigation2D-v0", policy: PolicyChoice = "hyper",
+                 adaptation: Adaptation = CONTEXT_MAML_ADAPTATION, **kwargs: Any) -> None:
+        adaptation = Adaptation.of(adaptation, CONTEXT_MAML_ADAPTATION)
+        if adaptation.adaptation_steps != 0:
             raise ConfigurationError(
-                f"adaptation_steps={adaptation_steps!r} is not allowed for ContextMAML: it has no inner step (0); "
-                "use MAML for adaptation during training"
+                f"adaptation.adaptation_steps={adaptation.adaptation_steps!r} is not allowed for ContextMAML: it has "
+                "no inner step (0); use MAML for adaptation during training"
             )
-        super().__init__(env=env, policy=policy, adaptation_steps=0, **kwargs)
+        super().__init__(env=env, policy=policy, adaptation=adaptation, **kwargs)
 
 
 __all__ = ["MAML", "ContextMAML", "MLP_FAST_LR", "HYPER_FAST_LR"]

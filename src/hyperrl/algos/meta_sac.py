@@ -48,14 +48,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from hyperrl.algos.arguments import LeftOpenUnitInterval, Seed, check_arguments
+from hyperrl.algos.arguments import Seed, check_arguments
 from hyperrl.algos.base import (
     Algorithm,
-    check_lr_decay,
     cosine_decay,
     detach_condition,
     detached,
@@ -64,6 +62,14 @@ from hyperrl.algos.base import (
 )
 from hyperrl.algos.context import CONTEXT_ALGORITHMS, CONTEXT_PROVIDERS, ContextProvider
 from hyperrl.algos.meta_eval import EpisodeEvaluator
+from hyperrl.algos.settings import (
+    ContextEvaluation,
+    ContextSACOptim,
+    MetaSACEvaluation,
+    MetaSACReplay,
+    MultiTaskReplay,
+    Tasks,
+)
 from hyperrl.data.multitask import MultiTaskData
 from hyperrl.envs import check_context_dim, check_task_env_id, episode_horizon, make_task_env, make_task_pools
 from hyperrl.errors import ConfigurationError
@@ -107,8 +113,6 @@ class ContextSAC(Algorithm):
 
     Args:
         env: a task family, e.g. ``hyperrl/HalfCheetahVel-v0``; ``env_kwargs`` go to ``gymnasium.make``.
-        split, n_train_tasks, n_test_tasks, n_ood_tasks, task_seed: the task pools (``make_task_pools``; sizes
-            ``None`` take the split's defaults, e.g. 100/30, and ``split: medium`` adds the OOD pool).
         policy, critic, value: the networks, each a preset name or ``class_path``/``init_args``
             (:mod:`hyperrl.nn.registry`; ``make_policy`` with ``distribution="tanh_normal"``, ``make_meta_critic``,
             ``make_meta_value``). The policy's action bounds and ``tanh_log_prob`` are this algorithm's: a policy's
@@ -116,16 +120,15 @@ class ContextSAC(Algorithm):
         tanh_log_prob: the tanh term of the policy's log-density: ``exact`` (the stable closed form of
             ``log(1 − tanh²u)``) or ``pearl`` (PEARL's and the authors' ``log(1 − tanh²u + 1e-6)``, which the paper
             PEARL configs use; the two differ by tens of nats where the policy saturates, ``docs/deviations.md``).
-        critic_lr (Q and V), policy_lr: ``None`` = the authors' rule (module constants).
-        reward_scale, gamma, tau: SAC; policy_mean_reg, policy_std_reg: the 1e-3 regularisers.
-        meta_batch_size, batch_size: an update sees ``meta_batch_size`` tasks × ``batch_size`` transitions.
-        buffer_size: replay capacity per train task.
-        initial_steps, tasks_per_iteration, updates_per_iteration: the collection schedule (PEARL's
-            ``num_initial_steps``, ``num_tasks_sample``, ``num_train_steps_per_itr``).
-        eval_train_tasks: how many train tasks to evaluate (``None``: as many as test tasks, as PEARL).
-        lr_decay_updates, lr_decay_final: ``[start, end]`` update counts over which every learning rate decays along
-            a half cosine to ``lr_decay_final`` × itself, and stays there (``None``, the default and the authors':
-            constant rates). The factor is a function of the update count, so a resumed run continues it exactly.
+        tasks: the task pools (:class:`~hyperrl.algos.settings.Tasks`; ``make_task_pools``, sizes ``None`` take the
+            split's defaults, e.g. 100/30, and ``split: medium`` adds the OOD pool).
+        replay: the per-task buffers and the collection schedule (:class:`~hyperrl.algos.settings.MultiTaskReplay`;
+            an update sees ``meta_batch_size`` tasks × ``batch_size`` transitions).
+        optim: the SAC objective and the optimiser (:class:`~hyperrl.algos.settings.ContextSACOptim`; learning rates
+            ``None`` = the authors' rule, module constants; the cosine decay of every rate is a function of the
+            update count, so a resumed run continues it exactly).
+        evaluation: :class:`~hyperrl.algos.settings.ContextEvaluation`.
+        seed: network initialisation, collection and sampling.
         compile, cudagraphs: the speed settings (module docstring); ``cudagraphs`` needs a CUDA device.
     """
 
@@ -140,52 +143,34 @@ class ContextSAC(Algorithm):
             hparams["tanh_log_prob"] = settings.pop("tanh_log_prob")
         return settings
 
+    GROUPS = {"tasks": Tasks, "replay": MultiTaskReplay, "optim": ContextSACOptim, "evaluation": ContextEvaluation}
+
     def __init__(
         self,
         env: str = "hyperrl/HalfCheetahVel-v0",
         env_kwargs: dict[str, Any] | None = None,
-        split: str = "default",
-        n_train_tasks: int | None = None,
-        n_test_tasks: int | None = None,
-        n_ood_tasks: int | None = None,
-        task_seed: Seed = 0,
         policy: PolicyChoice = "hyper",
         tanh_log_prob: Literal["exact", "pearl"] = "exact",
         critic: MetaCriticChoice = "hyper",
         value: MetaValueChoice = "hyper",
-        critic_lr: PositiveFloat | None = None,
-        policy_lr: PositiveFloat | None = None,
-        reward_scale: PositiveFloat = 5.0,
-        gamma: ClosedUnitInterval = 0.99,
-        tau: LeftOpenUnitInterval = 0.005,
-        policy_mean_reg: NonNegativeFloat = 1e-3,
-        policy_std_reg: NonNegativeFloat = 1e-3,
-        meta_batch_size: PositiveInt = 16,
-        batch_size: PositiveInt = 256,
-        buffer_size: PositiveInt = 1_000_000,
-        initial_steps: PositiveInt = 2000,
-        tasks_per_iteration: PositiveInt = 5,
-        updates_per_iteration: PositiveInt = 2000,
-        eval_train_tasks: PositiveInt | None = None,
+        tasks: Tasks = Tasks(),
+        replay: MultiTaskReplay = MultiTaskReplay(),
+        optim: ContextSACOptim = ContextSACOptim(),
+        evaluation: ContextEvaluation = ContextEvaluation(),
         seed: Seed = 0,
-        fused_adam: bool | None = None,
-        lr_decay_updates: tuple[int, int] | None = None,
-        lr_decay_final: ClosedUnitInterval = 0.0,
         compile: bool = False,
         cudagraphs: bool = False,
     ) -> None:
         super().__init__()
         check_arguments(ContextSAC.__init__, locals())
+        self.set_groups(tasks=tasks, replay=replay, optim=optim, evaluation=evaluation)
         self.save_hyperparameters()
-        self.hparams_networks_as_data()
+        self.hparams_as_data()
         hp = self.hparams
-        self._lr_decay = check_lr_decay(lr_decay_updates, lr_decay_final)
-        if batch_size > buffer_size:
-            raise ConfigurationError(
-                f"batch_size={batch_size} is not allowed: it must not exceed buffer_size={buffer_size}"
-            )
+        self._lr_decay = self.optim.lr_decay
         self.env_spec = check_task_env_id(env)
-        self.pools = make_task_pools(env, task_seed, split, n_train_tasks, n_test_tasks, n_ood_tasks)
+        t = self.tasks
+        self.pools = make_task_pools(env, t.task_seed, t.split, t.n_train_tasks, t.n_test_tasks, t.n_ood_tasks)
         torch.manual_seed(seed)
         obs_dim, act_dim = self.env_spec.observation_dim, self.env_spec.action_dim
         self.context_provider = self.make_context_provider()
@@ -215,7 +200,7 @@ class ContextSAC(Algorithm):
 
     # ------------------------------------------------------------------ optimizer
     def learning_rates(self) -> dict[str, float]:
-        hp = self.hparams
+        hp = self.optim
         hyper_q = self.critics.is_hypernetwork or getattr(self.value, "is_hypernetwork", False)
         critic_lr = hp.critic_lr if hp.critic_lr is not None else (HYPER_CRITIC_LR if hyper_q else DEFAULT_LR)
         policy_lr = hp.policy_lr if hp.policy_lr is not None else (
@@ -265,7 +250,7 @@ class ContextSAC(Algorithm):
 
     def _collection_rows(self) -> int:
         """Rows of the collection env: an iteration's tasks side by side."""
-        return max(1, int(self.hparams.tasks_per_iteration))
+        return max(1, int(self.replay.tasks_per_iteration))
 
     @staticmethod
     def _horizon(env) -> int:
@@ -273,7 +258,7 @@ class ContextSAC(Algorithm):
 
     # ------------------------------------------------------------------ the math
     def losses(self, batch: TensorDictBase) -> dict[str, Tensor]:
-        hp = self.hparams
+        hp = self.optim
         obs, action = batch.get("observation"), batch.get("action")
         z, provider_losses = self.context_provider.infer(batch)  # (T, 1, z)
         z_fixed = z.detach()
@@ -308,7 +293,7 @@ class ContextSAC(Algorithm):
         return losses
 
     def after_update(self) -> None:
-        polyak_update(self.target_value, self.value, self.hparams.tau)
+        polyak_update(self.target_value, self.value, self.optim.tau)
 
     def update(self, batch: TensorDictBase) -> TensorDictBase:
         """One whole gradient update on ``batch``: the loss terms (the provider's included: PEARL's encoder forward,
@@ -328,14 +313,14 @@ class ContextSAC(Algorithm):
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, Tensor]:
-        if self._updates_done % self.hparams.updates_per_iteration == 0:
+        if self._updates_done % self.replay.updates_per_iteration == 0:
             collected = self.data.collect()
             self.count_frames(collected.numel())
             if collected.numel():
                 self.record_episodes(collected)
         batch = self.data.sample()
         if self._lr_decay is not None:
-            self.scale_learning_rates(cosine_decay(self._updates_done, *self._lr_decay, self.hparams.lr_decay_final))
+            self.scale_learning_rates(cosine_decay(self._updates_done, *self._lr_decay, self.optim.lr_decay_final))
         losses = self.run_update(batch)
         self._updates_done += 1
         self.update_count.fill_(self._updates_done)
@@ -350,9 +335,9 @@ class ContextSAC(Algorithm):
     def evaluation_pools(self) -> dict[str, list[dict]]:
         """The tasks evaluated: a fixed subset of the train tasks (drawn from ``task_seed``), the test tasks and, where
         the split has them, the OOD tasks."""
-        n = self.hparams.eval_train_tasks or len(self.pools.test)
+        n = self.evaluation.eval_train_tasks or len(self.pools.test)
         n = min(n, len(self.pools.train))
-        picks = np.random.default_rng(self.hparams.task_seed + 7).choice(len(self.pools.train), n, replace=False)
+        picks = np.random.default_rng(self.tasks.task_seed + 7).choice(len(self.pools.train), n, replace=False)
         pools = {"train": [self.pools.train[i] for i in sorted(picks.tolist())], "test": self.pools.test}
         if self.pools.ood:
             pools["ood"] = self.pools.ood
@@ -416,18 +401,19 @@ class MetaSAC(ContextSAC):
     Args (besides :class:`ContextSAC`'s, forwarded through ``**kwargs``):
         context: the context provider (``oracle``; PEARL's learned encoder is :class:`~hyperrl.algos.pearl.PEARL`);
             ``context_dim`` optionally asserts the env's context size; ``context_kwargs`` go to the provider.
-        steps_per_task: transitions collected per drawn task and iteration (PEARL's ``num_steps_prior +
-            num_extra_rl_steps_posterior``).
-        eval_episodes: deterministic episodes per evaluated task.
+        replay: :class:`~hyperrl.algos.settings.MetaSACReplay` (ContextSAC's, and ``steps_per_task``).
+        evaluation: :class:`~hyperrl.algos.settings.MetaSACEvaluation` (ContextSAC's, and ``eval_episodes``).
     """
+
+    GROUPS = {**ContextSAC.GROUPS, "replay": MetaSACReplay, "evaluation": MetaSACEvaluation}
 
     def __init__(
         self,
         context: str = "oracle",
         context_dim: int | None = None,
         context_kwargs: dict[str, Any] | None = None,
-        steps_per_task: NonNegativeInt = 1000,
-        eval_episodes: PositiveInt = 1,
+        replay: MetaSACReplay = MetaSACReplay(),
+        evaluation: MetaSACEvaluation = MetaSACEvaluation(),
         **kwargs: Any,
     ) -> None:
         check_arguments(MetaSAC.__init__, locals())
@@ -438,7 +424,7 @@ class MetaSAC(ContextSAC):
             )
         if context not in CONTEXT_PROVIDERS:
             raise ConfigurationError(f"unknown context provider {context!r}; allowed: {', '.join(CONTEXT_PROVIDERS)}")
-        super().__init__(**kwargs)
+        super().__init__(replay=replay, evaluation=evaluation, **kwargs)
 
     def make_context_provider(self) -> ContextProvider:
         hp = self.hparams
@@ -447,17 +433,17 @@ class MetaSAC(ContextSAC):
         return CONTEXT_PROVIDERS[hp.context].from_spec(self.env_spec, **(hp.context_kwargs or {}))
 
     def make_evaluator(self) -> EpisodeEvaluator:
-        return EpisodeEvaluator(self.hparams.eval_episodes)
+        return EpisodeEvaluator(self.evaluation.eval_episodes)
 
     def make_data(self) -> MultiTaskData:
-        hp = self.hparams
+        hp, replay = self.hparams, self.replay
         rank = self.global_rank
         env = self._task_env(hp.seed + rank, self._collection_rows())
         data = MultiTaskData(
-            env, self.acting_policy(), self.pools, buffer_size=hp.buffer_size, batch_size=hp.batch_size,
-            meta_batch_size=hp.meta_batch_size, initial_steps=hp.initial_steps,
-            tasks_per_iteration=hp.tasks_per_iteration,
-            steps_per_task=hp.steps_per_task, seed=hp.seed + 1000 * rank, horizon=self._horizon(env),
+            env, self.acting_policy(), self.pools, buffer_size=replay.buffer_size, batch_size=replay.batch_size,
+            meta_batch_size=replay.meta_batch_size, initial_steps=replay.initial_steps,
+            tasks_per_iteration=replay.tasks_per_iteration,
+            steps_per_task=replay.steps_per_task, seed=hp.seed + 1000 * rank, horizon=self._horizon(env),
             device=self.device,
         )  # fmt: skip
         torch.manual_seed(hp.seed + 10_000 * rank + 1)  # each rank explores and samples with its own stream

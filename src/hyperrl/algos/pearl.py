@@ -21,19 +21,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from hyperrl.algos.arguments import check_arguments
 from hyperrl.algos.meta_eval import AdaptationEvaluator
 from hyperrl.algos.meta_sac import DEFAULT_LR, ContextSAC
+from hyperrl.algos.settings import PEARLEvaluation, PEARLReplay
 from hyperrl.algos.pearl_encoder import PEARLEncoder, gaussian_kl_to_standard, product_of_gaussians
 from hyperrl.data.pearl import PEARLData
-from hyperrl.errors import ConfigurationError
 
 __all__ = ["PEARL", "PEARLEncoder", "gaussian_kl_to_standard", "product_of_gaussians", "warn_if_no_posterior_data"]
 
 
-def warn_if_no_posterior_data(hp, horizon: int) -> None:
+def warn_if_no_posterior_data(replay: PEARLReplay, horizon: int) -> None:
     """Warn when a posterior phase is too short to act with the posterior at all.
 
     Every collection starts from the prior and re-infers ``z`` only after ``update_post_train`` episodes (rlkit's
@@ -41,13 +41,13 @@ def warn_if_no_posterior_data(hp, horizon: int) -> None:
     That is rlkit's behaviour and kept, but with long episodes it silently turns "posterior" data into more prior
     data.
     """
-    enough = hp.update_post_train * horizon
+    enough = replay.update_post_train * horizon
     for name in ("num_steps_posterior", "num_extra_rl_steps_posterior"):
-        steps = hp[name]
+        steps = getattr(replay, name)
         if 0 < steps <= enough:
             warnings.warn(
-                f"{name}={steps} with update_post_train={hp.update_post_train} and {horizon}-step episodes: "
-                f"PEARL infers the posterior only after {hp.update_post_train} episode(s), so unless episodes end "
+                f"replay.{name}={steps} with update_post_train={replay.update_post_train} and {horizon}-step "
+                f"episodes: PEARL infers the posterior only after {replay.update_post_train} episode(s), so unless episodes end "
                 f"early this phase acts with z from the prior throughout; more than {enough} steps collect "
                 "posterior data",
                 UserWarning,
@@ -62,15 +62,13 @@ class PEARL(ContextSAC):
         latent_dim, encoder_hidden, use_information_bottleneck, use_next_obs_in_context, kl_lambda: the encoder
             (:class:`~hyperrl.algos.pearl_encoder.PEARLEncoder`).
         context_lr: the encoder's learning rate (PEARL: 3e-4).
-        embedding_batch_size, embedding_mini_batch_size: context transitions per task sampled, and per update used.
-        num_steps_prior, num_steps_posterior, num_extra_rl_steps_posterior, update_post_train: the per-task
-            collection (:mod:`hyperrl.data.pearl`); ``initial_steps``, ``tasks_per_iteration`` and
-            ``updates_per_iteration`` are ContextSAC's (rlkit's ``num_initial_steps``, ``num_tasks_sample``,
-            ``num_train_steps_per_itr``).
-        num_exp_traj_eval, num_steps_per_eval, num_evals: the evaluation
-            (:class:`~hyperrl.algos.meta_eval.AdaptationEvaluator`: exploration episodes, steps per run, runs).
-        eval_sample_exploration: sample the exploration episodes' actions in evaluation (default: deterministic,
-            rlkit's); the episodes after adaptation are deterministic either way.
+        replay: :class:`~hyperrl.algos.settings.PEARLReplay`: ContextSAC's, the context sampling
+            (``embedding_batch_size``, ``embedding_mini_batch_size``) and the per-task collection
+            (``num_steps_prior``, ``num_steps_posterior``, ``num_extra_rl_steps_posterior``, ``update_post_train``,
+            :mod:`hyperrl.data.pearl`).
+        evaluation: :class:`~hyperrl.algos.settings.PEARLEvaluation`
+            (:class:`~hyperrl.algos.meta_eval.AdaptationEvaluator`: exploration episodes, steps per run, runs, and
+            whether the exploration episodes sample; the episodes after adaptation are deterministic either way).
 
     The networks and learning rates are MetaSAC's (``policy``/``critic``/``value``: ``hyper`` or PEARL's 3×300
     MLPs, §6.2), with ``z`` of size ``latent_dim``.
@@ -79,6 +77,7 @@ class PEARL(ContextSAC):
     #: settings that checkpoints written before PEARL was composed of parts carry and PEARL now derives itself; the
     #: CLI drops them when it rebuilds a model from such a checkpoint (``hyperrl.runs.hyperparameters``)
     RETIRED_HPARAMS = frozenset({"context", "context_kwargs", "context_dim", "steps_per_task", "eval_episodes"})
+    GROUPS = {**ContextSAC.GROUPS, "replay": PEARLReplay, "evaluation": PEARLEvaluation}
 
     def __init__(
         self,
@@ -88,25 +87,12 @@ class PEARL(ContextSAC):
         use_next_obs_in_context: bool = False,
         kl_lambda: NonNegativeFloat = 0.1,
         context_lr: PositiveFloat = DEFAULT_LR,
-        embedding_batch_size: PositiveInt = 100,
-        embedding_mini_batch_size: PositiveInt = 100,
-        num_steps_prior: NonNegativeInt = 400,
-        num_steps_posterior: NonNegativeInt = 0,
-        num_extra_rl_steps_posterior: NonNegativeInt = 600,
-        update_post_train: PositiveInt = 1,
-        num_exp_traj_eval: NonNegativeInt = 2,
-        num_steps_per_eval: PositiveInt = 600,
-        num_evals: PositiveInt = 1,
-        eval_sample_exploration: bool = False,
+        replay: PEARLReplay = PEARLReplay(),
+        evaluation: PEARLEvaluation = PEARLEvaluation(),
         **kwargs: Any,
     ) -> None:
         check_arguments(PEARL.__init__, locals())
-        if embedding_batch_size % embedding_mini_batch_size:
-            raise ConfigurationError(
-                f"embedding_mini_batch_size={embedding_mini_batch_size} is not allowed: it must divide "
-                f"embedding_batch_size={embedding_batch_size}"
-            )
-        super().__init__(**kwargs)
+        super().__init__(replay=replay, evaluation=evaluation, **kwargs)
 
     def make_context_provider(self) -> PEARLEncoder:
         hp = self.hparams
@@ -117,28 +103,28 @@ class PEARL(ContextSAC):
         )  # fmt: skip
 
     def make_evaluator(self) -> AdaptationEvaluator:
-        hp = self.hparams
+        ev = self.evaluation
         return AdaptationEvaluator(
-            self.context_provider, exploration_episodes=hp.num_exp_traj_eval, steps=hp.num_steps_per_eval,
-            runs=hp.num_evals, sample_exploration=hp.eval_sample_exploration,
-            use_next_obs=hp.use_next_obs_in_context,
+            self.context_provider, exploration_episodes=ev.num_exp_traj_eval, steps=ev.num_steps_per_eval,
+            runs=ev.num_evals, sample_exploration=ev.eval_sample_exploration,
+            use_next_obs=self.hparams.use_next_obs_in_context,
         )  # fmt: skip
 
     def learning_rates(self) -> dict[str, float]:
         return {**super().learning_rates(), "context": self.hparams.context_lr}
 
     def make_data(self) -> PEARLData:
-        hp = self.hparams
+        hp, replay = self.hparams, self.replay
         rank = self.global_rank
         env = self._task_env(hp.seed + rank, self._collection_rows())
-        warn_if_no_posterior_data(hp, self._horizon(env))
+        warn_if_no_posterior_data(replay, self._horizon(env))
         data = PEARLData(
-            env, self.acting_policy(), self.pools, self.context_provider, buffer_size=hp.buffer_size,
-            batch_size=hp.batch_size, meta_batch_size=hp.meta_batch_size, initial_steps=hp.initial_steps,
-            tasks_per_iteration=hp.tasks_per_iteration, steps_prior=hp.num_steps_prior,
-            steps_posterior=hp.num_steps_posterior, extra_rl_steps_posterior=hp.num_extra_rl_steps_posterior,
-            update_post_train=hp.update_post_train, embedding_batch_size=hp.embedding_batch_size,
-            embedding_mini_batch_size=hp.embedding_mini_batch_size,
+            env, self.acting_policy(), self.pools, self.context_provider, buffer_size=replay.buffer_size,
+            batch_size=replay.batch_size, meta_batch_size=replay.meta_batch_size, initial_steps=replay.initial_steps,
+            tasks_per_iteration=replay.tasks_per_iteration, steps_prior=replay.num_steps_prior,
+            steps_posterior=replay.num_steps_posterior, extra_rl_steps_posterior=replay.num_extra_rl_steps_posterior,
+            update_post_train=replay.update_post_train, embedding_batch_size=replay.embedding_batch_size,
+            embedding_mini_batch_size=replay.embedding_mini_batch_size,
             use_next_obs_in_context=hp.use_next_obs_in_context, seed=hp.seed + 1000 * rank,
             horizon=self._horizon(env), device=self.device,
         )  # fmt: skip

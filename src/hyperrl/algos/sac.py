@@ -88,7 +88,7 @@ class SAC(OffPolicyAlgorithm):
             next_q = self.target_critics(next_obs, next_action).float().amin(0)
             not_terminated = 1.0 - batch.get(("next", "terminated")).float()
             reward = batch.get(("next", "reward")).float()
-            return reward + self.hparams.gamma * not_terminated * (next_q - self.alpha * next_log_prob)
+            return reward + self.optim.gamma * not_terminated * (next_q - self.alpha * next_log_prob)
 
     def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
         obs = batch.get("observation")
@@ -107,4 +107,4 @@ class SAC(OffPolicyAlgorithm):
         return losses
 
     def after_update(self, update: int) -> None:
-        polyak_update(self.target_critics, self.critics, self.hparams.tau)
+        polyak_update(self.target_critics, self.critics, self.optim.tau)

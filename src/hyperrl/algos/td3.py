@@ -18,22 +18,27 @@ import copy
 from typing import Any
 
 import torch
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, PositiveInt
 from tensordict import TensorDictBase
 from torch import Tensor
 
 from hyperrl.algos.actor_critic import OffPolicyAlgorithm
 from hyperrl.algos.base import detach_condition, frozen, polyak_update
 from hyperrl.algos.arguments import check_arguments
+from hyperrl.algos.settings import Replay
 from hyperrl.errors import ConfigurationError
 from hyperrl.nn import DeterministicPolicy, policy_module
+
+
+#: the authors' TD3 replay: batches of 100, the first update after 1000 frames
+TD3_REPLAY = Replay(batch_size=100, learning_starts=1000)
 
 
 class TD3(OffPolicyAlgorithm):
     """TD3 with twin critics, target policy smoothing and delayed policy updates.
 
     Args (beyond those of :class:`~hyperrl.algos.actor_critic.OffPolicyAlgorithm`, forwarded as ``kwargs``; TD3's
-    defaults differ in ``batch_size`` 100 and ``learning_starts`` 1000, as in the authors' TD3):
+    replay defaults differ in ``batch_size`` 100 and ``learning_starts`` 1000, as in the authors' TD3):
         policy_delay: actor and target updates happen every ``policy_delay`` critic updates.
         policy_noise, noise_clip: target smoothing noise std and clip, as fractions of the action radius.
         exploration_noise: std of the Gaussian exploration noise, as a fraction of the action radius.
@@ -45,11 +50,10 @@ class TD3(OffPolicyAlgorithm):
         policy_noise: NonNegativeFloat = 0.2,
         noise_clip: NonNegativeFloat = 0.5,
         exploration_noise: NonNegativeFloat = 0.1,
-        batch_size: PositiveInt = 100,
-        learning_starts: NonNegativeInt = 1000,
+        replay: Replay = TD3_REPLAY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, learning_starts=learning_starts, **kwargs)
+        super().__init__(replay=Replay.of(replay, TD3_REPLAY), **kwargs)
         check_arguments(TD3.__init__, locals())
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
 
@@ -92,7 +96,7 @@ class TD3(OffPolicyAlgorithm):
             next_action = torch.max(torch.min(self.target_actor(next_obs) + noise, self.actor.high), self.actor.low)
             next_q = self.target_critics(next_obs, next_action).float().amin(0)
             not_terminated = 1.0 - batch.get(("next", "terminated")).float()
-            return batch.get(("next", "reward")).float() + hp.gamma * not_terminated * next_q
+            return batch.get(("next", "reward")).float() + self.optim.gamma * not_terminated * next_q
 
     def losses(self, batch: TensorDictBase, update: int) -> dict[str, Tensor]:
         obs = batch.get("observation")
@@ -109,5 +113,5 @@ class TD3(OffPolicyAlgorithm):
 
     def after_update(self, update: int) -> None:
         if self.updates_actor(update):
-            polyak_update(self.target_critics, self.critics, self.hparams.tau)
-            polyak_update(self.target_actor, self.actor, self.hparams.tau)
+            polyak_update(self.target_critics, self.critics, self.optim.tau)
+            polyak_update(self.target_actor, self.actor, self.optim.tau)

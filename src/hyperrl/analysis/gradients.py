@@ -376,7 +376,7 @@ def analyse(
                 pool.append(MujocoStateEnv(env_id, env_kwargs))
             sampler, workers = pool[0], pool[1:]
             spec = module.env_spec
-            discount = float(module.hparams.get("gamma", 0.99)) if gamma is None else gamma
+            discount = float(module.optim.gamma) if gamma is None else gamma
             rng = np.random.default_rng([seed, step])
             per_state = []
             for state, obs, n_steps in sample_states(sampler, model.policy, states, rng, seed, sampler.max_steps):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import dataclasses
 import os
 import sys
 import time
@@ -150,12 +151,12 @@ def load_module(path: str):
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise ConfigurationError(f"--ckpt {path!r} is not allowed: not a readable checkpoint ({exc})") from None
-    hparams = dict(ckpt.get("hyper_parameters") or ckpt.get("hparams") or {})
-    if "adaptation_steps" not in hparams or "policy" not in hparams:
+    hparams = MAML.current_hparams(dict(ckpt.get("hyper_parameters") or ckpt.get("hparams") or {}))
+    if "adaptation" not in hparams or "policy" not in hparams:
         raise ConfigurationError(f"--ckpt {path!r} is not allowed: not a MAML or ContextMAML checkpoint")
     # LightningCLI adds its own keys (``_class_path``, ``_instantiator``): not constructor arguments. Both classes
     # build as MAML (ContextMAML is MAML with ``adaptation_steps`` 0, which the hparams carry).
-    hparams = {k: v for k, v in MAML.current_hparams(hparams).items() if not k.startswith("_")}
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
     module = MAML(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     module.step = int(ckpt.get("global_step", ckpt.get("step", 0)))
@@ -182,20 +183,20 @@ def analyse(module, estimates: int, tasks: int | None = None, episodes: int | No
     require_positive("--estimates", estimates, integer=True)
     if estimates < 2:
         raise ConfigurationError(f"--estimates={estimates} is not allowed: expected at least 2")
-    hp = module.hparams
+    hp = module.optim
     if tasks is not None:
         require_positive("--tasks", tasks, integer=True)
         module.data = None
-    module.hparams.meta_batch_size = int(tasks or hp.meta_batch_size)
+        module.sampling = dataclasses.replace(module.sampling, meta_batch_size=int(tasks))
     if episodes is not None:
         require_positive("--episodes", episodes, integer=True)
-        module.hparams.fast_batch_size = int(episodes)
+        module.sampling = dataclasses.replace(module.sampling, fast_batch_size=int(episodes))
     if module.data is None:
         module.data = module.make_data()
     module.data._task_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     module.data.reseed("train", 1_000_003 + seed)
     eval_set = module.pools.test[:eval_tasks] if eval_tasks else module.pools.test
-    objective = 1 if hp.adaptation_steps > 0 else 0  # after adaptation for MAML, before for context-MAML
+    objective = 1 if module.adaptation.adaptation_steps > 0 else 0  # after adaptation for MAML, before for context-MAML
     params = list(module.meta_params().values())
     saved = [p.detach().clone() for p in params]
 
@@ -236,8 +237,9 @@ def analyse(module, estimates: int, tasks: int | None = None, episodes: int | No
     g = torch.stack(grads).double()
     gram = (g @ g.T).numpy()
     out = summarize(gram, np.asarray(returns), base, resamples, seed)
-    out.update({"policy": POLICY.label(hp.policy), "step": int(getattr(module, "step", 0)), "env": hp.env, "update": update,
-                "tasks": int(module.hparams.meta_batch_size), "episodes": int(module.hparams.fast_batch_size),
+    out.update({"policy": POLICY.label(module.hparams.policy), "step": int(getattr(module, "step", 0)),
+                "env": module.hparams.env, "update": update,
+                "tasks": int(module.sampling.meta_batch_size), "episodes": int(module.sampling.fast_batch_size),
                 "parameters": int(g.shape[1]), "seconds": time.perf_counter() - start})
     return out
 

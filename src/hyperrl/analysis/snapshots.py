@@ -85,7 +85,7 @@ class AnalysisSnapshots(Callback):
             return None
         self._last_step = step
         hparams = {k: _plain(v) for k, v in dict(pl_module.hparams).items() if not str(k).startswith("_")}
-        frames_per_batch = int(hparams.get("frames_per_batch", 1) or 1)
+        frames_per_batch = int(getattr(getattr(pl_module, "replay", None), "frames_per_batch", 1) or 1)
         cls = type(pl_module)
         snapshot = {
             "format": SNAPSHOT_FORMAT,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -45,6 +46,12 @@ LOG_FILE, RUN_LOCK, SWEEP_LOCK, TUNE_DIR = "fit.log", ".run.lock", ".sweep.lock"
 PRUNED_FIELDS = ("pruned_at_frames", "score", "metric", "score_frames")  # what a pruned run's record adds
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 INSTALL = "hyperrl sweep needs Ray Tune, which is not installed: pip install 'hyperrl[ray]'"
+
+
+def fit_log_header(threads: int, args: list[str]) -> str:
+    """The line a run's ``fit.log`` gets before each fit: the command, quoted so that it can be pasted into a
+    shell (a sweep value with spaces or brackets stays one argument)."""
+    return f"\n$ OMP_NUM_THREADS={threads} hyperrl {shlex.join(args)}\n"
 
 
 def final_states(sweep: Sweep) -> tuple[str, ...]:
@@ -98,7 +105,7 @@ def _tune_classes(jobs: dict[str, list[str]], out: str, threads: int, every: flo
             self.resumed = bool(checkpoint)
             env = {**os.environ, **dict.fromkeys(THREAD_VARS, str(threads))}
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-            self.log.write(f"\n$ OMP_NUM_THREADS={threads} hyperrl {' '.join(args)}\n".encode())
+            self.log.write(fit_log_header(threads, args).encode())
             self.log.flush()
             update_run_file(self.dir, state="running", command=["hyperrl", *args], resumed=self.resumed,
                              node=socket.gethostname(), threads=threads, error="", **dict.fromkeys(PRUNED_FIELDS))

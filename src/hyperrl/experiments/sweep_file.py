@@ -248,13 +248,16 @@ def _check_scheduler(scheduler: Scheduler, configs: list[tuple[Run, dict]]) -> N
         classes.setdefault(str(model.get("class_path")), run.name)
         envs.setdefault(str(dict(run.settings).get("model.init_args.env", "")), {}).setdefault(str(init.get("env")),
                                                                                                run.name)
-        starts, per_step = init.get("learning_starts"), init.get("frames_per_batch")
+        replay = init.get("replay") or {}
+        starts, per_step = replay.get("learning_starts"), replay.get("frames_per_batch")
         steps = (config.get("trainer") or {}).get("max_steps")
         problem = None
         if isinstance(starts, int) and grace <= starts:
-            problem = f"expected > the run's learning_starts ({starts}), or its first rung ranks policies never updated"
+            problem = (f"expected > the run's replay.learning_starts ({starts}), or its first rung ranks policies never "
+                       "updated")
         elif isinstance(per_step, int) and isinstance(steps, int) and 0 < steps * per_step < grace:
-            problem = (f"expected <= the run's {steps * per_step} frames (trainer.max_steps x frames_per_batch), or "
+            problem = (f"expected <= the run's {steps * per_step} frames (trainer.max_steps x replay.frames_per_batch), "
+                       "or "
                        "the scheduler never acts")
         if problem:
             raise ConfigurationError(f"run {run.name}: scheduler.grace_period={grace} is not allowed: {problem}")
