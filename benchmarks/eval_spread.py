@@ -33,6 +33,20 @@ import torch  # noqa: E402
 ALGOS = ("PEARL", "MetaSAC")
 
 
+def load(path: str, cls: type) -> tuple:
+    """The module the checkpoint at ``path`` holds, built as Lightning's ``load_from_checkpoint`` builds it but from
+    its hyperparameters as the algorithm now names them (``hyperrl.runs.hyperparameters``), so that a checkpoint from
+    before the settings were grouped (flat ``batch_size``, ``task_seed``, ...) still loads; and the checkpoint."""
+    from hyperrl.runs import hyperparameters, read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    hparams = {k: v for k, v in hyperparameters(checkpoint, cls).items() if not k.startswith("_")}
+    module = cls(**hparams)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading)
+    return module, checkpoint
+
+
 def spread(path: str, algo: str, repeats: int, test_task_seed: int | None = None) -> dict:
     """``repeats`` evaluations of the checkpoint at ``path`` (module docstring)."""
     import dataclasses
@@ -42,7 +56,7 @@ def spread(path: str, algo: str, repeats: int, test_task_seed: int | None = None
     from hyperrl import algos
     from hyperrl.envs.tasks import make_task_pools
 
-    module = getattr(algos, algo).load_from_checkpoint(path, map_location="cpu")
+    module, checkpoint = load(path, getattr(algos, algo))
     if test_task_seed is not None:
         hp, pools = module.hparams, module.pools
         fresh = make_task_pools(hp.env, test_task_seed, pools.split, len(pools.train), len(pools.test))
@@ -53,7 +67,7 @@ def spread(path: str, algo: str, repeats: int, test_task_seed: int | None = None
         module.hparams.seed = base + 1000 * k
         returns.append(float(np.mean(module.evaluate_pools()["test"]["return"])))
     module.hparams.seed = base
-    step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", -1))
+    step = int(checkpoint.get("global_step", -1))
     return {
         "checkpoint": path,
         "step": step,

@@ -402,6 +402,122 @@ def test_a_misspelled_model_option_names_the_closest_ones(capsys):
     assert "unknown option 'critc' for hyperrl.algos.SAC: closest: critic" in line, line
 
 
+# ---------------------------------------------------------------------------------------------- settings groups
+#: a bare model on the command line, no config file: every setting not given is the algorithm's default
+BARE = ["--model.init_args.env", "InvertedPendulum-v5", "--model.init_args.critic", "mlp"]
+
+
+def built_model(args, capsys, monkeypatch):
+    """The model ``hyperrl fit ARGS`` builds and would train (the fit itself left out)."""
+    import lightning.pytorch as pl
+
+    from hyperrl.cli import _cli_class
+
+    monkeypatch.setattr(pl.Trainer, "fit", lambda self, *args, **kwargs: None)
+    code, _, err = run_cli(["fit", *args], capsys)
+    assert code == 0, err
+    return _cli_class.last.model
+
+
+def test_a_grouped_setting_reaches_the_model_and_the_groups_others_keep_their_defaults(capsys, tmp_path, monkeypatch):
+    """``--model.init_args.replay.batch_size 64`` (or ``--model.replay.batch_size``, or ``replay: {batch_size: 64}``
+    in a config file) sets that one setting of the group: the group's others keep the algorithm's defaults (TD3's
+    own, not SAC's), or what an earlier config file gave them."""
+    import dataclasses
+
+    from hyperrl.algos import SAC, TD3
+
+    monkeypatch.chdir(tmp_path)
+    sac = built_model(["--model", "hyperrl.algos.SAC", *BARE, "--model.init_args.replay.batch_size", "64"], capsys,
+                      monkeypatch)
+    default = SAC(env="InvertedPendulum-v5", critic="mlp")
+    assert type(sac) is SAC and sac.replay.batch_size == 64
+    assert sac.replay == dataclasses.replace(default.replay, batch_size=64)
+    assert (sac.optim, sac.evaluation) == (default.optim, default.evaluation)
+    assert sac.hparams["replay"] == {**default.hparams["replay"], "batch_size": 64}  # plain data, every field
+
+    td3 = built_model(["--model", "hyperrl.algos.TD3", *BARE, "--model.replay.buffer_size", "5000"], capsys,
+                      monkeypatch)
+    default = TD3(env="InvertedPendulum-v5", critic="mlp")
+    assert (td3.replay.batch_size, td3.replay.learning_starts, td3.replay.buffer_size) == (100, 1000, 5000)
+    assert td3.replay == dataclasses.replace(default.replay, buffer_size=5000)
+
+    # in a config file: the same, with another group alongside
+    td3_file = tmp_path / "td3.yaml"
+    td3_file.write_text("model:\n  class_path: hyperrl.algos.TD3\n  init_args:\n    env: InvertedPendulum-v5\n"
+                        "    critic: mlp\n    replay:\n      buffer_size: 5000\n    optim:\n      gamma: 0.9\n")
+    from_file = built_model(["--config", str(td3_file)], capsys, monkeypatch)
+    assert from_file.replay == td3.replay
+    assert from_file.optim == dataclasses.replace(default.optim, gamma=0.9)
+
+    # over a config file that sets the group (conf/quickstart.yaml: batch_size 256, buffer_size 100000, warmup and
+    # learning_starts 1000): only the setting given changes, on the command line or in a second config file
+    quick = ["--config", str(CONF / "quickstart.yaml")]
+    expected = dataclasses.replace(built_model(quick, capsys, monkeypatch).replay, batch_size=64)
+    assert (expected.buffer_size, expected.warmup_frames) == (100_000, 1000)
+    assert built_model([*quick, "--model.replay.batch_size", "64"], capsys, monkeypatch).replay == expected
+    second = tmp_path / "batch.yaml"
+    second.write_text("model:\n  init_args:\n    replay:\n      batch_size: 64\n")
+    assert built_model([*quick, "--config", str(second)], capsys, monkeypatch).replay == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "group", "algo"),
+    [
+        ("quickstart.yaml", "batch_size", "replay", "hyperrl.algos.SAC"),
+        ("td3_mlp.yaml", "gamma", "optim", "hyperrl.algos.TD3"),
+        ("quickstart.yaml", "eval_episodes", "evaluation", "hyperrl.algos.SAC"),
+        ("meta/quickstart.yaml", "n_train_tasks", "tasks", "hyperrl.algos.MetaSAC"),
+        ("meta/pearl_quickstart.yaml", "embedding_batch_size", "replay", "hyperrl.algos.pearl.PEARL"),
+        ("meta/maml_quickstart.yaml", "fast_lr", "adaptation", "hyperrl.algos.MAML"),
+        ("meta/maml_quickstart.yaml", "meta_batch_size", "sampling", "hyperrl.algos.MAML"),
+    ],
+)
+@pytest.mark.parametrize("where", ["init_args", "short", "config file"])
+def test_a_setting_given_where_it_was_before_the_groups_is_one_line_naming_its_place(
+    config, key, group, algo, where, capsys, tmp_path
+):
+    """A flat setting that moved into a group (``--model.init_args.batch_size``, ``--model.batch_size``, or
+    ``batch_size:`` under init_args in a config file): exit 2 and one line naming where it is now."""
+    if where == "config file":
+        flat = tmp_path / "flat.yaml"
+        flat.write_text(f"model:\n  init_args:\n    {key}: 3\n")
+        option = ["--config", str(flat)]
+    else:
+        option = [f"--model.{'init_args.' if where == 'init_args' else ''}{key}", "3"]
+    code, _, err = run_cli(["fit", "--config", str(CONF / config), *option, "--print_config"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    [line] = error_lines(err)
+    assert f"{key} is now {group}.{key} in {algo}: give --model.init_args.{group}.{key}" in line, line
+
+
+def test_print_config_shows_each_group_nested_with_all_its_settings(capsys):
+    """--print_config shows a settings group as a mapping under init_args with every setting of the group (the given
+    one, the config's, and the defaults), and no flat copies beside it."""
+    import dataclasses
+
+    from hyperrl.algos import MAMLEvaluation, OffPolicyOptim, Replay, Sampling, Tasks
+
+    code, out, err = run_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--model.init_args.replay.batch_size",
+                              "64", "--print_config"], capsys)
+    assert code == 0, err
+    init = yaml.safe_load(out)["model"]["init_args"]
+    names = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (Replay, OffPolicyOptim, Tasks, Sampling,
+                                                                        MAMLEvaluation)}
+    assert set(init["replay"]) == names[Replay] and set(init["optim"]) == names[OffPolicyOptim]
+    assert init["replay"]["batch_size"] == 64 and init["replay"]["buffer_size"] == 100_000  # given, the config's
+    assert init["replay"]["frames_per_batch"] == 1 and init["optim"]["gamma"] == 0.99  # defaults
+    assert init["evaluation"] == {"eval_episodes": 5}
+    assert not set(init) & (names[Replay] | names[OffPolicyOptim]), "no flat copies"
+
+    code, out, err = run_cli(["fit", "--config", str(CONF / "meta" / "maml_quickstart.yaml"),
+                              "--model.init_args.sampling.meta_batch_size", "4", "--print_config"], capsys)
+    assert code == 0, err
+    init = yaml.safe_load(out)["model"]["init_args"]
+    assert set(init["sampling"]) == names[Sampling] and init["sampling"]["meta_batch_size"] == 4
+    assert set(init["tasks"]) == names[Tasks] and set(init["evaluation"]) == names[MAMLEvaluation]
+
+
 def test_an_interpolated_config_resolves_and_resumes(capsys, tmp_path, monkeypatch):
     """Configs interpolate their own values (OmegaConf): the run uses the resolved ones, and resumes with them."""
     monkeypatch.chdir(tmp_path)

@@ -307,6 +307,27 @@ def test_in_a_grid_of_two_axes_each_variant_is_compared_with_the_mlp_of_its_othe
         assert mean == pytest.approx(means[variant] - means[ref])
 
 
+def test_runs_of_different_lengths_are_compared_over_the_steps_they_all_reached():
+    """A stopped or pruned run has fewer snapshots: every window covers only the steps all runs have, so no window
+    pools the long runs' later snapshots with the short run's earlier ones, and the tables name the steps left out."""
+    from hyperrl.analysis.gradients import aggregate, aggregate_markdown
+
+    result = _synthetic_result([0.3, 0.4])
+    short = result["runs"][0]
+    short["snapshots"] = [s for s in short["snapshots"] if s["step"] <= 2000]
+    windows = aggregate(result, reps=200, seed=0)
+    assert [w["window"] for w in windows] == ["all: 1k–2k", "from the 2nd snapshot: 2k"]
+    assert all(w["steps"][1] == 2000 and w["steps_left_out"] == [3000, 4000] for w in windows)
+    for window in windows:
+        for variant in window["variants"]:
+            assert variant["snapshots"] == variant["runs"] * len(
+                [s for s in (1000, 2000) if window["steps"][0] <= s <= window["steps"][1]])
+    assert "left out: 3k, 4k." in aggregate_markdown(windows)
+    short["snapshots"] = [dict(s, step=s["step"] + 1) for s in short["snapshots"]]
+    with pytest.raises(ConfigurationError, match="the runs share no snapshot step"):
+        aggregate(result, reps=200, seed=0)
+
+
 def test_from_json_recomputes_the_tables_and_figure_without_rollouts(tmp_path, capsys):
     from hyperrl.commands import main
 

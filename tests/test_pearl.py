@@ -243,7 +243,7 @@ def test_a_posterior_phase_too_short_to_reach_the_posterior_warns(steps, warns):
     messages = [str(w.message) for w in caught if "num_extra_rl_steps_posterior" in str(w.message)]
     if warns:
         assert messages == [
-            "num_extra_rl_steps_posterior=100 with update_post_train=1 and 100-step episodes: PEARL infers the "
+            "replay.num_extra_rl_steps_posterior=100 with update_post_train=1 and 100-step episodes: PEARL infers the "
             "posterior only after 1 episode(s), so unless episodes end early this phase acts with z from the prior "
             "throughout; more than 100 steps collect posterior data"
         ]

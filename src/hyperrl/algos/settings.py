@@ -56,8 +56,12 @@ def _require_unit_interval(group: str, name: str, value: Any) -> None:
         raise ConfigurationError(f"{group}.{name}={value!r} is not allowed: expected 0 <= {name} <= 1")
 
 
-def _require_finite(group: str, name: str, value: Any, words: str) -> None:
-    if value is not None and not math.isfinite(value):
+def _require_finite(group: str, name: str, value: Any, minimum: Literal["positive", ">= 0"]) -> None:
+    """A finite number that is positive, or >= 0 (spelled out, not a restricted type: the command line's ``inf``
+    reaches this message, which says what is wrong with it)."""
+    words = "a finite positive number" if minimum == "positive" else "a finite number >= 0"
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not number or not math.isfinite(value) or not (value > 0 if minimum == "positive" else value >= 0):
         raise ConfigurationError(f"{group}.{name}={value!r} is not allowed: expected {words}")
 
 
@@ -388,11 +392,12 @@ class Adaptation(Settings):
     GROUP: ClassVar[str] = "adaptation"
 
     adaptation_steps: NonNegativeInt = 1
-    fast_lr: PositiveFloat | None = None
+    fast_lr: float | None = None
     first_order: bool = False
 
     def check(self) -> None:
-        _require_finite("adaptation", "fast_lr", self.fast_lr, "a finite positive number")
+        if self.fast_lr is not None:
+            _require_finite("adaptation", "fast_lr", self.fast_lr, "positive")
 
 
 @dataclass(frozen=True)
@@ -434,11 +439,11 @@ class MAMLOptim(Settings):
 
     gamma: float = 0.95
     gae_lambda: float = 1.0
-    baseline_reg: PositiveFloat = 1e-5
+    baseline_reg: float = 1e-5
     post_adaptation_baseline: Literal["pre", "refit"] = "pre"
-    max_kl: PositiveFloat = 1e-2
+    max_kl: float = 1e-2
     cg_iterations: PositiveInt = 10
-    cg_damping: NonNegativeFloat = 1e-5
+    cg_damping: float = 1e-5
     ls_ratio: float = 0.8
     ls_max_steps: PositiveInt = 20
 
@@ -446,8 +451,8 @@ class MAMLOptim(Settings):
         for name in ("gamma", "gae_lambda"):
             _require_unit_interval("optim", name, getattr(self, name))
         for name in ("max_kl", "baseline_reg"):
-            _require_finite("optim", name, getattr(self, name), "a finite positive number")
-        _require_finite("optim", "cg_damping", self.cg_damping, "a finite number >= 0")
+            _require_finite("optim", name, getattr(self, name), "positive")
+        _require_finite("optim", "cg_damping", self.cg_damping, ">= 0")
         if isinstance(self.ls_ratio, bool) or not isinstance(self.ls_ratio, (int, float)) or not 0 < self.ls_ratio < 1:
             raise ConfigurationError(f"optim.ls_ratio={self.ls_ratio!r} is not allowed: expected 0 < ls_ratio < 1")
 

@@ -492,17 +492,28 @@ def aggregate(result: dict, reps: int = 5000, seed: int = 0, reference: str | No
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in result["runs"]:
         groups.setdefault((run["env"], run["variant"]), []).append(run)
-    steps = [s["step"] for run in result["runs"] for s in run["snapshots"]]
+    # the windows cover the snapshot steps every run has: runs of different lengths (a stopped or pruned run) are
+    # compared over the same steps, and the steps beyond the shortest run are left out (and named)
+    steps_of_runs = [{int(s["step"]) for s in run["snapshots"]} for run in result["runs"]]
+    shared = set.intersection(*steps_of_runs) if steps_of_runs else set()
+    if steps_of_runs and not shared:
+        raise ConfigurationError("the runs share no snapshot step, so no window compares them over the same steps: "
+                                 "analyse runs with the same snapshot interval (--trainer.val_check_interval)")
+    left_out = sorted(set().union(*steps_of_runs) - shared)
     variants = {v for _, v in groups}
     reference = "mlp" if reference is None else reference
     out = []
-    for w, (label, lo, hi) in enumerate(default_windows(steps)):
-        window = {"window": label, "steps": [lo, hi], "variants": [], "differences": []}
+    for w, (label, lo, hi) in enumerate(default_windows(sorted(shared))):
+        window = {"window": label, "steps": [lo, hi], "steps_left_out": left_out, "variants": [], "differences": []}
         replicates = {}
+
+        def within(snapshot: dict) -> bool:
+            return lo <= snapshot["step"] <= hi and int(snapshot["step"]) in shared
+
         for g, ((env, variant), runs) in enumerate(sorted(groups.items())):
             per_run = [[np.asarray([c for c in s["cosine_per_state"] if c is not None and np.isfinite(c)])
-                        for s in run["snapshots"] if lo <= s["step"] <= hi] for run in runs]
-            snaps = [s for run in runs for s in run["snapshots"] if lo <= s["step"] <= hi]
+                        for s in run["snapshots"] if within(s)] for run in runs]
+            snaps = [s for run in runs for s in run["snapshots"] if within(s)]
             if not snaps:
                 continue
             two = _replicates(per_run, reps, np.random.default_rng([seed, w, g, 0]), True)
@@ -550,6 +561,9 @@ def aggregate_markdown(windows: list[dict], reps: int = 5000) -> str:
              f"{reps} resamples (two-level: runs, then states within each run and snapshot; states only: runs fixed).",
              "", "| snapshots | env | variant | runs | states | mean cosine | 95% CI (runs, states) | "
              "95% CI (states only) | run means | snapshot CIs > 0 / < 0 | Q1 − MC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    left_out = windows[0].get("steps_left_out") if windows else None
+    if left_out:  # runs of different lengths: the tables cover the steps they all reached
+        lines[1:1] = ["", f"Snapshot steps that not every run reached are left out: {', '.join(map(_k, left_out))}."]
     for w in windows:
         for v in w["variants"]:
             lo, hi = v["ci_runs_and_states"]
