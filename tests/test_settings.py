@@ -164,3 +164,26 @@ def test_a_command_without_a_model_says_how_to_give_one(tmp_path):
         "hyperrl: error: no model given: give --config FILE (to resume a run, its config.yaml beside the "
         "checkpoints folder, with --ckpt_path) or --model CLASS (e.g. --model SAC)"
     )
+
+
+@pytest.mark.parametrize("loader", ["SAC", "Algorithm"])
+def test_load_from_checkpoint_reads_a_checkpoint_with_flat_settings(tmp_path, loader):
+    """Lightning's ``load_from_checkpoint`` on a checkpoint written before the settings were grouped (and on a base
+    class, which builds the algorithm the checkpoint names)."""
+    import hyperrl.algos
+
+    model = SAC(**SMALL, replay={"batch_size": 8, "buffer_size": 500}, optim={"gamma": 0.9})
+    with torch.no_grad():  # weights a fresh model of the same seed does not have
+        for p in model.parameters():
+            p.add_(1.0)
+    flat = {k: v for k, v in model.hparams.items() if k not in SAC.GROUPS}
+    for name in SAC.GROUPS:
+        flat.update(model.hparams[name])
+    flat["_class_path"] = "hyperrl.algos.SAC"
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": flat}, path)
+    loaded = getattr(hyperrl.algos, loader).load_from_checkpoint(path, evaluation={"eval_episodes": 3})
+    assert type(loaded) is SAC
+    assert loaded.replay == model.replay and loaded.optim == model.optim and loaded.evaluation.eval_episodes == 3
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)

@@ -189,6 +189,29 @@ class Algorithm(L.LightningModule):
         return hparams
 
     @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, **kwargs: Any) -> Algorithm:
+        """Lightning's ``load_from_checkpoint`` for the checkpoints of every hyperrl version: the saved settings are
+        read as the algorithm now names them (:meth:`current_hparams`: older flat settings in their groups, renamed
+        and retired ones) before the model is built; ``kwargs`` override them. Called on a base class (``Algorithm``,
+        ``ContextSAC``), it builds the class the checkpoint names. Lightning's own would pass the saved settings to
+        ``__init__`` as they are."""
+        import pydoc
+
+        if hparams_file is not None:
+            raise ConfigurationError("hparams_file is not allowed: a hyperrl checkpoint holds its own settings")
+        checkpoint = torch.load(checkpoint_path, map_location=map_location or "cpu", weights_only=True)
+        saved = dict(checkpoint.get("hyper_parameters") or {})
+        named = pydoc.locate(saved["_class_path"]) if isinstance(saved.get("_class_path"), str) else None
+        target = named if isinstance(named, type) and issubclass(named, cls) else cls
+        settings = {k: v for k, v in target.current_hparams(saved).items() if not k.startswith("_")}
+        model = target(**{**settings, **kwargs})
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
+        device = next((t.device for t in checkpoint["state_dict"].values() if isinstance(t, Tensor)), None)
+        return model.to(device) if device is not None else model
+
+    @classmethod
     def network_settings_of_old(cls, name: str, settings: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
         """An older checkpoint's ``<name>_kwargs`` less the settings this algorithm now decides itself (which a
         subclass takes out, or moves to its own setting in ``hparams``)."""
