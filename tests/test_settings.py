@@ -7,9 +7,11 @@ import dataclasses
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from hyperrl.algos import (
@@ -187,3 +189,31 @@ def test_load_from_checkpoint_reads_a_checkpoint_with_flat_settings(tmp_path, lo
     assert loaded.replay == model.replay and loaded.optim == model.optim and loaded.evaluation.eval_episodes == 3
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_the_command_line_knows_every_settings_group():
+    import hyperrl.algos
+    from hyperrl.algos.settings import Settings
+    from hyperrl.cli_input import SETTINGS_GROUPS
+
+    groups = {cls.GROUP for cls in vars(hyperrl.algos).values()
+              if isinstance(cls, type) and issubclass(cls, Settings) and cls is not Settings}
+    assert groups == set(SETTINGS_GROUPS)
+
+
+def test_a_null_for_one_grouped_setting_becomes_a_mapping_jsonargparse_takes():
+    from hyperrl.cli_input import null_group_settings_as_mappings
+
+    args = ["--model.init_args.optim.critic_lr", "null", "--model.tasks.n_train_tasks=None", "--model.init_args.seed",
+            "null", "--model.init_args.critic.init_args.hidden", "null", "--model.init_args.replay.batch_size", "8"]
+    assert null_group_settings_as_mappings(args) == [
+        "--model.init_args.optim", "{critic_lr: null}", "--model.tasks", "{n_train_tasks: null}",
+        "--model.init_args.seed", "null", "--model.init_args.critic.init_args.hidden", "null",
+        "--model.init_args.replay.batch_size", "8"]
+    config_file = str(Path(__file__).resolve().parents[1] / "conf" / "meta" / "pearl_quickstart.yaml")
+    result = _hyperrl("fit", "--config", config_file, "--model.init_args.optim.critic_lr",
+                      "null", "--model.init_args.tasks.n_train_tasks=null", "--print_config")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)["model"]["init_args"]
+    assert config["optim"]["critic_lr"] is None and config["tasks"]["n_train_tasks"] is None
+    assert config["optim"]["policy_lr"] == 3e-4 and config["tasks"]["n_test_tasks"] is not None  # the rest kept

@@ -93,11 +93,11 @@ def test_a_scheduler_makes_pruned_runs_final(tmp_path):
 
 
 @pytest.mark.parametrize("extra, fit_options, message", [
-    ("", [], r"^run seed0: scheduler.grace_period=20 is not allowed: expected > the run's learning_starts \(20\), "
+    ("", [], r"^run seed0: scheduler.grace_period=20 is not allowed: expected > the run's replay.learning_starts \(20\), "
              r"or its first rung ranks policies never updated$"),
     ("", ["--model.init_args.replay.learning_starts", "19", "--trainer.max_steps", "19"],
      r"^run seed0: scheduler.grace_period=20 is not allowed: expected <= the run's 19 frames "
-     r"\(trainer.max_steps x frames_per_batch\), or the scheduler never acts$"),
+     r"\(trainer.max_steps x replay.frames_per_batch\), or the scheduler never acts$"),
     ("grid: {algo: {sac: {}, td3: {model.class_path: hyperrl.algos.TD3}}}",
      ["--model.init_args.replay.learning_starts", "19"],
      r"^a scheduler ranks the runs of one algorithm: run sac-seed0 is hyperrl.algos.SAC, run td3-seed0 is "

@@ -32,6 +32,7 @@ from hyperrl.cli_input import (
     drop_switched_settings,
     model_options_given,
     non_finite_as_yaml,
+    null_group_settings_as_mappings,
     one_line,
     register_parser_mode,
     verbose_flag,
@@ -317,7 +318,7 @@ def main(args: list[str] | None = None) -> None:
     except ConfigurationError as exc:
         print(f"hyperrl: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    args = bare_verbose(non_finite_as_yaml(args))
+    args = bare_verbose(null_group_settings_as_mappings(non_finite_as_yaml(args)))
     if from_argv:  # LightningCLI warns when given args while sys.argv holds some: hand it the rewritten ones there
         sys.argv[1:] = args
     from lightning.fabric.utilities.exceptions import MisconfigurationException

@@ -325,6 +325,35 @@ def non_finite_as_yaml(args: list[str]) -> list[str]:
     return out
 
 
+#: the settings groups' names (``hyperrl.algos.settings``, whose import would import torch here; a test keeps them
+#: equal)
+SETTINGS_GROUPS = ("tasks", "replay", "sampling", "adaptation", "optim", "evaluation")
+_GROUP_OPTION = re.compile(rf"--model\.(?:init_args\.)?({'|'.join(SETTINGS_GROUPS)})\.(\w+)")
+
+
+def null_group_settings_as_mappings(args: list[str]) -> list[str]:
+    """``--model.init_args.optim.critic_lr null`` -> ``--model.init_args.optim {critic_lr: null}``: jsonargparse
+    refuses a null given to one field of a settings group by its dotted key (it reads the value as the field's type,
+    not as null), and takes the same value as a mapping, which it lays over the group's other settings."""
+    args = [str(a) for a in args]
+    out, i = [], 0
+    while i < len(args):
+        token = args[i]
+        key, value, width = token, None, 1
+        if "=" in token:
+            key, value = token.split("=", 1)
+        elif i + 1 < len(args):
+            value, width = args[i + 1], 2
+        match = _GROUP_OPTION.fullmatch(key)
+        if match and value is not None and value.strip().lower() in ("null", "none", "~"):
+            out += [key.rsplit(".", 1)[0], f"{{{match.group(2)}: null}}"]
+            i += width
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def verbose_flag(args) -> bool:
     """Whether the command line asks for ``--verbose`` (``--verbose``, ``--verbose true``, ``--verbose=true``)."""
     args = [str(a) for a in args]
