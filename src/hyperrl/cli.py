@@ -50,6 +50,7 @@ from hyperrl.runs import (
     check_writable,
     checkpoint_dirs,
     check_resumable,
+    check_time_left,
     hyperparameters,
     is_checkpoint_file,
     last_checkpoint,
@@ -232,6 +233,8 @@ def _cli_class():
             if checkpoint is not None:
                 check_checkpoint_fits(*checkpoint, self.model)
                 check_resumable(*checkpoint, self.trainer.max_steps if self.subcommand == "fit" else None)
+                if self.subcommand == "fit":
+                    check_time_left(*checkpoint, self.trainer)
             if self.subcommand == "fit" and self.run_folder is not None:
                 self.lock = lock_run_folder(self.run_folder)  # main() closes it
 
@@ -360,6 +363,8 @@ def main(args: list[str] | None = None) -> None:
         if getattr(_cli_class.last, "lock", None) is not None:
             _cli_class.last.lock.close()
     console.report_signal_stop(getattr(_cli_class.last, "stop_on_signal", None), args)
+    if getattr(_cli_class.last, "subcommand", None) == "fit":
+        console.report_time_stop(getattr(_cli_class.last, "trainer", None), args)
 
 
 if __name__ == "__main__":

@@ -68,11 +68,7 @@ def report_signal_stop(stop, args: list[str]) -> None:
     if stop is None or stop.received is None:
         return
     name = signal.Signals(stop.received).name
-    kept = []  # the same command, with --ckpt_path pointing at the new checkpoint
-    for i, token in enumerate(args):
-        if token == "--ckpt_path" or token.startswith("--ckpt_path=") or (i and args[i - 1] == "--ckpt_path"):
-            continue
-        kept.append(token)
+    kept = _without(args, "--ckpt_path")  # the same command, with --ckpt_path pointing at the new checkpoint
     if stop.checkpoint is None:
         print(f"hyperrl: stopped by {name} before the first training step ended: nothing to resume from",
               file=sys.stderr)
@@ -81,3 +77,32 @@ def report_signal_stop(stop, args: list[str]) -> None:
         print(f"hyperrl: stopped by {name} after step {stop.step}: checkpoint {stop.checkpoint}; resume with: {resume}",
               file=sys.stderr)
     sys.exit(128 + int(stop.received))
+
+
+def _without(args: list[str], *options: str) -> list[str]:
+    """``args`` less each of ``options`` and its value (``--option value`` or ``--option=value``)."""
+    kept = []
+    for i, token in enumerate(args):
+        if token in options or token.split("=", 1)[0] in options or (i and args[i - 1] in options):
+            continue
+        kept.append(token)
+    return kept
+
+
+def report_time_stop(trainer, args: list[str]) -> None:
+    """After a fit that ``--trainer.max_time`` ended before ``max_steps``: one line naming the checkpoint and the
+    command that continues it (the exit status stays 0: the run stopped where it was asked to)."""
+    import shlex
+
+    from hyperrl.runs import _duration, time_limit_reached
+
+    limit = time_limit_reached(trainer) if trainer is not None else None
+    if limit is None:
+        return
+    checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+    resume = shlex.join(["hyperrl", *_without(args, "--ckpt_path", "--trainer.max_time"), "--ckpt_path", checkpoint,
+                         "--trainer.max_time", "DD:HH:MM:SS"])
+    where = f"checkpoint {checkpoint}; to go on, give a larger --trainer.max_time (it counts the run's training time " \
+            f"across resumes): {resume}" if checkpoint else "no checkpoint was written"
+    print(f"hyperrl: stopped: --trainer.max_time {_duration(limit)} reached after step {trainer.global_step}; {where}",
+          file=sys.stderr)

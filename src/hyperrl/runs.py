@@ -404,3 +404,39 @@ def check_resumable(path: str, checkpoint: dict, max_steps: int | None) -> None:
             f"--trainer.max_steps {max_steps} is below the step of --ckpt_path {path} ({step}): nothing would be "
             "trained; give a larger --trainer.max_steps to continue the run"
         )
+
+
+def _duration(seconds: float) -> str:
+    """``3725.0`` -> ``1:02:05``: how Lightning's ``max_time`` (``DD:HH:MM:SS``) reads, without the days."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def check_time_left(path: str, checkpoint: dict, trainer) -> None:
+    """Refuse a ``--trainer.max_time`` the resumed run has already spent: Lightning's ``Timer`` counts a run's
+    training time across resumes (the checkpoint carries it), so the fit would stop before its first step."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    state = (checkpoint.get("callbacks") or {}).get("Timer") or {}
+    spent = (state.get("time_elapsed") or {}).get("train")
+    limit = timer.time_remaining("train") if timer is not None else None  # its whole duration: nothing loaded yet
+    if isinstance(spent, (int, float)) and limit is not None and spent >= limit:
+        raise ConfigurationError(
+            f"--trainer.max_time {_duration(limit)} is already spent by the run of --ckpt_path {path}: it has "
+            f"trained for {_duration(spent)} (the limit counts a run's training time across resumes); give a larger "
+            "--trainer.max_time, or none"
+        )
+
+
+def time_limit_reached(trainer) -> float | None:
+    """The ``max_time`` (seconds) that ended this fit before ``max_steps``, else ``None``."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None or trainer.global_step >= trainer.max_steps > 0 or trainer.interrupted:
+        return None
+    remaining = timer.time_remaining("train")
+    if remaining is None or remaining > 0:
+        return None
+    return timer.time_elapsed("train") + remaining

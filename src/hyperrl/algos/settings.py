@@ -131,9 +131,9 @@ class Tasks(Settings):
     GROUP: ClassVar[str] = "tasks"
 
     split: str = "default"
-    n_train_tasks: int | None = None
-    n_test_tasks: int | None = None
-    n_ood_tasks: int | None = None
+    n_train_tasks: PositiveInt | None = None
+    n_test_tasks: PositiveInt | None = None
+    n_ood_tasks: PositiveInt | None = None
     task_seed: Seed = 0
 
 

@@ -535,23 +535,23 @@ def make_task_pools(
     family = task_family(env_id)
     if split not in family.splits:
         raise ConfigurationError(
-            f"split={split!r} is not allowed for {env_id!r}: expected one of {sorted(family.splits)}"
+            f"tasks.split={split!r} is not allowed for {env_id!r}: expected one of {sorted(family.splits)}"
         )
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ConfigurationError(f"task_seed={seed!r} is not allowed: expected a non-negative integer")
+        raise ConfigurationError(f"tasks.task_seed={seed!r} is not allowed: expected a non-negative integer")
     spec = family.splits[split]
-    # messages name the algorithms' options (n_train_tasks, ...), which is what a user sets
-    for name, value in (("n_train_tasks", n_train), ("n_test_tasks", n_test), ("n_ood_tasks", n_ood)):
+    # messages name the algorithms' settings (tasks.n_train_tasks, ...), which is what a user sets
+    for name, value in (("tasks.n_train_tasks", n_train), ("tasks.n_test_tasks", n_test), ("tasks.n_ood_tasks", n_ood)):
         if value is not None:
             _require_size(name, value)
     if n_ood is not None and spec.ood is None:
         raise ConfigurationError(
-            f"n_ood_tasks={n_ood!r} is not allowed for {env_id!r} split {split!r}: it has no OOD tasks "
+            f"tasks.n_ood_tasks={n_ood!r} is not allowed for {env_id!r} split {split!r}: it has no OOD tasks "
             f"(splits with OOD tasks: {sorted(k for k, s in family.splits.items() if s.ood) or 'none'})"
         )
     if family.fixed_tasks is not None:
         fixed = [family.make_task([v]) for v in family.fixed_tasks]
-        for name, value in (("n_train_tasks", n_train), ("n_test_tasks", n_test)):
+        for name, value in (("tasks.n_train_tasks", n_train), ("tasks.n_test_tasks", n_test)):
             if value is not None and value != len(fixed):
                 raise ConfigurationError(
                     f"{name}={value!r} is not allowed for {env_id!r}: a {family.name} family has the fixed pool "
