@@ -202,10 +202,10 @@ def test_bad_config_file_one_line_naming_it(content, needle, tmp_path, capsys, m
                                             "integer 0 <= seed <= 4294967295"),
         (["--seed_everything", "-1"], "0 <= seed <= 4294967295"),
         # nan / inf on the command line and in a config file: the module's own message, not jsonargparse's
-        (["--model.optim.gamma", "nan"], "optim.gamma=nan is not allowed: expected 0 <= gamma <= 1"),
-        (["--model.optim.gamma", "NaN"], "optim.gamma=nan is not allowed: expected 0 <= gamma <= 1"),
-        (["--model.optim.gamma=-inf"], "optim.gamma=-inf is not allowed: expected 0 <= gamma <= 1"),
-        (["--config", "GAMMA_NAN_FILE"], "optim.gamma=nan is not allowed: expected 0 <= gamma <= 1"),
+        (["--model.optim.gamma", "nan"], "optim.gamma=nan is not allowed: expected a number in [0, 1]"),
+        (["--model.optim.gamma", "NaN"], "optim.gamma=nan is not allowed: expected a number in [0, 1]"),
+        (["--model.optim.gamma=-inf"], "optim.gamma=-inf is not allowed: expected a number in [0, 1]"),
+        (["--config", "GAMMA_NAN_FILE"], "optim.gamma=nan is not allowed: expected a number in [0, 1]"),
     ],
 )
 def test_numbers_out_of_range_one_line(args, needle, tmp_path, capsys, monkeypatch):

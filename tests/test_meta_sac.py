@@ -296,9 +296,9 @@ def test_plain_sac_refuses_a_task_family():
 
 
 @pytest.mark.parametrize(("option", "value", "needle"), [
-    ("replay.meta_batch_size", "0", "meta_batch_size=0 is not allowed: expected PositiveInt"),
-    ("optim.critic_lr", "0", "critic_lr=0 is not allowed: expected PositiveFloat"),
-    ("optim.tau", "0", "tau=0 is not allowed: expected LeftOpenUnitInterval"),
+    ("replay.meta_batch_size", "0", "replay.meta_batch_size=0 is not allowed: expected a positive integer"),
+    ("optim.critic_lr", "0", "optim.critic_lr=0 is not allowed: expected a positive number"),
+    ("optim.tau", "0", "optim.tau=0 is not allowed: expected a number in (0, 1]"),
 ])
 def test_typed_settings_refused_by_the_cli_in_one_line_naming_the_value(option, value, needle, capsys, tmp_path):
     """Typed settings (jsonargparse's ``PositiveInt``, ``PositiveFloat | None``, ...) are checked by the CLI's parser:

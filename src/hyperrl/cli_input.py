@@ -148,6 +148,20 @@ def _expected_type(lines: list[str]) -> str | None:
     return None
 
 
+def _number_words(name: str) -> str | None:
+    """The words a Python caller's message uses for restricted number type ``name`` (``PositiveInt`` -> ``a
+    positive integer``: ``hyperrl.algos.arguments``), so both paths say the same; ``None`` for another type."""
+    import jsonargparse.typing
+
+    from hyperrl.algos import arguments
+
+    for module in (arguments, jsonargparse.typing):
+        hint = getattr(module, name, None)
+        if arguments._is_restricted_number(hint):
+            return arguments._describe_number(hint)
+    return None
+
+
 def _typed_setting(message: str, lines: list[str]) -> str | None:
     """``KEY=VALUE is not allowed: expected TYPE (RULE)`` for a value that a typed setting refuses (a restricted type
     of ``jsonargparse.typing`` such as ``PositiveInt``, or a ``Literal``), else ``None``."""
@@ -170,8 +184,10 @@ def _typed_setting(message: str, lines: list[str]) -> str | None:
         rule = re.search(r"does not conform to restriction (.+)$", typed.group(2))
         own = max((j for j in range(i) if lines[j].startswith(f'Parser key "{key}"')), default=0)
         nullable = any(m.startswith("Subtypes:") and "NoneType" in m for m in lines[own:i])  # an Optional setting
-        return (f"{key}={value} is not allowed: expected {typed.group(1)}" + (f" ({rule.group(1)})" if rule else "")
-                + (" or null" if nullable else ""))
+        value = {".nan": "nan", ".inf": "inf", "-.inf": "-inf"}.get(value, value)  # as typed (non_finite_as_yaml)
+        words = _number_words(typed.group(1))
+        expected = words or typed.group(1) + (f" ({rule.group(1)})" if rule else "")
+        return f"{key}={value} is not allowed: expected {expected}" + (" or null" if nullable else "")
     return None
 
 
@@ -303,9 +319,9 @@ _NON_FINITE = re.compile(r"([-+]?)(nan|inf|infinity)", re.IGNORECASE)
 
 
 def non_finite_as_yaml(args: list[str]) -> list[str]:
-    """``--model.gamma nan`` -> ``--model.gamma .nan``: the command line then reaches the module's own check (``gamma=nan
-    is not allowed: expected 0 <= gamma <= 1``), as the same value does from a config file, instead of jsonargparse's
-    "Expected a <class 'float'>. Got value: nan"."""
+    """``--model.optim.gamma nan`` -> ``--model.optim.gamma .nan``: the command line then reaches the setting's own
+    check (``optim.gamma=nan is not allowed: expected a number in [0, 1]``), as the same value does from a config file,
+    instead of jsonargparse's "Expected a <class 'float'>. Got value: nan"."""
 
     def as_yaml(value: str) -> str:
         match = _NON_FINITE.fullmatch(value.strip())

@@ -25,6 +25,7 @@ from jsonargparse.typing import (
     ClosedUnitInterval,
     NonNegativeFloat,
     NonNegativeInt,
+    OpenUnitInterval,
     PositiveFloat,
     PositiveInt,
 )
@@ -49,11 +50,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _require_unit_interval(group: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigurationError(f"{group}.{name}={value!r} is not allowed: expected 0 <= {name} <= 1")
 
 
 def _require_finite(group: str, name: str, value: Any, minimum: Literal["positive", ">= 0"]) -> None:
@@ -186,15 +182,9 @@ class OffPolicyOptim(Settings):
 
     critic_lr: PositiveFloat | None = None
     actor_lr: PositiveFloat = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005
+    gamma: ClosedUnitInterval = 0.99
+    tau: LeftOpenUnitInterval = 0.005
     fused_adam: bool | None = None
-
-    def check(self) -> None:
-        # spelled out, not typed: these messages read better than a restricted type's name
-        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0.0 < self.tau <= 1.0:
-            raise ConfigurationError(f"optim.tau={self.tau!r} is not allowed: expected 0 < tau <= 1")
-        _require_unit_interval("optim", "gamma", self.gamma)
 
 
 @dataclass(frozen=True)
@@ -437,24 +427,20 @@ class MAMLOptim(Settings):
 
     GROUP: ClassVar[str] = "optim"
 
-    gamma: float = 0.95
-    gae_lambda: float = 1.0
+    gamma: ClosedUnitInterval = 0.95
+    gae_lambda: ClosedUnitInterval = 1.0
     baseline_reg: float = 1e-5
     post_adaptation_baseline: Literal["pre", "refit"] = "pre"
     max_kl: float = 1e-2
     cg_iterations: PositiveInt = 10
     cg_damping: float = 1e-5
-    ls_ratio: float = 0.8
+    ls_ratio: OpenUnitInterval = 0.8
     ls_max_steps: PositiveInt = 20
 
     def check(self) -> None:
-        for name in ("gamma", "gae_lambda"):
-            _require_unit_interval("optim", name, getattr(self, name))
         for name in ("max_kl", "baseline_reg"):
             _require_finite("optim", name, getattr(self, name), "positive")
         _require_finite("optim", "cg_damping", self.cg_damping, ">= 0")
-        if isinstance(self.ls_ratio, bool) or not isinstance(self.ls_ratio, (int, float)) or not 0 < self.ls_ratio < 1:
-            raise ConfigurationError(f"optim.ls_ratio={self.ls_ratio!r} is not allowed: expected 0 < ls_ratio < 1")
 
 
 @dataclass(frozen=True)
