@@ -163,6 +163,21 @@ def test_bad_checkpoint_gets_one_line_and_exit_2(
     assert len(lines) == 1 and path in lines[0] and needle in lines[0], err
 
 
+def test_checkpoints_of_a_config_s_own_callback_are_named_by_step_also_when_a_finished_run_is_extended(capsys,
+                                                                                                     tmp_path):
+    """quickstart.yaml lists its own ModelCheckpoint (no filename): its files are ``step=N.ckpt`` too, and extending
+    the finished run (a new epoch for Lightning) goes on with the same names."""
+    args = [*TINY, "--trainer.callbacks.every_n_train_steps", "10", "--trainer.val_check_interval", "1000",
+            "--trainer.default_root_dir", str(tmp_path)]
+    code, _, err = run_cli(["fit", *args, "--trainer.max_steps", "20"], capsys)
+    assert code == 0, err
+    folder = tmp_path / "version_0" / "checkpoints"
+    code, _, err = run_cli(["fit", *args, "--trainer.max_steps", "30", "--ckpt_path", str(folder / "last.ckpt")],
+                           capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step=10.ckpt", "step=20.ckpt", "step=30.ckpt"]
+
+
 def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
     """The default ModelCheckpoint (the paper configs') keeps last.ckpt and the newest periodic checkpoint only;
     --trainer.callbacks.save_top_k -1 keeps them all; a resumed run leaves the old run's checkpoints alone."""
@@ -177,20 +192,20 @@ def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
 
     code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "60"], capsys)
     assert code == 0, err
-    assert checkpoints("version_0") == ["epoch=0-step=60.ckpt", "last.ckpt"]
+    assert checkpoints("version_0") == ["last.ckpt", "step=60.ckpt"]
 
     keep_all = ["--trainer.callbacks.save_top_k", "-1"]
     code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "60", *keep_all], capsys)
     assert code == 0, err
-    assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60)] + ["last.ckpt"]
+    assert checkpoints("version_1") == ["last.ckpt"] + [f"step={n}.ckpt" for n in (20, 40, 60)]
 
     # a resumed run continues in its own folder: the newest periodic checkpoint replaces the old one there, and
     # the other run is left alone
     last = runs / "version_0" / "checkpoints" / "last.ckpt"
     code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "100", "--ckpt_path", str(last)], capsys)
     assert code == 0, err
-    assert checkpoints("version_0") == ["epoch=0-step=100.ckpt", "last.ckpt"]
-    assert checkpoints("version_1") == [f"epoch=0-step={n}.ckpt" for n in (20, 40, 60)] + ["last.ckpt"]
+    assert checkpoints("version_0") == ["last.ckpt", "step=100.ckpt"]
+    assert checkpoints("version_1") == ["last.ckpt"] + [f"step={n}.ckpt" for n in (20, 40, 60)]
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
 
     # resumed from an older checkpoint than its last: the steps it recomputes replace the old rows of metrics.csv
@@ -200,7 +215,7 @@ def test_checkpoints_keep_last_and_newest(capsys, tmp_path, monkeypatch):
 
     before = rows("version_1")
     assert max(int(r["step"]) for r in before) == 59
-    older = runs / "version_1" / "checkpoints" / "epoch=0-step=20.ckpt"
+    older = runs / "version_1" / "checkpoints" / "step=20.ckpt"
     code, _, err = run_cli(["fit", *paper, "--trainer.max_steps", "40", *keep_all, "--ckpt_path", str(older)], capsys)
     assert code == 0, err
     after = rows("version_1")

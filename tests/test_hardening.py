@@ -42,7 +42,7 @@ def _start(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
 def _wait_for_training(proc: subprocess.Popen, run: Path, timeout: float = 120) -> None:
     """Until the first periodic checkpoint exists: training has started (and with it the signal handlers)."""
     deadline = time.monotonic() + timeout
-    while not (run / "checkpoints" / "epoch=0-step=20.ckpt").exists():
+    while not (run / "checkpoints" / "step=20.ckpt").exists():
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         assert time.monotonic() < deadline, "the run did not reach step 20"
         time.sleep(0.2)
@@ -522,7 +522,7 @@ def test_resuming_an_older_checkpoint_drops_the_rows_logged_after_it(finished_ru
             return sorted({int(float(row["step"])) for row in csv.DictReader(f)})
 
     assert max(steps()) >= 30
-    older = run / "checkpoints" / "epoch=0-step=20.ckpt"
+    older = run / "checkpoints" / "step=20.ckpt"
     code, _, err = run_cli(["fit", *SIGNAL_RUN, "--trainer.max_steps", "25", "--ckpt_path", str(older)], capsys)
     assert code == 0, err
     assert steps() == [s for s in steps() if s < 20] and steps(), steps()

@@ -199,6 +199,9 @@ def _cli_class():
                 # a resumed run with other checkpoint settings writes last.ckpt, not a last-v1.ckpt beside a stale one
                 if str(getattr(callback, "class_path", "")).endswith(".ModelCheckpoint"):
                     callback.init_args.enable_version_counter = False
+                    # named by training step (a run is one endless epoch: extending a finished one made it epoch=1)
+                    if callback.init_args.get("filename") is None:
+                        callback.init_args.filename = "{step}"
             if config.get("verbose"):
                 config.trainer.enable_model_summary = True
 
