@@ -3,6 +3,7 @@ refused before it starts (Lightning's Timer counts a run's training time across 
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 
@@ -28,6 +29,11 @@ def test_a_fit_ended_by_max_time_says_so_and_a_spent_limit_is_refused_on_resume(
     assert line.startswith(f"hyperrl: stopped: --trainer.max_time 0:00:03 reached after step {step}; checkpoint "
                            f"{checkpoint}; to go on, give a larger --trainer.max_time"), line
     assert line.endswith(f"--ckpt_path {checkpoint} --trainer.max_time DD:HH:MM:SS"), line
+    # the row Lightning writes at the stopping step holds that step's values, not a copy of the last row's
+    with open(tmp_path / "version_0" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["train/frames"]]
+    frames = [float(r["train/frames"]) for r in rows]
+    assert int(rows[-1]["step"]) == step - 1 and frames == sorted(set(frames)), rows[-3:]
 
     again = _hyperrl(*FIT, *root, "--trainer.max_time", "00:00:00:03", "--ckpt_path", str(checkpoint))
     assert again.returncode == 2

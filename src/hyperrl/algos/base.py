@@ -246,6 +246,7 @@ class Algorithm(L.LightningModule):
         self._pending_restore: dict | None = None
         self._fast_updates: dict[Hashable, Callable] = {}
         self._own_optimizer: torch.optim.Optimizer | None = None
+        self._unlogged: dict[str, Tensor] | None = None  # the loss terms of a step whose row was not written
 
     # ------------------------------------------------------------------ subclass interface
     def make_data(self) -> DataSource | None:
@@ -309,8 +310,19 @@ class Algorithm(L.LightningModule):
         if losses is None:
             losses = {}
         self._count_training_step()
+        self._unlogged = None
         if self._should_log():
             self._log_step(losses)
+        else:
+            self._unlogged = losses
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # a stop asked for after this step's training_step (the Timer of --trainer.max_time, a signal, both in their
+        # on_train_batch_end, which runs before this hook): Lightning writes this step's row because it stops, so
+        # give it this step's values, not those of the last row written
+        if self._unlogged is not None and self.trainer.should_stop and self.trainer.log_every_n_steps > 0:
+            self._log_step(self._unlogged)
+        self._unlogged = None
 
     def _count_training_step(self) -> None:
         """The one ``optimizer.step()`` Lightning counts for this training step. Gradients are cleared first, so it
