@@ -14,7 +14,7 @@ def per_environment_asha(sweep: Sweep):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     settings = sweep.scheduler
-    env_of = {run.name: str(dict(run.settings).get("model.init_args.env", "")) for run in sweep.runs}
+    env_of = {run.name: run.env_setting for run in sweep.runs}
 
     class PerEnvironment(FIFOScheduler):
         def __init__(self):

@@ -36,6 +36,12 @@ class Run:
     seed: int
     settings: list[tuple[str, object]]  # (dotted key, value), in command-line order
 
+    @property
+    def env_setting(self) -> str:
+        """The run's own ``model.init_args.env`` setting ("" when its config sets the environment): what a
+        scheduler groups runs by."""
+        return str(dict(self.settings).get("model.init_args.env", ""))
+
 
 ReductionFactor = restricted_number_type("ReductionFactor", float, [(">=", 1.5), ("<=", 100)])
 
@@ -246,8 +252,7 @@ def _check_scheduler(scheduler: Scheduler, configs: list[tuple[Run, dict]]) -> N
         model = config.get("model") or {}
         init = model.get("init_args") or {}
         classes.setdefault(str(model.get("class_path")), run.name)
-        envs.setdefault(str(dict(run.settings).get("model.init_args.env", "")), {}).setdefault(str(init.get("env")),
-                                                                                               run.name)
+        envs.setdefault(run.env_setting, {}).setdefault(str(init.get("env")), run.name)
         replay = init.get("replay") or {}
         starts, per_step = replay.get("learning_starts"), replay.get("frames_per_batch")
         steps = (config.get("trainer") or {}).get("max_steps")
