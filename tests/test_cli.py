@@ -236,11 +236,20 @@ def test_resume_refuses_model_options_it_would_ignore(capsys, tmp_path, monkeypa
     last = tmp_path / "runs" / "sac_hyper" / "version_0" / "checkpoints" / "last.ckpt"
     other_gamma = tmp_path / "other_gamma.yaml"
     other_gamma.write_text("model:\n  init_args:\n    optim:\n      gamma: 0.9\n")
+    many = tmp_path / "many.yaml"
+    many.write_text("model:\n  init_args:\n    optim: {gamma: 0.9, tau: 0.01, actor_lr: 0.001}\n"
+                    "    replay: {updates_per_batch: 2}\n")
     for option, needle in [
         # a config FILE whose model settings differ is refused like the command line (every init arg compared)
         (["--config", str(other_gamma)], f"model settings optim.gamma=0.9 from the config file {other_gamma} are not "
                                          "allowed with --ckpt_path"),
-        (["--config", str(CONF / "td3_mlp.yaml"), *TINY[2:]], "class_path='hyperrl.algos.TD3'"),
+        # another algorithm's config: the algorithm is all the line names (not each setting that differs with it)
+        (["--config", str(CONF / "td3_mlp.yaml"), *TINY[2:]],
+         f"model settings class_path='hyperrl.algos.TD3' from the config file {CONF / 'td3_mlp.yaml'} are not allowed "
+         f"with --ckpt_path {last}: that checkpoint resumes with class_path='hyperrl.algos.SAC' (a resumed"),
+        # many settings that differ: the first three are named, and how many more
+        (["--config", str(many)], "model settings optim.actor_lr=0.001, optim.gamma=0.9, optim.tau=0.01 (and 1 "
+                                  f"more) from the config file {many} are not allowed"),
         (["--model.replay.batch_size", "64"], "--model.replay.batch_size=64 is not allowed with --ckpt_path"),
         (["--model.init_args.critic=mlp"], "--model.critic='mlp' is not allowed with --ckpt_path"),
         (["--model", "hyperrl.algos.TD3"], "--model.class_path='hyperrl.algos.TD3' is not allowed"),

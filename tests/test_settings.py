@@ -217,3 +217,13 @@ def test_a_null_for_one_grouped_setting_becomes_a_mapping_jsonargparse_takes():
     config = yaml.safe_load(result.stdout)["model"]["init_args"]
     assert config["optim"]["critic_lr"] is None and config["tasks"]["n_train_tasks"] is None
     assert config["optim"]["policy_lr"] == 3e-4 and config["tasks"]["n_test_tasks"] is not None  # the rest kept
+
+
+def test_the_options_given_name_a_grouped_setting_by_its_dotted_name():
+    """What a resume compares against: a grouped setting given on the command line is that setting, not its whole
+    group (a config file's other setting of the group that differs is the file's, not the option's)."""
+    from hyperrl.cli_input import model_options_given
+
+    assert model_options_given(["--model.init_args.replay.batch_size", "8", "--model.optim={gamma: 0.9}",
+                                "--model.critic.dynamic_hidden", "[8]", "--model", "TD3", "--model.env=X"]) == [
+        "replay.batch_size", "optim", "critic", "class_path", "env"]

@@ -11,6 +11,12 @@ import re
 
 from hyperrl.errors import ConfigurationError
 
+#: the settings groups' names (``hyperrl.algos.settings``, whose import would import torch here; a test keeps them
+#: equal)
+SETTINGS_GROUPS = ("tasks", "replay", "sampling", "adaptation", "optim", "evaluation")
+_GROUP_OPTION = re.compile(rf"--model\.(?:init_args\.)?({'|'.join(SETTINGS_GROUPS)})\.(\w+)")
+
+
 class UsageError(Exception):
     """A command-line or configuration mistake caught by the argument parser."""
 
@@ -244,6 +250,7 @@ def configuration_error_in(exc: BaseException, kinds: tuple[type[BaseException],
 
 def model_options_given(args) -> list[str]:
     """The model settings named on the command line: ``--model.lr 1`` / ``--model.init_args.lr=1`` give ``"lr"``,
+    ``--model.replay.batch_size 8`` gives ``"replay.batch_size"`` (``--model.replay {...}``: ``"replay"``),
     ``--model hyperrl.algos.TD3`` gives ``"class_path"``."""
     names = []
     for token in args:
@@ -253,7 +260,9 @@ def model_options_given(args) -> list[str]:
         elif token.startswith("--model."):
             name = token[len("--model."):].split("=", 1)[0]
             name = name[len("init_args."):] if name.startswith("init_args.") else name
-            names.append(name.split(".", 1)[0])
+            group, _, field = name.partition(".")
+            # a settings group's field by its dotted name (replay.batch_size); any other setting by its own name
+            names.append(f"{group}.{field.split('.', 1)[0]}" if group in SETTINGS_GROUPS and field else group)
     return list(dict.fromkeys(names))
 
 
@@ -339,12 +348,6 @@ def non_finite_as_yaml(args: list[str]) -> list[str]:
             token = as_yaml(token)
         out.append(token)
     return out
-
-
-#: the settings groups' names (``hyperrl.algos.settings``, whose import would import torch here; a test keeps them
-#: equal)
-SETTINGS_GROUPS = ("tasks", "replay", "sampling", "adaptation", "optim", "evaluation")
-_GROUP_OPTION = re.compile(rf"--model\.(?:init_args\.)?({'|'.join(SETTINGS_GROUPS)})\.(\w+)")
 
 
 def null_group_settings_as_mappings(args: list[str]) -> list[str]:

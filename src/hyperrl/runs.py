@@ -32,15 +32,17 @@ def refuse_changed_model_settings(path: str, options: list[str], asked, resumed,
         return
     class_changed = differing[0][0] == "class_path"  # another algorithm: say that first, whatever else differs
     for name, mine, theirs in differing[:1] if class_changed else differing:
-        if name.split(".", 1)[0] in options:
+        if name in options or name.split(".", 1)[0] in options:  # the setting, or its whole group
             raise ConfigurationError(
                 f"option --model.{name}={mine!r} is not allowed with --ckpt_path {path}: that checkpoint "
                 f"resumes with {name}={theirs!r} (a resumed run keeps its model settings); drop the option "
                 "or start a new run"
             )
     source = f"the config file {config_files[-1]}" if config_files else "the default model settings"
-    mine = ", ".join(f"{name}={value!r}" for name, value, _ in differing)
-    theirs = ", ".join(f"{name}={value!r}" for name, _, value in differing)
+    named = differing[:1] if class_changed else differing[:3]  # another algorithm says it all; else the first few
+    more = f" (and {len(differing) - len(named)} more)" if len(differing) > len(named) and not class_changed else ""
+    mine = ", ".join(f"{name}={value!r}" for name, value, _ in named) + more
+    theirs = ", ".join(f"{name}={value!r}" for name, _, value in named)
     raise ConfigurationError(
         f"model settings {mine} from {source} are not allowed with --ckpt_path {path}: that checkpoint resumes with "
         f"{theirs} (a resumed run keeps its model settings); use the config the run was started with, or start a "
