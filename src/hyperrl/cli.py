@@ -28,6 +28,8 @@ from hyperrl.cli_input import (
     UsageError,
     bare_verbose,
     check_config_files,
+    check_seed_everything,
+    check_trainer_settings,
     configuration_error_in,
     drop_switched_settings,
     model_options_given,
@@ -42,7 +44,6 @@ from hyperrl.errors import (
     CheckpointWriteError,
     ConfigurationError,
     NonFiniteLossError,
-    require_positive,
 )
 from hyperrl.runs import (
     RUNS_DIR,
@@ -145,7 +146,7 @@ def _cli_class():
             subcommand = self.config.get("subcommand")
             if not subcommand:
                 return
-            _check_seed(self.config[subcommand].get("seed_everything"))
+            check_seed_everything(self.config[subcommand].get("seed_everything"))
             path = self.config[subcommand].get("ckpt_path")
             if path is None:
                 drop_switched_settings(self.config[subcommand], self._model_options)
@@ -186,7 +187,7 @@ def _cli_class():
             config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
             if self.checkpoint_path is not None:
                 config.ckpt_path = self.checkpoint_path
-            _check_trainer_settings(config)
+            check_trainer_settings(config)
             if config.get("torch_threads") is not None:
                 import torch
 
@@ -250,38 +251,6 @@ def _cli_class():
 
 def _listed(value) -> list:
     return value if isinstance(value, list) else [] if value is None else [value]
-
-
-#: numpy's seed range, which Lightning's seed_everything passes its seed to.
-SEED_RANGE = (0, 2**32 - 1)
-
-
-def _check_seed(seed) -> None:
-    """``seed_everything`` must be true, false or an integer numpy accepts."""
-    if seed is None or isinstance(seed, bool):
-        return
-    if not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-        raise ConfigurationError(
-            f"seed_everything={seed!r} is not allowed: expected true, false or an integer "
-            f"{SEED_RANGE[0]} <= seed <= {SEED_RANGE[1]} (numpy's seed range)"
-        )
-
-
-def _check_trainer_settings(config) -> None:
-    """Reject settings Lightning accepts but fails on later: ``val_check_interval 0`` (a ZeroDivisionError after the
-    first training step), a precision the modules do not support (``16-mixed`` on a CPU would run as ``bf16-mixed``)."""
-    from hyperrl.algos.base import SUPPORTED_PRECISIONS
-
-    trainer = config.get("trainer") or {}
-    if trainer.get("val_check_interval") is not None:
-        require_positive("trainer.val_check_interval", trainer.get("val_check_interval"))
-    precision = trainer.get("precision")
-    if precision is not None and str(precision) not in (*SUPPORTED_PRECISIONS, "bf16"):
-        raise ConfigurationError(
-            f"--trainer.precision {precision} is not allowed: expected one of {', '.join(SUPPORTED_PRECISIONS)} "
-            "(fp16 needs loss scaling, which these updates do not use; '-true' precisions would cast the fp32 targets "
-            "and replay data)"
-        )
 
 
 def _failure(exc: BaseException, misconfiguration: type) -> tuple[str, int] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from hyperrl.errors import ConfigurationError
+from hyperrl.errors import ConfigurationError, require_positive
 
 #: the settings groups' names (``hyperrl.algos.settings``, whose import would import torch here; a test keeps them
 #: equal)
@@ -278,6 +278,38 @@ def drop_switched_settings(config, options: list[str]) -> None:
         settings = f"{name}_kwargs"
         if settings in init and settings not in options:
             init[settings] = None
+
+
+#: numpy's seed range, which Lightning's seed_everything passes its seed to.
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_seed_everything(seed) -> None:
+    """``seed_everything`` must be true, false or an integer numpy accepts."""
+    if seed is None or isinstance(seed, bool):
+        return
+    if not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigurationError(
+            f"seed_everything={seed!r} is not allowed: expected true, false or an integer "
+            f"{SEED_RANGE[0]} <= seed <= {SEED_RANGE[1]} (numpy's seed range)"
+        )
+
+
+def check_trainer_settings(config) -> None:
+    """Reject settings Lightning accepts but fails on later: ``val_check_interval 0`` (a ZeroDivisionError after the
+    first training step), a precision the modules do not support (``16-mixed`` on a CPU would run as ``bf16-mixed``)."""
+    from hyperrl.algos.base import SUPPORTED_PRECISIONS
+
+    trainer = config.get("trainer") or {}
+    if trainer.get("val_check_interval") is not None:
+        require_positive("trainer.val_check_interval", trainer.get("val_check_interval"))
+    precision = trainer.get("precision")
+    if precision is not None and str(precision) not in (*SUPPORTED_PRECISIONS, "bf16"):
+        raise ConfigurationError(
+            f"--trainer.precision {precision} is not allowed: expected one of {', '.join(SUPPORTED_PRECISIONS)} "
+            "(fp16 needs loss scaling, which these updates do not use; '-true' precisions would cast the fp32 targets "
+            "and replay data)"
+        )
 
 
 def check_config_files(args: list[str]) -> None:
