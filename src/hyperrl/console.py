@@ -94,7 +94,7 @@ def report_time_stop(trainer, args: list[str]) -> None:
     command that continues it (the exit status stays 0: the run stopped where it was asked to)."""
     import shlex
 
-    from hyperrl.runs import _duration, time_limit_reached
+    from hyperrl.runs import duration_text, time_limit_reached
 
     limit = time_limit_reached(trainer) if trainer is not None else None
     if limit is None:
@@ -104,5 +104,5 @@ def report_time_stop(trainer, args: list[str]) -> None:
                          "--trainer.max_time", "DD:HH:MM:SS"])
     where = f"checkpoint {checkpoint}; to go on, give a larger --trainer.max_time (it counts the run's training time " \
             f"across resumes): {resume}" if checkpoint else "no checkpoint was written"
-    print(f"hyperrl: stopped: --trainer.max_time {_duration(limit)} reached after step {trainer.global_step}; {where}",
+    print(f"hyperrl: stopped: --trainer.max_time {duration_text(limit)} reached after step {trainer.global_step}; {where}",
           file=sys.stderr)

@@ -51,9 +51,3 @@ def require_positive_sizes(name: str, values) -> tuple[int, ...]:
     for v in values:
         require_positive(f"{name} entry", v, integer=True)
     return values
-
-
-def require_non_negative_int(name: str, value) -> None:
-    """Raise :class:`ConfigurationError` unless ``value`` is an integer >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ConfigurationError(f"{name}={value!r} is not allowed: expected an integer >= 0")

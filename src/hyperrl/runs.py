@@ -128,11 +128,11 @@ def hyperparameters(checkpoint: dict, algorithm: type | None = None) -> dict:
     saved = checkpoint.get("hyper_parameters")
     if not isinstance(saved, dict):
         return {}
-    cls = _algorithm_class(saved.get("_class_path")) if "_class_path" in saved else algorithm
+    cls = algorithm_class(saved.get("_class_path")) if "_class_path" in saved else algorithm
     return cls.current_hparams(saved) if hasattr(cls, "current_hparams") else dict(saved)
 
 
-def _algorithm_class(class_path):
+def algorithm_class(class_path):
     """The hyperrl class a checkpoint names, or ``None`` (another library's class, or one this version lacks)."""
     import pydoc
 
@@ -408,34 +408,37 @@ def check_resumable(path: str, checkpoint: dict, max_steps: int | None) -> None:
         )
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     """``3725.0`` -> ``1:02:05``: how Lightning's ``max_time`` (``DD:HH:MM:SS``) reads, without the days."""
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _timer(trainer):
+    """The trainer's ``Timer`` callback (``--trainer.max_time``), or ``None``."""
+    from lightning.pytorch.callbacks import Timer
+
+    return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+
+
 def check_time_left(path: str, checkpoint: dict, trainer) -> None:
     """Refuse a ``--trainer.max_time`` the resumed run has already spent: Lightning's ``Timer`` counts a run's
     training time across resumes (the checkpoint carries it), so the fit would stop before its first step."""
-    from lightning.pytorch.callbacks import Timer
-
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    timer = _timer(trainer)
     state = (checkpoint.get("callbacks") or {}).get("Timer") or {}
     spent = (state.get("time_elapsed") or {}).get("train")
     limit = timer.time_remaining("train") if timer is not None else None  # its whole duration: nothing loaded yet
     if isinstance(spent, (int, float)) and limit is not None and spent >= limit:
         raise ConfigurationError(
-            f"--trainer.max_time {_duration(limit)} is already spent by the run of --ckpt_path {path}: it has "
-            f"trained for {_duration(spent)} (the limit counts a run's training time across resumes); give a larger "
+            f"--trainer.max_time {duration_text(limit)} is already spent by the run of --ckpt_path {path}: it has "
+            f"trained for {duration_text(spent)} (the limit counts a run's training time across resumes); give a larger "
             "--trainer.max_time, or none"
         )
 
 
 def time_limit_reached(trainer) -> float | None:
     """The ``max_time`` (seconds) that ended this fit before ``max_steps``, else ``None``."""
-    from lightning.pytorch.callbacks import Timer
-
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    timer = _timer(trainer)
     if timer is None or trainer.global_step >= trainer.max_steps > 0 or trainer.interrupted:
         return None
     remaining = timer.time_remaining("train")

@@ -196,13 +196,13 @@ class Algorithm(L.LightningModule):
         and retired ones) before the model is built; ``kwargs`` override them. Called on a base class (``Algorithm``,
         ``ContextSAC``), it builds the class the checkpoint names. Lightning's own would pass the saved settings to
         ``__init__`` as they are."""
-        import pydoc
+        from hyperrl.runs import algorithm_class
 
         if hparams_file is not None:
             raise ConfigurationError("hparams_file is not allowed: a hyperrl checkpoint holds its own settings")
         checkpoint = torch.load(checkpoint_path, map_location=map_location or "cpu", weights_only=True)
         saved = dict(checkpoint.get("hyper_parameters") or {})
-        named = pydoc.locate(saved["_class_path"]) if isinstance(saved.get("_class_path"), str) else None
+        named = algorithm_class(saved.get("_class_path"))
         target = named if isinstance(named, type) and issubclass(named, cls) else cls
         settings = {k: v for k, v in target.current_hparams(saved).items() if not k.startswith("_")}
         model = target(**{**settings, **kwargs})

@@ -83,8 +83,9 @@ class Settings:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     def plain(self) -> dict[str, Any]:
-        """The group as a plain dict (tuples as lists): what checkpoints and ``hparams.yaml`` hold."""
-        return {name: _plain(getattr(self, name)) for name in self.names()}
+        """The group as a plain dict (its values are builtin since ``__post_init__``): what checkpoints and
+        ``hparams.yaml`` hold."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def of(cls: type[S], value: Any, default: S | None = None) -> S:
